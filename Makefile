@@ -1,0 +1,26 @@
+# The two entry points of the README. Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RUN    := checkpoints/mod_add_p113
+
+.PHONY: run test bench
+
+# torch==2.13.0 first: it is the CPU build on this machine; a bare `torch` pulls a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+# Train the default p = 113 run (continuing it if it is already there).
+run: $(STAMP)
+	$(BIN)/python -m interp.train mod_add --p 113 --out $(RUN) --resume
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m interp.bench

@@ -1,0 +1,127 @@
+"""The one frozen config of a training run.
+
+Every field is a CLI flag of ``python -m interp.train`` (see ``interp.train.build_parser``): a new
+field is a new flag. Derived sizes are properties, so changing ``p`` can never leave ``d_vocab``
+stale (the bug of the original grokking code, whose ``d_vocab = p + 1`` was frozen at class
+definition).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+TASK_NAMES = ("mod_add", "mod_sub", "mod_mul", "mod_div", "x2_y2", "x2_xy_y2", "x3_xy")
+ENGINES = ("auto", "fast", "hooked")
+
+
+class ConfigError(ValueError):
+    """A config field holds a value that is not allowed; the message names the field."""
+
+
+def is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    i = 2
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 1
+    return True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run: task, split, model shape, optimiser and schedule.
+
+    Defaults are the canonical Nanda et al. (2023) set-up as run in the TransformerLens grokking
+    demo: ``a + b mod 113``, 30% of the pairs for training, a 1-layer 4-head ReLU transformer without
+    LayerNorm, full-batch AdamW (lr 1e-3, weight decay 1.0, betas (0.9, 0.98)), model seed 999 and
+    data seed 598.
+    """
+
+    task: str = field(default="mod_add", metadata={"help": "the binary operation, mod p"})
+    p: int = field(default=113, metadata={"help": "the modulus; '=' is token id p"})
+    frac: float = field(default=0.3, metadata={"help": "fraction of all pairs used for training, in (0, 1)"})
+    steps: int = field(default=15000, metadata={"help": "number of full-batch optimiser steps"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    wd: float = field(default=1.0, metadata={"help": "AdamW (decoupled) weight decay"})
+    beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    beta2: float = field(default=0.98, metadata={"help": "AdamW beta2"})
+    warmup: int = field(default=0, metadata={"help": "linear learning-rate warm-up steps (the paper used 10, the demo 0)"})
+    seed: int = field(default=999, metadata={"help": "model initialisation seed"})
+    data_seed: int = field(default=598, metadata={"help": "seed of the train/test split"})
+    d_model: int = field(default=128, metadata={"help": "residual stream width"})
+    n_heads: int = field(default=4, metadata={"help": "attention heads (d_head = d_model / n_heads)"})
+    d_mlp: int = field(default=512, metadata={"help": "MLP hidden width"})
+    freeze_biases: bool = field(default=True, metadata={"help": "keep every bias at zero, as the TransformerLens demo does"})
+    eval_every: int = field(default=100, metadata={"help": "evaluate train/test loss and accuracy every N steps"})
+    save_every: int = field(default=100, metadata={"help": "write a checkpoint (and resume state) every N steps"})
+    engine: str = field(default="auto", metadata={"help": "training forward: 'fast' (1-layer [a, b, =] specialisation), 'hooked' (HookedTransformer.forward), or 'auto' (fast where it applies)"})
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> None:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {why}")
+
+        if self.task not in TASK_NAMES:
+            bad("task", f"unknown task; known tasks: {', '.join(TASK_NAMES)}")
+        if self.p < 2:
+            bad("p", "the modulus must be at least 2")
+        if self.task == "mod_div" and not is_prime(self.p):
+            bad("p", "mod_div needs a prime modulus (division by b needs b to be invertible)")
+        if not 0.0 < self.frac < 1.0:
+            bad("frac", "must lie strictly between 0 and 1")
+        for name in ("steps", "warmup"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        for name in ("eval_every", "save_every", "d_model", "n_heads", "d_mlp"):
+            if getattr(self, name) < 1:
+                bad(name, "must be >= 1")
+        if self.lr <= 0:
+            bad("lr", "must be > 0")
+        if self.wd < 0:
+            bad("wd", "must be >= 0")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(name, "must lie in [0, 1)")
+        if self.d_model % self.n_heads:
+            bad("n_heads", f"must divide d_model = {self.d_model}")
+        if self.engine not in ENGINES:
+            bad("engine", f"must be one of {', '.join(ENGINES)}")
+
+    # ---- derived sizes -------------------------------------------------------------------
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def d_vocab(self) -> int:
+        """Input vocabulary: the residues 0..p-1 and the '=' token (id p)."""
+        return self.p + 1
+
+    @property
+    def d_vocab_out(self) -> int:
+        return self.p
+
+    @property
+    def n_ctx(self) -> int:
+        return 3
+
+    @property
+    def eq_token(self) -> int:
+        return self.p
+
+    # ---- (de)serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,252 @@
+"""Run directories: the one place that knows their layout, writes them atomically and reads them.
+
+A run directory holds everything needed to rebuild a run (DESIGN.md)::
+
+    <run>/config.json                  {"config": TrainConfig fields, "versions": ..., "git_commit": ...}
+    <run>/split.safetensors            train_idx, test_idx (the split itself, not only its seed)
+    <run>/metrics.jsonl                one JSON object per evaluation
+    <run>/ckpt/step_NNNNNN.safetensors HookedTransformer state_dict, fp32
+    <run>/state/state.safetensors      what --resume needs: weights, AdamW moments, step
+    <run>/analysis/                    cached analysis tables (interp.analyze)
+    <run>/report.html                  (interp.report)
+
+Every file is written to a temporary name in its directory and renamed into place, so a reader (or
+a resumed run after ``kill -9``) never sees half a file. Nothing is pickled: tensors go through
+safetensors, everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from transformer_lens import HookedTransformer
+
+from interp.config import ConfigError, TrainConfig
+from interp.model import build_model
+from interp.tasks import Dataset, all_pairs
+
+CONFIG_FILE = "config.json"
+SPLIT_FILE = "split.safetensors"
+METRICS_FILE = "metrics.jsonl"
+CKPT_DIR = "ckpt"
+STATE_DIR = "state"
+STATE_FILE = "state.safetensors"
+ANALYSIS_DIR = "analysis"
+REPORT_FILE = "report.html"
+DEFAULT_ROOT = Path("checkpoints")
+_CKPT_RE = re.compile(r"^step_(\d{6,})\.safetensors$")
+
+
+class RunError(Exception):
+    """A run directory or one of its files is missing, corrupt or not what was asked for."""
+
+
+# ---- atomic writes ---------------------------------------------------------------------------
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same directory, then rename)."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save tensors with safetensors, atomically."""
+    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a safetensors file and its metadata; a missing or corrupt file raises ``RunError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: file is missing")
+    try:
+        tensors = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(f"{path}: not a readable safetensors file ({e})") from None
+    return tensors, metadata
+
+
+# ---- paths -----------------------------------------------------------------------------------
+def ckpt_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step_{step:06d}.safetensors"
+
+
+def state_path(run_dir: Path) -> Path:
+    return Path(run_dir) / STATE_DIR / STATE_FILE
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps that have a checkpoint file, ascending."""
+    d = Path(run_dir) / CKPT_DIR
+    if not d.is_dir():
+        return []
+    return sorted(int(m.group(1)) for f in d.iterdir() if (m := _CKPT_RE.match(f.name)))
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    """``<task>_p<p>`` plus ``_<field><value>`` for each model/data/optimiser field off its default."""
+    base = TrainConfig(task=cfg.task, p=cfg.p)
+    skip = {"task", "p", "steps", "eval_every", "save_every", "engine"}
+    parts = [f"{cfg.task}_p{cfg.p}"]
+    for k, v in cfg.to_dict().items():
+        if k not in skip and v != getattr(base, k):
+            parts.append(f"{k}{v}")
+    return "_".join(parts)
+
+
+# ---- writing ---------------------------------------------------------------------------------
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("torch", "transformer-lens", "numpy", "safetensors", "interp"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def init_run_dir(run_dir: Path, cfg: TrainConfig, dataset: Dataset) -> None:
+    """Write ``config.json`` and the split into a new run directory."""
+    run_dir = Path(run_dir)
+    write_tensors(run_dir / SPLIT_FILE, {"train_idx": dataset.train_idx, "test_idx": dataset.test_idx})
+    meta = {"config": cfg.to_dict(), "versions": _versions(), "git_commit": _git_commit()}
+    write_text(run_dir / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def save_checkpoint(run_dir: Path, step: int, model: HookedTransformer) -> Path:
+    path = ckpt_path(run_dir, step)
+    write_tensors(path, model.state_dict(), metadata={"step": str(step)})
+    return path
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    write_text(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ---- reading ---------------------------------------------------------------------------------
+def read_config(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    if not path.is_file():
+        raise RunError(f"{path}: file is missing (is {run_dir} a run directory?)")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text())["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
+        raise RunError(f"{path}: not a valid run config ({e})") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path}: corrupt line ({e})") from None
+
+
+def read_split(run_dir: Path, cfg: TrainConfig) -> Dataset:
+    tensors, _ = read_tensors(Path(run_dir) / SPLIT_FILE)
+    inputs, labels = all_pairs(cfg)
+    try:
+        train_idx, test_idx = tensors["train_idx"], tensors["test_idx"]
+    except KeyError as e:
+        raise RunError(f"{Path(run_dir) / SPLIT_FILE}: missing tensor {e}") from None
+    if len(train_idx) + len(test_idx) != len(labels):
+        raise RunError(f"{Path(run_dir) / SPLIT_FILE}: split does not cover the {len(labels)} examples")
+    return Dataset(inputs, labels, train_idx, test_idx)
+
+
+def load_state_dict_into(model: HookedTransformer, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise RunError(f"{path}: weights do not fit the run's model ({str(e).splitlines()[0]})") from None
+
+
+@dataclass
+class Run:
+    """A run directory, loaded: config, dataset with its split, metrics and checkpoint steps."""
+
+    path: Path
+    config: TrainConfig
+    dataset: Dataset
+    metrics: list[dict] = field(repr=False)
+    steps: list[int]
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        return self.dataset.inputs
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.dataset.labels
+
+    @property
+    def train_idx(self) -> torch.Tensor:
+        return self.dataset.train_idx
+
+    @property
+    def test_idx(self) -> torch.Tensor:
+        return self.dataset.test_idx
+
+    def load_model(self, step: int | None = None) -> HookedTransformer:
+        """A ready ``HookedTransformer`` with the weights of checkpoint ``step`` (default: the last)."""
+        if step is None:
+            if not self.steps:
+                raise RunError(f"{self.path / CKPT_DIR}: run has no checkpoints")
+            step = self.steps[-1]
+        return load_checkpoint(self.path, step, self.config)
+
+
+def load_checkpoint(run_dir: Path, step: int, config: TrainConfig | None = None) -> HookedTransformer:
+    """Rebuild the run's model and load checkpoint ``step`` into it."""
+    config = config or read_config(run_dir)
+    path = ckpt_path(run_dir, step)
+    state, _ = read_tensors(path)
+    with torch.no_grad():
+        model = build_model(config)
+    load_state_dict_into(model, state, path)
+    model.eval()
+    return model
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Load a run directory written by ``python -m interp.train``."""
+    path = Path(path)
+    cfg = read_config(path)
+    return Run(path, cfg, read_split(path, cfg), read_metrics(path), checkpoint_steps(path))

@@ -1,0 +1,31 @@
+"""Process-level settings that make CPU training faster; called by the CLIs, never on import."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+log = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator() -> bool:
+    """Keep freed tensor memory in the glibc heap instead of returning it to the OS.
+
+    Every training step allocates and frees the same few MB-sized activation tensors. With glibc's
+    defaults each of them is a fresh ``mmap`` whose pages fault in again on first touch (about 5000
+    page faults per p = 113 step, a fifth of the step time). Raising the mmap and trim thresholds
+    makes the allocator reuse the memory. Returns whether the settings took (glibc only).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+    except (OSError, AttributeError, TypeError):
+        ok = False
+    if not ok:
+        log.debug("mallopt not available; allocator left as it is")
+    return ok
