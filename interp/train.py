@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from interp import runs
-from interp.config import TASK_NAMES, ConfigError, TrainConfig
+from interp.config import PRESETS, TASK_NAMES, ConfigError, TrainConfig
 from interp.model import build_model, fast_applies, fast_logits, hooked_logits, loss_fn
 from interp.runs import RunError
 from interp.tasks import Dataset, make_dataset
@@ -113,10 +113,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     """
     out = Path(out)
     state_file = runs.state_path(out)
-    if resume:
-        if not (out / runs.CONFIG_FILE).is_file():
-            raise RunError(f"{out}: nothing to resume (no {runs.CONFIG_FILE})")
-    elif out.exists() and any(out.iterdir()):
+    if resume and not (out / runs.CONFIG_FILE).is_file():
+        if out.exists() and any(out.iterdir()):
+            raise RunError(f"{out}: not a run directory (no {runs.CONFIG_FILE}); refusing to write into it")
+        log.info("%s: nothing to resume yet, starting a new run", out)
+        resume = False
+    elif not resume and out.exists() and any(out.iterdir()):
         raise RunError(f"{out}: run directory already exists; pass --resume to continue it or --out to pick another")
 
     # set-up
@@ -197,15 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
             p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default})")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named set of values (" + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + "); explicit flags override it")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: checkpoints/<task>_p<p>[_<changed fields>])")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state; only --steps may differ from the saved config")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state (start it if --out does not exist yet); only --steps may differ from the saved config")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    given = {**PRESETS.get(args.preset, {}), **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}}
     cfg = TrainConfig(**given)
     out = args.out or runs.DEFAULT_ROOT / runs.default_run_name(cfg)
     if args.resume and (out / runs.CONFIG_FILE).is_file():

@@ -1,0 +1,28 @@
+"""Shared fixtures: one factory for tiny configs, and small real runs trained once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from interp.config import PRESETS, TrainConfig
+from interp.train import train
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    """A model small enough to train a few hundred steps in about a second."""
+    base = dict(p=13, frac=0.5, d_model=32, n_heads=4, d_mlp=64, steps=40, eval_every=10, save_every=10, lr=3e-3)
+    return TrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished tiny run directory (p = 13, 40 steps)."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return train(tiny_config(), out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """The documented 'small' preset (p = 59): memorises by step ~100, groks by ~2200; about 30 s."""
+    out = tmp_path_factory.mktemp("runs") / "small"
+    return train(TrainConfig(**PRESETS["small"]), out, progress=False)
