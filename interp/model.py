@@ -80,9 +80,11 @@ def fast_logits(
 ) -> Float[Tensor, "batch d_vocab_out"]:
     """Logits at the ``=`` position of ``[a, b, =]``, equal to ``model(inputs)[:, -1]``.
 
-    The ``=`` query is the same for every example, so the attention scores, the values projected
-    through ``W_O`` and then through ``W_in`` are computed once per token (tables of size
-    ``d_vocab x n_heads x d_mlp``) and gathered per example. Differentiable in every parameter.
+    Only the ``=`` position is computed. Its query is the same for every example, so keys, values
+    and scores are computed once per token (tables of ``d_vocab`` rows) and gathered per example;
+    ``W_O`` is folded into ``W_in`` and ``W_U``, and ``W_out`` into ``W_U``, so the batch goes through
+    three matrix multiplies instead of HookedTransformer's per-position pipeline. Differentiable in
+    every parameter; the gradients reach the same ``nn.Parameter`` objects.
 
     Args:
         model: a 1-layer ``HookedTransformer`` for which ``fast_applies`` is true.
@@ -115,13 +117,17 @@ def fast_logits(
         + pattern[..., 1, None] * v01[1].index_select(0, b)
         + pattern[..., 2, None] * v2
     )  # [batch, h, d_head]
-    resid_mid = torch.addmm(x2 + attn.b_O, z.flatten(1), attn.W_O.flatten(0, 1))  # [batch, d_model]
-    # in-place bias and ReLU: the [batch, d_mlp] tensors are the memory traffic that counts here
-    post = (resid_mid @ mlp.W_in).add_(mlp.b_in).relu_()  # [batch, d_mlp]
-    # resid_post @ W_U, with the MLP output folded into W_L = W_out @ W_U (fewer multiply-adds).
-    # W_L is built transposed and contiguous so that the backward's grad @ W_L.T is a plain matmul.
+    # resid_mid = x2 + b_O + z @ W_O is only ever multiplied by W_in and W_U, so W_O is folded into
+    # both (two small weight products) instead of materialising resid_mid for the whole batch.
+    W_O = attn.W_O.flatten(0, 1)  # [h * d_head, d_model]
+    resid_base = x2 + attn.b_O  # the part of resid_mid shared by all examples
+    W_OI = W_O @ mlp.W_in  # [h * d_head, d_mlp]
+    post = (z.flatten(1) @ W_OI).add_(resid_base @ mlp.W_in + mlp.b_in).relu_()  # [batch, d_mlp]
+    # The MLP output only feeds W_U: fold W_L = W_out @ W_U, built transposed and contiguous so that
+    # the backward's grad @ W_L.T is a plain matmul.
     W_L_T = model.W_U.T @ mlp.W_out.T  # [d_vocab_out, d_mlp]
-    direct = torch.addmm(model.b_U + mlp.b_out @ model.W_U, resid_mid, model.W_U)
+    W_OU = W_O @ model.W_U  # [h * d_head, d_vocab_out]
+    direct = torch.addmm((resid_base + mlp.b_out) @ model.W_U + model.b_U, z.flatten(1), W_OU)
     return torch.addmm(direct, post, W_L_T.T)
 
 

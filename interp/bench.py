@@ -1,0 +1,77 @@
+"""Benchmarks, as ratios measured in one process (the machine is noisy; absolute numbers drift).
+
+    python -m interp.bench            # p = 113, full batch: HookedTransformer.forward vs the fast path
+
+Training: two copies of the same initial model, one trained through ``HookedTransformer.forward``
+(``model(inputs)[:, -1]``) and one through ``interp.model.fast_logits``, each with its own AdamW,
+full batch, float64 loss. Rounds alternate between the two so that drift in machine speed hits
+both; the per-step time of each is the median over rounds. The last line printed is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from interp.config import TrainConfig
+from interp.model import build_model, fast_logits, hooked_logits, loss_fn
+from interp.speed import tune_allocator
+from interp.tasks import make_dataset
+from interp.train import make_optimizer
+
+
+def bench_training(cfg: TrainConfig, rounds: int, steps_per_round: int) -> dict[str, float]:
+    data = make_dataset(cfg)
+    x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
+    paths = {
+        "hooked": lambda m: hooked_logits(m, x),
+        "fast": lambda m: fast_logits(m, x[:, 0], x[:, 1], cfg.eq_token),
+    }
+    state = {}
+    for name in paths:
+        model = build_model(cfg)
+        state[name] = (model, make_optimizer(model, cfg))
+
+    def run(name: str, n: int) -> float:
+        model, opt = state[name]
+        t = time.perf_counter()
+        for _ in range(n):
+            loss_fn(paths[name](model), y).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return (time.perf_counter() - t) / n * 1000
+
+    for name in paths:  # warm-up
+        run(name, 2)
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for r in range(rounds):
+        order = list(paths) if r % 2 == 0 else list(paths)[::-1]
+        for name in order:
+            times[name].append(run(name, steps_per_round))
+    hooked, fast = statistics.median(times["hooked"]), statistics.median(times["fast"])
+    return {"p": cfg.p, "n_train": len(y), "hooked_ms_per_step": round(hooked, 2), "fast_ms_per_step": round(fast, 2),
+            "speedup": round(hooked / fast, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m interp.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--p", type=int, default=113, help="modulus (default: 113)")
+    ap.add_argument("--rounds", type=int, default=6, help="alternating rounds per path (default: 6)")
+    ap.add_argument("--steps-per-round", type=int, default=5, help="training steps per round (default: 5)")
+    args = ap.parse_args(argv)
+    #tune_allocator()
+    result = bench_training(TrainConfig(p=args.p), args.rounds, args.steps_per_round)
+    print(f"training, p={result['p']} full batch ({result['n_train']} examples): "
+          f"hooked {result['hooked_ms_per_step']} ms/step, fast {result['fast_ms_per_step']} ms/step, "
+          f"speedup {result['speedup']}x (torch threads: {torch.get_num_threads()})", file=sys.stderr)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

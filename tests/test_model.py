@@ -1,0 +1,79 @@
+"""The fast training forward must be the HookedTransformer, only faster."""
+
+import pytest
+import torch
+
+from interp.config import TrainConfig
+from interp.model import build_model, fast_applies, fast_logits, hooked_logits, loss_fn
+from interp.tasks import make_dataset
+from interp.train import make_optimizer
+from tests.conftest import tiny_config
+
+
+def _randomise_biases(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "b_" in name:
+                p.normal_(0, 0.1)
+
+
+@pytest.mark.parametrize("task", ["mod_add", "mod_div"])
+def test_fast_logits_equal_hooked_forward(task):
+    cfg = tiny_config(task=task)
+    model = build_model(cfg)
+    _randomise_biases(model)  # frozen at zero by default; the equality must not rely on that
+    data = make_dataset(cfg)
+    with torch.no_grad():
+        ref = hooked_logits(model, data.inputs)
+        fast = fast_logits(model, data.a, data.b, cfg.eq_token)
+    assert fast.shape == (len(data.labels), cfg.p)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_same_parameters_after_adamw_steps():
+    # Biases frozen as in training. (Unfrozen, b_K has an exactly-zero gradient, softmax being
+    # shift-invariant, and AdamW turns the two paths' different rounding noise into +-lr steps.)
+    cfg = tiny_config()
+    data = make_dataset(cfg)
+    x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
+    models = [build_model(cfg), build_model(cfg)]
+    for step in range(5):
+        for model, fwd in zip(models, (lambda m: hooked_logits(m, x), lambda m: fast_logits(m, x[:, 0], x[:, 1], cfg.eq_token))):
+            opt = model._opt = getattr(model, "_opt", None) or make_optimizer(model, cfg)
+            loss_fn(fwd(model), y).backward()
+            opt.step()
+            opt.zero_grad()
+    hooked, fast = ({n: p for n, p in m.named_parameters() if p.requires_grad} for m in models)
+    moved = 0
+    for name in hooked:
+        torch.testing.assert_close(fast[name], hooked[name], rtol=1e-4, atol=1e-5, msg=name)
+        moved += not torch.equal(hooked[name], dict(build_model(cfg).named_parameters())[name])
+    assert moved == len(hooked)  # every parameter was actually trained
+
+
+def test_model_matches_canonical_config():
+    model = build_model(TrainConfig())
+    c = model.cfg
+    assert (c.n_layers, c.n_heads, c.d_model, c.d_head, c.d_mlp, c.d_vocab, c.d_vocab_out, c.n_ctx) == (1, 4, 128, 32, 512, 114, 113, 3)
+    assert c.act_fn == "relu" and c.normalization_type is None and fast_applies(model)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in model.named_parameters() if "b_" in n} and frozen
+
+
+def test_build_model_is_seeded_and_has_no_rng_side_effect():
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    m1 = build_model(tiny_config(seed=5))
+    assert torch.equal(torch.rand(1), before)
+    m2 = build_model(tiny_config(seed=5))
+    m3 = build_model(tiny_config(seed=6))
+    assert torch.equal(m1.W_E, m2.W_E) and not torch.equal(m1.W_E, m3.W_E)
+
+
+def test_loss_is_float64_cross_entropy():
+    logits = torch.randn(7, 5)
+    y = torch.randint(0, 5, (7,))
+    loss = loss_fn(logits, y)
+    assert loss.dtype == torch.float64
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.double(), y))
