@@ -1,11 +1,18 @@
 """Benchmarks, as ratios measured in one process (the machine is noisy; absolute numbers drift).
 
     python -m interp.bench            # p = 113, full batch: HookedTransformer.forward vs the fast path
+    python -m interp.bench --run checkpoints/mod_add_p113   # also time the analysis of that run
 
 Training: two copies of the same initial model, one trained through ``HookedTransformer.forward``
 (``model(inputs)[:, -1]``) and one through ``interp.model.fast_logits``, each with its own AdamW,
 full batch, float64 loss. Rounds alternate between the two so that drift in machine speed hits
-both; the per-step time of each is the median over rounds. The last line printed is JSON.
+both; the per-step time of each is the median over rounds. The allocator is left at its defaults
+for both (``interp.train`` tunes it, which helps both paths).
+
+Analysis: ``interp.analyze.analysis_throughput`` on the run given by ``--run`` (default: the default
+p = 113 run if it exists): every analyser over every checkpoint, nothing cached or written.
+
+The last line printed is JSON.
 """
 
 from __future__ import annotations
@@ -15,12 +22,13 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from interp.config import TrainConfig
 from interp.model import build_model, fast_logits, hooked_logits, loss_fn
-from interp.speed import tune_allocator
+from interp.runs import DEFAULT_ROOT
 from interp.tasks import make_dataset
 from interp.train import make_optimizer
 
@@ -63,12 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p", type=int, default=113, help="modulus (default: 113)")
     ap.add_argument("--rounds", type=int, default=6, help="alternating rounds per path (default: 6)")
     ap.add_argument("--steps-per-round", type=int, default=5, help="training steps per round (default: 5)")
+    ap.add_argument("--run", type=Path, default=DEFAULT_ROOT / "mod_add_p113", help="run directory whose analysis is timed (default: %(default)s; skipped if absent)")
     args = ap.parse_args(argv)
-    #tune_allocator()
     result = bench_training(TrainConfig(p=args.p), args.rounds, args.steps_per_round)
     print(f"training, p={result['p']} full batch ({result['n_train']} examples): "
           f"hooked {result['hooked_ms_per_step']} ms/step, fast {result['fast_ms_per_step']} ms/step, "
-          f"speedup {result['speedup']}x (torch threads: {torch.get_num_threads()})", file=sys.stderr)
+          f"speedup {result['speedup']}x (torch threads: {torch.get_num_threads()})", flush=True)
+    if (args.run / "config.json").is_file():
+        from interp.analyze import analysis_throughput
+
+        a = analysis_throughput(args.run)
+        result.update(analysis_run=str(args.run), analysis_checkpoints=a["n_checkpoints"],
+                      analysis_seconds=a["seconds"], analysis_checkpoints_per_s=a["checkpoints_per_s"])
+        print(f"analysis of {args.run}: {a['n_checkpoints']} checkpoints in {a['seconds']} s "
+              f"({a['checkpoints_per_s']} checkpoints/s)", flush=True)
+    else:
+        print(f"analysis: skipped, {args.run} is not a run directory (train it or pass --run)", flush=True)
     print(json.dumps(result))
     return 0
 
