@@ -1,0 +1,397 @@
+"""Figures of runs and analyses: the one module that imports plotly.
+
+Every function takes data that is already computed (metric rows, analysis tables, tensors from
+``analyses/`` or from a TransformerLens cache) and returns a ``plotly.graph_objects.Figure`` with a
+title and axis labels; nothing here computes an interpretability measure. ``interp.report`` puts
+the figures into one HTML page; the notebooks show them inline.
+
+Curves of several runs share one figure (one colour per run, legend = run name). Curves longer
+than ``MAX_POINTS`` are thinned to evenly spaced points (the last one always kept), and values are
+stored as float32, to keep the report of a long run small.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+MAX_POINTS = 2000
+COLORS = qualitative.Plotly
+FONT = dict(family="DejaVu Sans, Liberation Sans, Arial, sans-serif", size=13)
+# Short labels of the phase boundaries of ``interp.analyze.PHASE_DEFINITIONS``.
+PHASE_LABELS = {
+    "memorised": "memorised", "circuit_formation_start": "circuit formation", "cgen_overtakes_cmem": "C_gen > C_mem",
+    "cleanup_start": "cleanup", "test_acc_0.9": "test acc 0.9", "grokked": "grokked",
+}
+
+Rows = Sequence[Mapping[str, float]]
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def color(i: int) -> str:
+    """The colour of the ``i``-th run."""
+    return COLORS[i % len(COLORS)]
+
+
+def thin(rows: Rows, max_points: int = MAX_POINTS) -> list:
+    """At most ``max_points`` evenly spaced rows of ``rows``, the first and last always kept."""
+    rows = list(rows)
+    if len(rows) <= max_points:
+        return rows
+    idx = np.unique(np.linspace(0, len(rows) - 1, max_points).round().astype(int))
+    return [rows[i] for i in idx]
+
+
+def _column(rows: Rows, key: str) -> list[float | None]:
+    """Values of ``key`` as float32-rounded floats; missing or NaN values become gaps (None)."""
+    out = []
+    for r in rows:
+        v = r.get(key)
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            out.append(None)
+        else:
+            out.append(float(np.float32(v)))
+    return out
+
+
+def _has_values(rows: Rows, key: str) -> bool:
+    return any(v is not None for v in _column(rows, key))
+
+
+def _array(x, decimals: int | None = None) -> np.ndarray:
+    """A float32 numpy array of a tensor or array (rounded to ``decimals`` if given)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x, dtype=np.float64)
+    if decimals is not None:
+        a = np.round(a, decimals)
+    return a.astype(np.float32)
+
+
+def _legend_rows(fig: go.Figure, width_px: int = 900) -> int:
+    """About how many rows a horizontal legend of ``fig``'s named traces takes at ``width_px``."""
+    widths = [45 + 7 * len(t.name or "") for t in fig.data if t.showlegend is not False and t.name]
+    rows, used = (1 if widths else 0), 0
+    for w in widths:
+        if used and used + w > width_px:
+            rows, used = rows + 1, 0
+        used += w
+    return rows
+
+
+def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    extra = 22 * max(0, _legend_rows(fig) - 1)  # room above the plot for a legend of several rows
+    fig.update_layout(
+        title=dict(text=title, x=0.01, xanchor="left", y=1, yref="container", yanchor="top", pad=dict(t=12)),
+        height=height + extra,
+        autosize=True,
+        font=FONT,
+        margin=dict(l=70, r=20, t=70 + extra, b=60),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        template="plotly_white",
+    )
+    return fig
+
+
+def _mark_phases(fig: go.Figure, phases: Mapping[str, Mapping[str, int | None]] | None, names: Sequence[str]) -> None:
+    """Vertical dotted lines at each run's phase boundaries, in the run's colour, on every subplot."""
+    if not phases:
+        return
+    single = len(names) == 1
+    for i, name in enumerate(names):
+        for key, step in (phases.get(name) or {}).items():
+            if step is None:
+                continue
+            label = PHASE_LABELS.get(key, key)
+            fig.add_vline(
+                x=step, line=dict(color="#555" if single else color(i), dash="dot", width=1),
+                row="all", col="all",
+            )
+            # one label per boundary, inside the top panel, reading upwards along its line
+            fig.add_annotation(
+                x=step, xref="x", y=1.0, yref="paper", yanchor="top", xanchor="right", textangle=-90,
+                text=label if single else f"{label} ({name})", showarrow=False, bgcolor="rgba(255,255,255,0.75)",
+                font=dict(size=10, color="#444" if single else color(i)),
+            )
+
+
+def _curves(
+    runs: Mapping[str, Rows],
+    panels: Sequence[tuple[str, bool, Sequence[tuple[str, str, str]]]],
+    title: str,
+    phases: Mapping[str, Mapping[str, int | None]] | None,
+    panel_height: int = 300,
+) -> go.Figure:
+    """Stacked panels sharing the step axis.
+
+    ``panels``: ``(y axis title, log y, [(column, label, dash), ...])`` per panel; each run draws one
+    trace per column in its colour (dash tells the columns apart).
+    """
+    names = list(runs)
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for i, name in enumerate(names):
+        rows = thin(sorted(runs[name], key=lambda r: r["step"]))
+        x = [int(r["step"]) for r in rows]
+        for p, (_, _, cols) in enumerate(panels, start=1):
+            for col, label, dash in cols:
+                if not _has_values(rows, col):
+                    continue
+                fig.add_trace(
+                    go.Scatter(
+                        x=x, y=_column(rows, col), mode="lines", name=label if len(names) == 1 else f"{name}: {label}",
+                        legendgroup=f"{name}:{col}", line=dict(color=color(i) if len(names) > 1 else None, dash=dash, width=2),
+                        meta=name, hovertemplate=f"{name}<br>{label}<br>step %{{x}}<br>%{{y:.4g}}<extra></extra>",
+                    ),
+                    row=p, col=1,
+                )
+    for p, (ytitle, log, _) in enumerate(panels, start=1):
+        fig.update_yaxes(title_text=ytitle, type="log" if log else "linear", exponentformat="power", row=p, col=1)
+    fig.update_xaxes(title_text="training step", row=len(panels), col=1)
+    _layout(fig, title, height=110 + panel_height * len(panels))
+    _mark_phases(fig, phases, names)
+    return fig
+
+
+# ---- curves across training ------------------------------------------------------------------
+def training_curves(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
+    """Train/test loss (log y) and accuracy against step, phase boundaries marked.
+
+    Args:
+        runs: ``{run name: rows}`` with ``step, train_loss, test_loss, train_acc, test_acc`` (the
+            run's ``metrics.jsonl`` or its analysis table).
+        phases: ``{run name: {phase: step or None}}`` (``summary["phases"]`` of ``interp.analyze``).
+    """
+    return _curves(
+        runs,
+        [
+            ("loss (cross-entropy)", True, [("train_loss", "train loss", "dash"), ("test_loss", "test loss", "solid")]),
+            ("accuracy", False, [("train_acc", "train accuracy", "dash"), ("test_acc", "test accuracy", "solid")]),
+        ],
+        "Loss and accuracy during training",
+        phases,
+    )
+
+
+def metric_curves(
+    runs: Mapping[str, Rows], columns: Sequence[tuple[str, str]], title: str, y_title: str, log_y: bool = False,
+    phases: Mapping[str, Mapping[str, int | None]] | None = None,
+) -> go.Figure:
+    """Any columns of metric or analysis rows against step, in one panel.
+
+    Args:
+        runs: ``{run name: rows}`` with ``step`` and the columns.
+        columns: ``[(column, label), ...]``.
+        title, y_title: figure and y-axis titles.
+        log_y: logarithmic y axis.
+        phases: as in ``training_curves``.
+    """
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash")
+    cols = [(c, label, dashes[i % len(dashes)]) for i, (c, label) in enumerate(columns)]
+    return _curves(runs, [(y_title, log_y, cols)], title, phases, panel_height=380)
+
+
+def progress_losses(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
+    """Restricted (test), excluded (train), train and test loss together, log y.
+
+    Args:
+        runs: ``{run name: rows of the analysis table}``.
+        phases: as in ``training_curves``.
+    """
+    return _curves(
+        runs,
+        [("loss (cross-entropy)", True, [
+            ("train_loss", "train loss", "dash"),
+            ("test_loss", "test loss", "solid"),
+            ("restricted_loss", "restricted loss (test)", "dot"),
+            ("excluded_loss", "excluded loss (train)", "dashdot"),
+        ])],
+        "Progress measures: restricted and excluded loss",
+        phases,
+        panel_height=420,
+    )
+
+
+def weight_measures(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
+    """Gini coefficients of the Fourier norms of W_E and W_L, and the sum of squared weights.
+
+    Args:
+        runs: ``{run name: rows of the analysis table}``.
+        phases: as in ``training_curves``.
+    """
+    return _curves(
+        runs,
+        [
+            ("Gini coefficient", False, [("gini_W_E", "Gini of W_E Fourier norms", "solid"), ("gini_W_L", "Gini of W_L Fourier norms", "dash")]),
+            ("sum of squared weights", False, [("sum_sq_weights", "sum of squared weights", "solid")]),
+        ],
+        "Sparsity in the Fourier basis and total weight",
+        phases,
+    )
+
+
+def circuit_efficiency(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
+    """C_gen and C_mem correct-class logits, and the same per unit parameter norm.
+
+    Args:
+        runs: ``{run name: rows of the analysis table}`` (``cgen_logit, cmem_logit``,
+            ``cgen_logit_per_norm, cmem_logit_per_norm``).
+        phases: as in ``training_curves``.
+    """
+    return _curves(
+        runs,
+        [
+            ("correct-class logit (train)", False, [("cgen_logit", "C_gen logit", "solid"), ("cmem_logit", "C_mem logit", "dash")]),
+            ("logit per unit parameter norm", False, [("cgen_logit_per_norm", "C_gen per norm", "solid"), ("cmem_logit_per_norm", "C_mem per norm", "dash")]),
+        ],
+        "Circuit efficiency: C_gen vs C_mem",
+        phases,
+    )
+
+
+# ---- one model ---------------------------------------------------------------------------------
+def fourier_norms(
+    W_E_norms, W_L_norms=None, key_frequencies: Iterable[int] = (), title: str = "Fourier norms of W_E and W_L per frequency"
+) -> go.Figure:
+    """Bars of the per-frequency Fourier norms of W_E and W_L, key frequencies highlighted.
+
+    Args:
+        W_E_norms, W_L_norms: ``[(p - 1) // 2]`` norms, index ``k - 1`` for frequency ``k``
+            (``analyses.fourier.frequency_norms``); ``W_L_norms`` may be None (one panel).
+        key_frequencies: frequencies to highlight.
+        title: figure title.
+    """
+    keys = set(int(k) for k in key_frequencies)
+    panels = [(W_E_norms, "W_E")] + ([(W_L_norms, "W_L = W_out W_U")] if W_L_norms is not None else [])
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.1)
+    for row, (norms, label) in enumerate(panels, start=1):
+        y = _array(norms, 5)
+        k = np.arange(1, len(y) + 1)
+        colors = ["#d62728" if int(f) in keys else "#9aa7b8" for f in k]
+        fig.add_trace(go.Bar(x=k, y=y, marker_color=colors, name=label, showlegend=False,
+                             hovertemplate=f"{label}<br>frequency %{{x}}<br>norm %{{y:.4g}}<extra></extra>"), row=row, col=1)
+        fig.update_yaxes(title_text=f"{label} norm", row=row, col=1)
+    fig.update_xaxes(title_text="frequency k (w = 2πk/p); red: key frequencies", row=len(panels), col=1)
+    return _layout(fig, title, height=120 + 220 * len(panels))
+
+
+def frequency_over_training(
+    freq_rows: Rows, column: str = "W_E_norm", key_frequencies: Iterable[int] = (),
+    title: str = "Fourier norm of W_E per frequency across training", value_label: str = "norm",
+) -> go.Figure:
+    """Heatmap (frequency x step) of one column of the frequency table of ``interp.analyze``.
+
+    Args:
+        freq_rows: rows with ``step``, ``freq`` and ``column`` (``load_frequency_table``).
+        column: ``W_E_norm``, ``W_L_norm`` or ``excluded_loss``.
+        key_frequencies: marked with ``*`` on the frequency axis.
+        title: figure title.
+        value_label: colour-bar title.
+    """
+    steps = sorted({int(r["step"]) for r in freq_rows})
+    freqs = sorted({int(r["freq"]) for r in freq_rows})
+    si, fi = {s: i for i, s in enumerate(steps)}, {f: i for i, f in enumerate(freqs)}
+    z = np.full((len(freqs), len(steps)), np.nan)
+    for r in freq_rows:
+        z[fi[int(r["freq"])], si[int(r["step"])]] = r[column]
+    keys = set(int(k) for k in key_frequencies)
+    step_tick = max(1, round(len(freqs) / 12 / 5) * 5) if len(freqs) > 15 else 1
+    regular = {k for k in freqs if (k % step_tick == 0 or k == 1) and not any(abs(k - j) <= 1 for j in keys)}
+    ticks = sorted(keys | regular)  # every key frequency labelled; regular ticks kept clear of them
+    fig = go.Figure(go.Heatmap(
+        x=steps, y=freqs, z=_array(z, 4), colorscale="Viridis", colorbar=dict(title=value_label),
+        hovertemplate="step %{x}<br>frequency %{y}<br>%{z:.3g}<extra></extra>",
+    ))
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text="frequency k (* key)", tickmode="array", tickvals=ticks,
+                     ticktext=[f"<b>{k}*</b>" if k in keys else str(k) for k in ticks])
+    return _layout(fig, title, height=max(380, min(900, 12 * len(freqs) + 160)))
+
+
+def neuron_clusters(freq, frac_explained, threshold: float = 0.85, title: str = "MLP neurons clustered by frequency") -> go.Figure:
+    """Each neuron's fraction of variance explained by its best frequency, grouped by that frequency.
+
+    Args:
+        freq: ``[d_mlp]`` assigned frequency per neuron, 0 for unclustered
+            (``analyses.fourier.NeuronClusters.freq``).
+        frac_explained: ``[d_mlp]`` fraction of variance explained by the best frequency.
+        threshold: the clustering threshold (drawn as a line).
+        title: figure title.
+    """
+    f = _array(freq).astype(int)
+    fr = _array(frac_explained, 4)
+    order = np.lexsort((-fr, np.where(f == 0, np.iinfo(np.int32).max, f)))  # by frequency, unclustered last
+    fig = go.Figure()
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    groups = sorted(set(f.tolist()) - {0}) + ([0] if (f == 0).any() else [])
+    for j, k in enumerate(groups):
+        m = f == k
+        name = f"k = {k} ({int(m.sum())} neurons)" if k else f"unclustered ({int(m.sum())})"
+        fig.add_trace(go.Scatter(
+            x=rank[m], y=fr[m], mode="markers", name=name, customdata=np.nonzero(m)[0],
+            marker=dict(size=5, color="#b0b0b0" if k == 0 else color(j)),
+            hovertemplate="neuron %{customdata}<br>explained %{y:.3f}<extra>" + name + "</extra>",
+        ))
+    fig.add_hline(y=threshold, line=dict(color="#555", dash="dot", width=1),
+                  annotation_text=f"threshold {threshold:g}", annotation_position="bottom right")
+    fig.update_xaxes(title_text="neuron (sorted by assigned frequency, then fraction explained)", zeroline=False)
+    fig.update_yaxes(title_text="fraction of variance explained", range=[0, 1.02])
+    fig = _layout(fig, title, height=440)
+    fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.01))
+    return fig
+
+
+def attention_grid(pattern, title: str = "Attention from '=' to token a, per head, over (a, b)") -> go.Figure:
+    """One heatmap per head of an attention weight as a function of the inputs ``(a, b)``.
+
+    Args:
+        pattern: ``[n_heads, p, p]`` (NaN where a pair is not an input), indexed ``[head, a, b]``;
+            for example ``blocks.0.attn.hook_pattern[:, head, 2, 0]`` scattered onto the grid.
+        title: figure title.
+    """
+    z = _array(pattern, 3)
+    n = z.shape[0]
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"head {h}" for h in range(n)],
+                        horizontal_spacing=0.03, vertical_spacing=0.12)
+    for h in range(n):
+        r, c = h // cols + 1, h % cols + 1
+        fig.add_trace(go.Heatmap(
+            z=z[h], zmin=0, zmax=1, colorscale="Blues", showscale=h == 0, colorbar=dict(title="weight", len=0.9),
+            hovertemplate=f"head {h}<br>a %{{y}}<br>b %{{x}}<br>%{{z:.3f}}<extra></extra>",
+        ), row=r, col=c)
+        fig.update_xaxes(title_text="b", row=r, col=c, constrain="domain")
+        fig.update_yaxes(title_text="a" if c == 1 else None, showticklabels=c == 1, autorange="reversed", constrain="domain", row=r, col=c)
+        fig.layout[f"yaxis{h + 1 if h else ''}"].scaleanchor = f"x{h + 1 if h else ''}"  # square cells
+    return _layout(fig, title, height=130 + 270 * rows)
+
+
+def heatmap(z, title: str, x_title: str, y_title: str, x=None, y=None, colorscale: str = "RdBu",
+            zmid: float | None = 0.0, height: int = 420) -> go.Figure:
+    """A single labelled heatmap (an activation over ``(a, b)``, a 2-D Fourier spectrum, ...).
+
+    Args:
+        z: ``[rows, cols]`` values.
+        title, x_title, y_title: figure and axis titles.
+        x, y: column and row labels (default: indices).
+        colorscale: plotly colour scale; ``zmid`` centres a diverging scale (None: no centring).
+        height: figure height in pixels.
+    """
+    fig = go.Figure(go.Heatmap(z=_array(z, 5), x=x, y=y, colorscale=colorscale, zmid=zmid))
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title, autorange="reversed")
+    return _layout(fig, title, height=height)
+
+
+def bars(values: Mapping[str, float], title: str, x_title: str, y_title: str, log_y: bool = False) -> go.Figure:
+    """A labelled bar chart of ``{label: value}``."""
+    fig = go.Figure(go.Bar(x=list(values), y=[float(v) for v in values.values()]))
+    fig.update_xaxes(title_text=x_title, type="category")
+    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", exponentformat="power")
+    return _layout(fig, title, height=380)
