@@ -6,8 +6,8 @@
 Training: two copies of the same initial model, one trained through ``HookedTransformer.forward``
 (``model(inputs)[:, -1]``) and one through ``interp.model.fast_logits``, each with its own AdamW,
 full batch, float64 loss. Rounds alternate between the two so that drift in machine speed hits
-both; the per-step time of each is the median over rounds. The allocator is left at its defaults
-for both (``interp.train`` tunes it, which helps both paths).
+both; the per-step time of each is the median over rounds. Denormals are flushed for both, as in
+``interp.train``; the allocator is left at its defaults for both (the training CLI tunes it).
 
 Analysis: ``interp.analyze.analysis_throughput`` on the run given by ``--run`` (default: the default
 p = 113 run if it exists): every analyser over every checkpoint, nothing cached or written.
@@ -29,6 +29,7 @@ import torch
 from interp.config import TrainConfig
 from interp.model import build_model, fast_logits, hooked_logits, loss_fn
 from interp.runs import DEFAULT_ROOT
+from interp.speed import flush_denormals
 from interp.tasks import make_dataset
 from interp.train import make_optimizer
 
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps-per-round", type=int, default=5, help="training steps per round (default: 5)")
     ap.add_argument("--run", type=Path, default=DEFAULT_ROOT / "mod_add_p113", help="run directory whose analysis is timed (default: %(default)s; skipped if absent)")
     args = ap.parse_args(argv)
-    result = bench_training(TrainConfig(p=args.p), args.rounds, args.steps_per_round)
+    with flush_denormals():  # as interp.train does
+        result = bench_training(TrainConfig(p=args.p), args.rounds, args.steps_per_round)
     print(f"training, p={result['p']} full batch ({result['n_train']} examples): "
           f"hooked {result['hooked_ms_per_step']} ms/step, fast {result['fast_ms_per_step']} ms/step, "
           f"speedup {result['speedup']}x (torch threads: {torch.get_num_threads()})", flush=True)

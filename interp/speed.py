@@ -1,10 +1,13 @@
-"""Process-level settings that make CPU training faster; called by the CLIs, never on import."""
+"""Settings that make CPU training faster; applied by the CLIs and the training loop, never on import."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import logging
+from contextlib import contextmanager
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -29,3 +32,18 @@ def tune_allocator() -> bool:
     if not ok:
         log.debug("mallopt not available; allocator left as it is")
     return ok
+
+
+@contextmanager
+def flush_denormals():
+    """Flush float32 denormals to zero inside the block (and restore torch's default after).
+
+    Once a run has memorised, the probabilities of wrong classes fall below 1e-38 and the loss
+    gradient fills with denormal numbers, which x86 CPUs process many times slower: p = 113 steps
+    go from ~33 to ~38 ms. Flushing them changes values smaller than 1.2e-38 only.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)

@@ -31,6 +31,7 @@ from interp import runs
 from interp.config import PRESETS, TASK_NAMES, ConfigError, TrainConfig
 from interp.model import build_model, fast_applies, fast_logits, hooked_logits, loss_fn
 from interp.runs import RunError
+from interp.speed import flush_denormals, tune_allocator
 from interp.tasks import Dataset, make_dataset
 
 log = logging.getLogger(__name__)
@@ -155,21 +156,22 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=out.name, unit="step", dynamic_ncols=True)
     t0 = time.perf_counter() - elapsed
-    while step < cfg.steps:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
-        loss = loss_fn(forward(x_train), y_train)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        elapsed = time.perf_counter() - t0
-        bar.update(1)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            row = record()
-            bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}", test_loss=f"{row['test_loss']:.2e}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            checkpoint()
+    with flush_denormals():  # see interp.speed: keeps late steps as fast as early ones
+        while step < cfg.steps:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step)
+            loss = loss_fn(forward(x_train), y_train)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            elapsed = time.perf_counter() - t0
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                row = record()
+                bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}", test_loss=f"{row['test_loss']:.2e}")
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                checkpoint()
     bar.close()
     return out
 
@@ -224,13 +226,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from interp.speed import tune_allocator
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg, out = config_from_args(args)
-        existed = out.exists()
         tune_allocator()
         t = time.perf_counter()
         train(cfg, out, resume=args.resume, progress=not args.quiet)
