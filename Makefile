@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN    := checkpoints/mod_add_p113
 
-.PHONY: run test bench
+.PHONY: run test bench lab
 
 # torch==2.13.0 first: it is the CPU build on this machine; a bare `torch` pulls a CUDA build.
 $(STAMP): pyproject.toml
@@ -15,12 +15,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
-# Train the default p = 113 run (continuing it if it is already there).
+# Train the default p = 113 run (continuing it if it is already there), analyse it, render its report.
 run: $(STAMP)
 	$(BIN)/python -m interp.train mod_add --p 113 --out $(RUN) --resume
+	$(BIN)/python -m interp.report $(RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m interp.bench
+
+# The walkthrough notebooks in JupyterLab (installs the `notebooks` extra on first use).
+lab: $(STAMP)
+	$(BIN)/pip install -q -e ".[notebooks]"
+	$(BIN)/jupyter lab notebooks
