@@ -81,6 +81,7 @@ from tqdm.auto import tqdm
 
 from analyses import efficiency, fourier, progress
 from interp import runs
+from interp.cli import Parser
 from interp.model import build_model, fast_applies, fast_logits, hooked_logits, loss_fn
 from interp.runs import Run, RunError
 
@@ -402,15 +403,8 @@ def analysis_throughput(run_dir: str | Path, threads: int | None = 1) -> dict[st
 
 
 # ---- command line ------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr and exit code 2."""
-
-    def error(self, message: str):  # noqa: D102
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m interp.analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m interp.analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by python -m interp.train")
     p.add_argument("--force", action="store_true", help="ignore the cached tables and recompute every checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -37,6 +37,7 @@ from transformer_lens import HookedTransformer
 
 from analyses import fourier
 from interp import plots, runs
+from interp.cli import Parser
 from interp.analyze import analyze_run, load_frequency_table
 from interp.config import ConfigError
 from interp.runs import Run, RunError
@@ -354,15 +355,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None, forc
 
 
 # ---- command line ----------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr and exit code 2."""
-
-    def error(self, message: str):  # noqa: D102
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m interp.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m interp.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories written by python -m interp.train")
     p.add_argument("--out", type=Path, default=None, metavar="FILE",
                    help=f"output HTML file (default: RUN_DIR/{runs.REPORT_FILE}; with several runs FIRST_RUN_DIR/{COMPARE_FILE})")

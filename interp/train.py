@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from interp import runs
+from interp.cli import Parser
 from interp.config import PRESETS, TASK_NAMES, ConfigError, TrainConfig
 from interp.model import build_model, fast_applies, fast_logits, hooked_logits, loss_fn
 from interp.runs import RunError
@@ -177,16 +178,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
 
 # ---- command line ----------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr and exit code 2."""
-
-    def error(self, message: str):  # noqa: D102
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """One flag per ``TrainConfig`` field (``--data-seed`` for ``data_seed``), defaults from the dataclass."""
-    p = _Parser(
+    p = Parser(
         prog="python -m interp.train",
         description="Train a 1-layer HookedTransformer on an algorithmic task mod p, writing a resumable run directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
