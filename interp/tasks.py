@@ -24,7 +24,7 @@ def _mod_div(a: Tensor, b: Tensor, p: int) -> Tensor:
     return (a * inv[b]) % p
 
 
-# name -> (label function, short formula, whether b = 0 is excluded)
+# name -> (label function of (a, b, p), formula); mod_div also leaves out b = 0 (see all_pairs)
 OPERATIONS: dict[str, tuple[Callable[[Tensor, Tensor, int], Tensor], str]] = {
     "mod_add": (lambda a, b, p: (a + b) % p, "a + b"),
     "mod_sub": (lambda a, b, p: (a - b) % p, "a - b"),
