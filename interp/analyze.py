@@ -205,7 +205,6 @@ def key_frequency_summary(run: Run, step: int) -> dict:
 # ---- phases ------------------------------------------------------------------------------------
 def _first(rows: list[dict], cond) -> int | None:
     return next((r["step"] for r in rows if cond(r)), None)
-    return None
 
 
 def detect_phases(rows: list[dict]) -> dict[str, int | None]:
