@@ -30,7 +30,7 @@ from transformer_lens import HookedTransformer
 from interp import runs
 from interp.cli import Parser
 from interp.config import PRESETS, TASK_NAMES, ConfigError, TrainConfig
-from interp.model import build_model, fast_applies, fast_logits, hooked_logits, loss_fn
+from interp.model import build_model, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
 from interp.tasks import Dataset, make_dataset
@@ -61,10 +61,18 @@ def use_fast(cfg: TrainConfig, model: HookedTransformer) -> bool:
 
 
 def logits_fn(model: HookedTransformer, cfg: TrainConfig):
-    """The forward used for training: ``tokens [batch, 3] -> logits [batch, d_vocab_out]``."""
+    """The forward used for evaluation: ``tokens [batch, 3] -> logits [batch, d_vocab_out]``."""
     if use_fast(cfg, model):
         return lambda tokens: fast_logits(model, tokens[:, 0], tokens[:, 1], cfg.eq_token)
     return lambda tokens: hooked_logits(model, tokens)
+
+
+def loss_closure(model: HookedTransformer, cfg: TrainConfig, data: Dataset):
+    """The loss the loop minimises, full batch: ``fast_loss`` where it applies, else the hooked forward."""
+    x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
+    if use_fast(cfg, model):
+        return lambda: fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token)
+    return lambda: loss_fn(hooked_logits(model, x), y)
 
 
 @torch.no_grad()
@@ -127,8 +135,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     dataset = make_dataset(cfg)
     model = build_model(cfg)
     opt = make_optimizer(model, cfg)
-    forward = logits_fn(model, cfg)
-    x_train, y_train = dataset.inputs[dataset.train_idx], dataset.labels[dataset.train_idx]
+    forward, train_loss = logits_fn(model, cfg), loss_closure(model, cfg, dataset)
     if resume and state_file.exists():
         meta = load_state(state_file, model, opt)
         step, elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
@@ -161,8 +168,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         while step < cfg.steps:
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
-            loss = loss_fn(forward(x_train), y_train)
-            loss.backward()
+            train_loss().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1

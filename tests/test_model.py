@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from interp.config import TrainConfig
-from interp.model import build_model, fast_applies, fast_logits, hooked_logits, loss_fn
+from interp.model import build_model, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
 from interp.tasks import make_dataset
 from interp.train import make_optimizer
 from tests.conftest import tiny_config
@@ -30,6 +30,37 @@ def test_fast_logits_equal_hooked_forward(task):
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
 
 
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("task", ["mod_add", "mod_div"])
+@pytest.mark.parametrize("chunk_rows", [7, 10_000])  # several chunks (the last one short), and one
+def test_fast_loss_equals_hooked_loss_and_gradients(task, chunk_rows):
+    cfg = tiny_config(task=task)
+    data = make_dataset(cfg)
+    x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
+    hooked, fast = build_model(cfg), build_model(cfg)
+    _randomise_biases(hooked)
+    fast.load_state_dict(hooked.state_dict())
+    for m in (hooked, fast):
+        for p in m.parameters():
+            p.requires_grad_(True)  # biases too: every parameter's gradient is compared
+    ref = loss_fn(hooked_logits(hooked, x), y)
+    ref.backward()
+    loss = fast_loss(fast, x[:, 0], x[:, 1], y, cfg.eq_token, chunk_rows=chunk_rows)
+    (3 * loss).backward()  # a non-unit upstream gradient must scale the precomputed one
+    assert loss.dtype == torch.float64
+    torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-6)
+    want, got = _grads(hooked), _grads(fast)
+    assert set(got) == set(want) == {n for n, _ in fast.named_parameters()}
+    # b_K's true gradient is 0 (softmax is shift-invariant): both sides are rounding noise, hence an
+    # absolute tolerance relative to the largest gradient.
+    atol = 1e-5 * max(g.abs().max().item() for g in want.values())
+    for name in want:
+        torch.testing.assert_close(got[name] / 3, want[name], rtol=1e-4, atol=atol, msg=name)
+
+
 def test_same_parameters_after_adamw_steps():
     # Biases frozen as in training. (Unfrozen, b_K has an exactly-zero gradient, softmax being
     # shift-invariant, and AdamW turns the two paths' different rounding noise into +-lr steps.)
@@ -38,9 +69,10 @@ def test_same_parameters_after_adamw_steps():
     x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
     models = [build_model(cfg), build_model(cfg)]
     for step in range(5):
-        for model, fwd in zip(models, (lambda m: hooked_logits(m, x), lambda m: fast_logits(m, x[:, 0], x[:, 1], cfg.eq_token))):
+        losses = (lambda m: loss_fn(hooked_logits(m, x), y), lambda m: fast_loss(m, x[:, 0], x[:, 1], y, cfg.eq_token, chunk_rows=16))
+        for model, loss in zip(models, losses):
             opt = model._opt = getattr(model, "_opt", None) or make_optimizer(model, cfg)
-            loss_fn(fwd(model), y).backward()
+            loss(model).backward()
             opt.step()
             opt.zero_grad()
     hooked, fast = ({n: p for n, p in m.named_parameters() if p.requires_grad} for m in models)
