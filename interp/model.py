@@ -1,11 +1,13 @@
-"""The model: always a TransformerLens ``HookedTransformer``, plus a fast training forward.
+"""The model: always a TransformerLens ``HookedTransformer``, plus a fast path for training.
 
 ``build_model`` creates the Nanda et al. 1-layer transformer from a ``TrainConfig``.
 ``fast_logits`` computes exactly what ``model(inputs)[:, -1]`` computes, from the very same
-parameters, but only for the ``=`` position and with the work that does not depend on the batch
-done once per step on per-token tables. It applies to 1-layer models without LayerNorm whose inputs
-are ``[a, b, =]`` (``fast_applies``); ``tests/test_model.py`` checks it against
-``HookedTransformer.forward`` for logits and for parameters after several AdamW steps.
+parameters, but only for the ``=`` position, with everything that does not depend on the example
+done once per token (``_tables``). ``fast_loss`` is training's loss on top of it: the MLP,
+unembedding and float64 cross-entropy with their gradient computed chunk by chunk in the forward.
+Both apply to 1-layer models without LayerNorm whose inputs are ``[a, b, =]`` (``fast_applies``);
+``tests/test_model.py`` checks them against ``HookedTransformer.forward`` for logits, loss,
+every parameter's gradient, and parameters after several AdamW steps.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Train a grokking transformer into a run directory.
 
-    python -m interp.train mod_add --p 113            # the canonical run, about 6-8 min on 2 CPU cores
+    python -m interp.train mod_add --p 113            # the canonical run, about 5-8 min on 2 CPU cores
     python -m interp.train mod_add --p 113 --resume   # continue it after an interruption
 
 The loop is flat on purpose (nanoGPT style): set-up, then for each full-batch step the forward,
