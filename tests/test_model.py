@@ -35,7 +35,7 @@ def _grads(model):
 
 
 @pytest.mark.parametrize("task", ["mod_add", "mod_div"])
-@pytest.mark.parametrize("chunk_rows", [7, 10_000])  # several chunks (the last one short), and one
+@pytest.mark.parametrize("chunk_rows", [10, 10_000])  # several chunks (the last one short: 84 and 78 rows), and one
 def test_fast_loss_equals_hooked_loss_and_gradients(task, chunk_rows):
     cfg = tiny_config(task=task)
     data = make_dataset(cfg)
