@@ -4,8 +4,8 @@
     python -m interp.bench --run checkpoints/mod_add_p113   # also time the analysis of that run
 
 Training: two copies of the same initial model, one trained through ``HookedTransformer.forward``
-(``model(inputs)[:, -1]``) and one through ``interp.model.fast_loss`` (what ``interp.train`` runs), each with its own AdamW,
-full batch, float64 loss. Rounds alternate between the two and last equally long (0.5 s of steps
+(``model(inputs)[:, -1]``) and one through ``interp.model.fast_loss`` (what ``interp.train`` runs),
+each with its own AdamW, full batch, float64 loss. Rounds alternate between the two and last equally long (0.5 s of steps
 each), so that drift in machine speed hits both alike; the per-step time of each is the median over
 rounds. Float32 denormals are flushed for both, as in ``interp.train``. The glibc allocator is left
 at its defaults, so the hooked path is the plain TransformerLens loop as a user runs it (about 200
