@@ -82,8 +82,9 @@ from tqdm.auto import tqdm
 from analyses import efficiency, fourier, progress
 from interp import runs
 from interp.cli import Parser
-from interp.model import build_model, fast_applies, fast_logits, hooked_logits, loss_fn
+from interp.model import build_model, fast_applies, fast_logits, hooked_logits
 from interp.runs import Run, RunError
+from interp.train import split_metrics
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +157,7 @@ class _Analyser:
         logits = self.logits().to(torch.float64)
         row = {c: math.nan for c in COLUMNS}
         row["step"] = step
-        for split, idx in (("train", data.train_idx), ("test", data.test_idx)):
-            lg, y = logits[idx], data.labels[idx]
-            row[f"{split}_loss"] = loss_fn(lg, y).item()
-            row[f"{split}_acc"] = (lg.argmax(-1) == y).double().mean().item()
+        row.update(split_metrics(logits, data))
         row["sum_sq_weights"] = progress.sum_squared_weights(model)
         row["param_norm"] = math.sqrt(row["sum_sq_weights"])
         row["correct_logit"] = efficiency.centred_correct_logit(logits[data.train_idx], data.labels[data.train_idx]).mean().item()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 TASK_NAMES = ("mod_add", "mod_sub", "mod_mul", "mod_div", "x2_y2", "x2_xy_y2", "x3_xy")
 ENGINES = ("auto", "fast", "hooked")
@@ -50,7 +51,9 @@ class TrainConfig:
 
     task: str = field(default="mod_add", metadata={"help": "the binary operation, mod p"})
     p: int = field(default=113, metadata={"help": "the modulus; '=' is token id p"})
-    frac: float = field(default=0.3, metadata={"help": "fraction of all pairs used for training, in (0, 1)"})
+    frac: float = field(default=0.3, metadata={"help": "fraction of all pairs used for training, in (0, 1); ignored when --train-size is given"})
+    train_size: int | None = field(default=None, metadata={"help": "number of training pairs (instead of --frac); the split is the same seeded permutation, so a smaller size is a prefix of a larger one"})
+    label_noise: float = field(default=0.0, metadata={"help": "fraction of the training pairs whose label is replaced by a seeded uniform random label (1.0: all random; test labels stay true)"})
     steps: int = field(default=15000, metadata={"help": "number of full-batch optimiser steps"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     wd: float = field(default=1.0, metadata={"help": "AdamW (decoupled) weight decay"})
@@ -79,6 +82,10 @@ class TrainConfig:
             bad("p", "mod_div needs a prime modulus (division by b needs b to be invertible)")
         if not 0.0 < self.frac < 1.0:
             bad("frac", "must lie strictly between 0 and 1")
+        if self.train_size is not None and not 1 <= self.train_size < self.n_examples:
+            bad("train_size", f"must lie in [1, {self.n_examples - 1}] ({self.task} mod {self.p} has {self.n_examples} pairs)")
+        if not 0.0 <= self.label_noise <= 1.0:
+            bad("label_noise", "must lie in [0, 1]")
         for name in ("steps", "warmup"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
@@ -119,6 +126,16 @@ class TrainConfig:
     def eq_token(self) -> int:
         return self.p
 
+    @property
+    def n_examples(self) -> int:
+        """Number of input pairs: p^2 (p(p - 1) for mod_div, which leaves out b = 0)."""
+        return self.p * (self.p - 1) if self.task == "mod_div" else self.p * self.p
+
+    @property
+    def n_train(self) -> int:
+        """Training-set size: ``train_size`` if given, else ``int(frac * n_examples)``."""
+        return self.train_size if self.train_size is not None else int(self.frac * self.n_examples)
+
     # ---- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -133,3 +150,29 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+# ---- values from text (CLI flags, sweep grids) ------------------------------------------------
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _parse_bool(text: str) -> bool:
+    try:
+        return _BOOLS[text.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{text!r} is not a boolean (true/false)") from None
+
+
+def _parse_optional_int(text: str) -> int | None:
+    return None if text.strip().lower() == "none" else int(text)
+
+
+_parse_bool.__name__ = "boolean"  # argparse names the expected type by __name__
+_parse_optional_int.__name__ = "integer (or none)"
+_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _parse_bool, "int | None": _parse_optional_int}
+
+
+def value_parser(name: str) -> Callable[[str], Any]:
+    """The function that turns text into a value of ``TrainConfig`` field ``name`` (raises ``ValueError``)."""
+    f = {f.name: f for f in fields(TrainConfig)}[name]
+    return _PARSERS[f.type if isinstance(f.type, str) else f.type.__name__]

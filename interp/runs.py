@@ -3,7 +3,7 @@
 A run directory holds everything needed to rebuild a run (DESIGN.md)::
 
     <run>/config.json                  {"config": TrainConfig fields, "versions": ..., "git_commit": ...}
-    <run>/split.safetensors            train_idx, test_idx (the split itself, not only its seed)
+    <run>/split.safetensors            train_idx, test_idx, train_labels (the split itself, not only its seed)
     <run>/metrics.jsonl                one JSON object per evaluation
     <run>/ckpt/step_NNNNNN.safetensors HookedTransformer state_dict, fp32
     <run>/state/state.safetensors      what --resume needs: weights, AdamW moments, step
@@ -144,7 +144,8 @@ def _git_commit() -> str | None:
 def init_run_dir(run_dir: Path, cfg: TrainConfig, dataset: Dataset) -> None:
     """Write ``config.json`` and the split into a new run directory."""
     run_dir = Path(run_dir)
-    write_tensors(run_dir / SPLIT_FILE, {"train_idx": dataset.train_idx, "test_idx": dataset.test_idx})
+    write_tensors(run_dir / SPLIT_FILE, {"train_idx": dataset.train_idx, "test_idx": dataset.test_idx,
+                                         "train_labels": dataset.train_labels})
     meta = {"config": cfg.to_dict(), "versions": _versions(), "git_commit": _git_commit()}
     write_text(run_dir / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
 
@@ -191,7 +192,10 @@ def read_split(run_dir: Path, cfg: TrainConfig) -> Dataset:
         raise RunError(f"{Path(run_dir) / SPLIT_FILE}: missing tensor {e}") from None
     if len(train_idx) + len(test_idx) != len(labels):
         raise RunError(f"{Path(run_dir) / SPLIT_FILE}: split does not cover the {len(labels)} examples")
-    return Dataset(inputs, labels, train_idx, test_idx)
+    train_labels = tensors.get("train_labels")  # absent in run directories written before label noise
+    if train_labels is not None and len(train_labels) != len(train_idx):
+        raise RunError(f"{Path(run_dir) / SPLIT_FILE}: train_labels does not match train_idx")
+    return Dataset(inputs, labels, train_idx, test_idx, train_labels)
 
 
 def load_state_dict_into(model: HookedTransformer, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -2,9 +2,14 @@
 
 Inputs are the token triples ``[a, b, =]`` with ``=`` the token id ``p``. Pairs are enumerated
 row-major (``index = a * p + b``; for ``mod_div`` the pairs with b = 0 are left out), then the split
-is a seeded permutation of that enumeration: the first ``int(frac * N)`` indices are the training set.
+is a seeded permutation of that enumeration: the first ``cfg.n_train`` indices (``train_size``, or
+``int(frac * N)``) are the training set, so a smaller training set is a prefix of a larger one.
 With p = 113, frac 0.3 and data seed 598 this is exactly the split of the TransformerLens grokking demo
 (``torch.manual_seed(598); torch.randperm(p * p)``).
+
+Label noise (``label_noise`` > 0, e.g. for memorisation-only runs): the same generator, after the
+permutation, draws one uniform random label per position of the permutation; the first
+``round(label_noise * n_train)`` training examples (in split order) take them. Test labels stay true.
 """
 
 from __future__ import annotations
@@ -45,12 +50,19 @@ class Dataset:
         labels: ``[N]`` the answer ``c`` in 0..p-1.
         train_idx: indices into ``inputs`` of the training examples, in split order.
         test_idx: the remaining indices.
+        train_labels: ``[n_train]`` the labels training uses, in split order: ``labels[train_idx]``
+            unless some were replaced by label noise (default: ``labels[train_idx]``).
     """
 
     inputs: Int[Tensor, "N 3"]
     labels: Int[Tensor, "N"]
     train_idx: Int[Tensor, "n_train"]
     test_idx: Int[Tensor, "n_test"]
+    train_labels: Int[Tensor, "n_train"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_labels is None:
+            object.__setattr__(self, "train_labels", self.labels[self.train_idx])
 
     @property
     def a(self) -> Int[Tensor, "N"]:
@@ -75,15 +87,24 @@ def all_pairs(cfg: TrainConfig) -> tuple[Int[Tensor, "N 3"], Int[Tensor, "N"]]:
     return inputs, labels
 
 
-def split_indices(n: int, frac: float, data_seed: int) -> tuple[Int[Tensor, "n_train"], Int[Tensor, "n_test"]]:
-    """Seeded permutation of ``range(n)``; the first ``int(frac * n)`` are the training indices."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(data_seed))
-    n_train = int(frac * n)
-    return perm[:n_train], perm[n_train:]
+def split_indices(n: int, n_train: int, data_seed: int, n_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Seeded permutation of ``range(n)``: the first ``n_train`` are the training indices.
+
+    Returns:
+        ``(train_idx, test_idx, random_labels)``; ``random_labels[i]`` is the seeded uniform label in
+        ``0..n_classes-1`` that training example ``i`` takes under label noise.
+    """
+    gen = torch.Generator().manual_seed(data_seed)
+    perm = torch.randperm(n, generator=gen)
+    random_labels = torch.randint(n_classes, (n,), generator=gen)[:n_train]
+    return perm[:n_train], perm[n_train:], random_labels
 
 
 def make_dataset(cfg: TrainConfig) -> Dataset:
-    """The inputs, labels and seeded train/test split that ``cfg`` describes."""
+    """The inputs, labels and seeded train/test split that ``cfg`` describes (with its label noise)."""
     inputs, labels = all_pairs(cfg)
-    train_idx, test_idx = split_indices(len(labels), cfg.frac, cfg.data_seed)
-    return Dataset(inputs, labels, train_idx, test_idx)
+    train_idx, test_idx, random_labels = split_indices(len(labels), cfg.n_train, cfg.data_seed, cfg.d_vocab_out)
+    train_labels = labels[train_idx].clone()
+    n_noisy = round(cfg.label_noise * len(train_idx))
+    train_labels[:n_noisy] = random_labels[:n_noisy]
+    return Dataset(inputs, labels, train_idx, test_idx, train_labels)

@@ -29,7 +29,7 @@ from transformer_lens import HookedTransformer
 
 from interp import runs
 from interp.cli import Parser
-from interp.config import PRESETS, TASK_NAMES, ConfigError, TrainConfig
+from interp.config import PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
 from interp.model import build_model, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
@@ -69,21 +69,27 @@ def logits_fn(model: HookedTransformer, cfg: TrainConfig):
 
 def loss_closure(model: HookedTransformer, cfg: TrainConfig, data: Dataset):
     """The loss the loop minimises, full batch: ``fast_loss`` where it applies, else the hooked forward."""
-    x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
+    x, y = data.inputs[data.train_idx], data.train_labels
     if use_fast(cfg, model):
         return lambda: fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token)
     return lambda: loss_fn(hooked_logits(model, x), y)
 
 
+def split_metrics(logits: torch.Tensor, data: Dataset) -> dict[str, float]:
+    """Loss (float64 log-softmax) and accuracy on the train split (against the labels training uses)
+    and the test split, from the logits of all ``data.inputs``."""
+    out = {}
+    for split, idx, y in (("train", data.train_idx, data.train_labels), ("test", data.test_idx, data.labels[data.test_idx])):
+        lg = logits[idx]
+        out[f"{split}_loss"] = loss_fn(lg, y).item()
+        out[f"{split}_acc"] = (lg.argmax(-1) == y).double().mean().item()
+    return out
+
+
 @torch.no_grad()
 def evaluate(model: HookedTransformer, data: Dataset, forward) -> dict[str, float]:
     """Loss (float64 log-softmax) and accuracy on the train and test splits, and the parameter norm."""
-    logits = forward(data.inputs)
-    out = {}
-    for split, idx in (("train", data.train_idx), ("test", data.test_idx)):
-        lg, y = logits[idx], data.labels[idx]
-        out[f"{split}_loss"] = loss_fn(lg, y).item()
-        out[f"{split}_acc"] = (lg.argmax(-1) == y).double().mean().item()
+    out = split_metrics(forward(data.inputs), data)
     out["param_norm"] = torch.sqrt(sum((p.double() ** 2).sum() for p in model.parameters())).item()
     return out
 
@@ -184,33 +190,41 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
 
 # ---- command line ----------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per ``TrainConfig`` field (``--data-seed`` for ``data_seed``), defaults from the dataclass."""
-    p = Parser(
-        prog="python -m interp.train",
-        description="Train a 1-layer HookedTransformer on an algorithmic task mod p, writing a resumable run directory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The positional TASK, one flag per ``TrainConfig`` field (``--data-seed`` for ``data_seed``) and
+    ``--preset``. Only given flags land in the namespace: defaults come from the dataclass."""
     p.add_argument("task", choices=TASK_NAMES, metavar="TASK", help=f"one of: {', '.join(TASK_NAMES)}")
     for f in dataclasses.fields(TrainConfig):
-        if f.name == "task":
+        if f.name == "task" or f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default})")
         else:
-            typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default})")
+            p.add_argument(flag, type=value_parser(f.name), default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default})")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named set of values (" + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + "); explicit flags override it")
+
+
+def given_fields(args: argparse.Namespace) -> dict:
+    """The config fields a command line sets: the preset's values, then the explicit flags."""
+    return {**PRESETS.get(args.preset, {}), **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``add_config_flags`` plus the run directory, resume and progress flags."""
+    p = Parser(
+        prog="python -m interp.train",
+        description="Train a 1-layer HookedTransformer on an algorithmic task mod p, writing a resumable run directory.",
+    )
+    add_config_flags(p)
     p.add_argument("--out", type=Path, default=None, help="run directory (default: checkpoints/<task>_p<p>[_<changed fields>])")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state (start it if --out does not exist yet); only --steps may differ from the saved config")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
-    given = {**PRESETS.get(args.preset, {}), **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}}
+    given = given_fields(args)
     cfg = TrainConfig(**given)
     out = args.out or runs.DEFAULT_ROOT / runs.default_run_name(cfg)
     if args.resume and (out / runs.CONFIG_FILE).is_file():
