@@ -82,7 +82,7 @@ from tqdm.auto import tqdm
 from analyses import efficiency, fourier, progress
 from interp import runs
 from interp.cli import Parser
-from interp.model import build_model, fast_applies, fast_logits, hooked_logits
+from interp.model import build_model, criterion, fast_applies, fast_logits, hooked_logits
 from interp.runs import Run, RunError
 from interp.train import split_metrics
 
@@ -157,7 +157,7 @@ class _Analyser:
         logits = self.logits().to(torch.float64)
         row = {c: math.nan for c in COLUMNS}
         row["step"] = step
-        row.update(split_metrics(logits, data))
+        row.update(split_metrics(logits, data, criterion(self.cfg.loss)))
         row["sum_sq_weights"] = progress.sum_squared_weights(model)
         row["param_norm"] = math.sqrt(row["sum_sq_weights"])
         row["correct_logit"] = efficiency.centred_correct_logit(logits[data.train_idx], data.labels[data.train_idx]).mean().item()

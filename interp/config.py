@@ -9,11 +9,15 @@ definition).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 TASK_NAMES = ("mod_add", "mod_sub", "mod_mul", "mod_div", "x2_y2", "x2_xy_y2", "x3_xy")
 ENGINES = ("auto", "fast", "hooked")
+GRAD_FILTERS = ("none", "ema", "ma")
+LOSSES = ("softmax", "stablemax")
+OPTIMIZERS = ("adamw", "orthoadamw")
 
 
 # Named sets of field values (``--preset NAME``; explicit flags still win).
@@ -69,6 +73,15 @@ class TrainConfig:
     eval_every: int = field(default=100, metadata={"help": "evaluate train/test loss and accuracy every N steps"})
     save_every: int = field(default=100, metadata={"help": "write a checkpoint (and resume state) every N steps"})
     engine: str = field(default="auto", metadata={"help": "training forward: 'fast' (1-layer [a, b, =] specialisation), 'hooked' (HookedTransformer.forward), or 'auto' (fast where it applies)"})
+    # ---- training options (README "Training options"; interp.optim): weight norm, gradient filters, loss, optimiser
+    init_scale: float = field(default=1.0, metadata={"help": "multiply every initial weight by this factor alpha (Omnigrok)"})
+    fixed_norm: bool = field(default=False, metadata={"help": "after every step rescale the trainable parameters to their total L2 norm at step 0 (Omnigrok; needs --wd 0)"})
+    grad_filter: str = field(default="none", metadata={"help": "Grokfast gradient filter: 'none', 'ema' (g += lambda * EMA of g) or 'ma' (g += lambda * mean of the last window gradients)"})
+    filter_alpha: float = field(default=0.98, metadata={"help": "EMA filter: mu <- alpha * mu + (1 - alpha) * g, alpha in [0, 1)"})
+    filter_lambda: float = field(default=2.0, metadata={"help": "gradient filter gain: g <- g + lambda * filtered g, lambda >= 0"})
+    filter_window: int = field(default=100, metadata={"help": "MA filter: number of recent gradients averaged"})
+    loss: str = field(default="softmax", metadata={"help": "'softmax' cross-entropy or 'stablemax' cross-entropy (Prieto et al. 2025), float64; evaluation reports the same loss"})
+    optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -103,6 +116,19 @@ class TrainConfig:
             bad("n_heads", f"must divide d_model = {self.d_model}")
         if self.engine not in ENGINES:
             bad("engine", f"must be one of {', '.join(ENGINES)}")
+        if not (math.isfinite(self.init_scale) and self.init_scale > 0):
+            bad("init_scale", "must be a finite number > 0")
+        if self.fixed_norm and self.wd != 0:
+            bad("fixed_norm", f"needs --wd 0 (got --wd {self.wd!r}): weight decay would fight the fixed norm")
+        for name, allowed in (("grad_filter", GRAD_FILTERS), ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
+            if getattr(self, name) not in allowed:
+                bad(name, f"must be one of {', '.join(allowed)}")
+        if not 0.0 <= self.filter_alpha < 1.0:
+            bad("filter_alpha", "must lie in [0, 1)")
+        if not (math.isfinite(self.filter_lambda) and self.filter_lambda >= 0):
+            bad("filter_lambda", "must be a finite number >= 0")
+        if self.filter_window < 1:
+            bad("filter_window", "must be >= 1")
 
     # ---- derived sizes -------------------------------------------------------------------
     @property

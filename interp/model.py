@@ -46,12 +46,18 @@ def hooked_config(cfg: TrainConfig) -> HookedTransformerConfig:
 def build_model(cfg: TrainConfig) -> HookedTransformer:
     """A freshly initialised ``HookedTransformer`` (seeded with ``cfg.seed``), biases frozen if asked.
 
-    The global RNG state is restored afterwards: building a model has no side effect on seeding.
+    Every initial parameter is multiplied by ``cfg.init_scale`` (the biases start at zero, so this
+    scales the weights). The global RNG state is restored afterwards: building a model has no side
+    effect on seeding.
     """
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # transformer-lens 3.x warns that HookedTransformer goes away in 4.0; we pin <4.
         warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
         model = HookedTransformer(hooked_config(cfg))
+    if cfg.init_scale != 1.0:
+        with torch.no_grad():
+            for param in model.parameters():
+                param.mul_(cfg.init_scale)
     if cfg.freeze_biases:
         for name, param in model.named_parameters():
             if "b_" in name:
@@ -278,3 +284,22 @@ def hooked_logits(model: HookedTransformer, inputs: Int[Tensor, "batch 3"]) -> F
 def loss_fn(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> Tensor:
     """Mean cross-entropy with the log-softmax in float64 (avoids slingshot spikes)."""
     return F.cross_entropy(logits.to(torch.float64), labels)
+
+
+def stablemax_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> Tensor:
+    """Mean StableMax cross-entropy (Prieto et al. 2025), in float64.
+
+    ``s(x) = x + 1`` for ``x >= 0`` and ``1 / (1 - x)`` for ``x < 0``; the probabilities are
+    ``s(x_i) / sum_j s(x_j)`` and the loss is minus the log probability of the label. ``s`` grows
+    linearly rather than exponentially, so a confident model cannot drive the loss to exactly zero
+    in floating point ("softmax collapse").
+    """
+    x = logits.to(torch.float64)
+    # the clamps keep the branch torch.where does not take finite, so its gradient is 0, not NaN
+    s = torch.where(x >= 0, x.clamp(min=0) + 1, 1 / (1 - x.clamp(max=0)))
+    return (s.sum(-1).log() - s.gather(-1, labels[:, None]).squeeze(-1).log()).mean()
+
+
+def criterion(name: str):
+    """The loss function named by ``TrainConfig.loss``: ``loss_fn`` ('softmax') or ``stablemax_loss``."""
+    return {"softmax": loss_fn, "stablemax": stablemax_loss}[name]

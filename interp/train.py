@@ -4,12 +4,14 @@
     python -m interp.train mod_add --p 113 --resume   # continue it after an interruption
 
 The loop is flat on purpose (nanoGPT style): set-up, then for each full-batch step the forward,
-float64 loss, backward and AdamW step; evaluation and checkpointing on schedule. Only losses,
-accuracies and norms are measured here; interpretability measures live in ``analyses/``.
+float64 loss, backward and AdamW step, with the optional gradient filter, ⊥Grad projection and
+fixed-norm rescale of ``interp.optim`` around the step; evaluation and checkpointing on schedule.
+Only losses, accuracies and norms are measured here; interpretability measures live in ``analyses/``.
 
-Resuming is exact: the state file holds the weights, the AdamW moments and the step, the data is
-the full (fixed) training set every step and nothing random happens after initialisation, so a
-resumed run ends with the same bits as an uninterrupted one.
+Resuming is exact: the state file holds the weights, the AdamW moments, the gradient filter's
+state, the fixed-norm target and the step, the data is the full (fixed) training set every step
+and nothing random happens after initialisation, so a resumed run ends with the same bits as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from interp import runs
+from interp import optim, runs
 from interp.cli import Parser
 from interp.config import PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
-from interp.model import build_model, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
+from interp.model import build_model, criterion, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
 from interp.tasks import Dataset, make_dataset
@@ -40,7 +42,8 @@ log = logging.getLogger(__name__)
 
 # ---- pieces of the loop ----------------------------------------------------------------------
 def make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW over the trainable parameters (``orthoadamw`` too: the loop projects the gradient first)."""
+    params = optim.trainable(model)
     # fused: one kernel for all parameters (about 4x faster than the per-tensor loop on CPU)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd, betas=(cfg.beta1, cfg.beta2), fused=True)
 
@@ -68,41 +71,49 @@ def logits_fn(model: HookedTransformer, cfg: TrainConfig):
 
 
 def loss_closure(model: HookedTransformer, cfg: TrainConfig, data: Dataset):
-    """The loss the loop minimises, full batch: ``fast_loss`` where it applies, else the hooked forward."""
+    """The loss the loop minimises, full batch: ``fast_loss`` where it applies, else the hooked forward.
+
+    ``fast_loss`` has the softmax cross-entropy built in; StableMax goes through ``fast_logits``.
+    """
     x, y = data.inputs[data.train_idx], data.train_labels
-    if use_fast(cfg, model):
+    loss = criterion(cfg.loss)
+    if use_fast(cfg, model) and cfg.loss == "softmax":
         return lambda: fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token)
-    return lambda: loss_fn(hooked_logits(model, x), y)
+    if use_fast(cfg, model):
+        return lambda: loss(fast_logits(model, x[:, 0], x[:, 1], cfg.eq_token), y)
+    return lambda: loss(hooked_logits(model, x), y)
 
 
-def split_metrics(logits: torch.Tensor, data: Dataset) -> dict[str, float]:
-    """Loss (float64 log-softmax) and accuracy on the train split (against the labels training uses)
-    and the test split, from the logits of all ``data.inputs``."""
+def split_metrics(logits: torch.Tensor, data: Dataset, loss=loss_fn) -> dict[str, float]:
+    """Loss (default: float64 log-softmax cross-entropy) and accuracy on the train split (against the
+    labels training uses) and the test split, from the logits of all ``data.inputs``."""
     out = {}
     for split, idx, y in (("train", data.train_idx, data.train_labels), ("test", data.test_idx, data.labels[data.test_idx])):
         lg = logits[idx]
-        out[f"{split}_loss"] = loss_fn(lg, y).item()
+        out[f"{split}_loss"] = loss(lg, y).item()
         out[f"{split}_acc"] = (lg.argmax(-1) == y).double().mean().item()
     return out
 
 
 @torch.no_grad()
-def evaluate(model: HookedTransformer, data: Dataset, forward) -> dict[str, float]:
-    """Loss (float64 log-softmax) and accuracy on the train and test splits, and the parameter norm."""
-    out = split_metrics(forward(data.inputs), data)
+def evaluate(model: HookedTransformer, data: Dataset, forward, loss=loss_fn) -> dict[str, float]:
+    """Loss (default: float64 log-softmax) and accuracy on the train and test splits, and the parameter norm."""
+    out = split_metrics(forward(data.inputs), data, loss)
     out["param_norm"] = torch.sqrt(sum((p.double() ** 2).sum() for p in model.parameters())).item()
     return out
 
 
-def state_tensors(model: HookedTransformer, opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+def state_tensors(model: HookedTransformer, opt: torch.optim.Optimizer, extra: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Weights (``model.``), optimiser state (``opt.``) and ``extra`` (other keys) for the state file."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
             tensors[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return tensors
+    return {**tensors, **(extra or {})}
 
 
-def load_state(path: Path, model: HookedTransformer, opt: torch.optim.Optimizer) -> dict[str, str]:
+def load_state(path: Path, model: HookedTransformer, opt: torch.optim.Optimizer) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Load weights and optimiser state; returns the metadata and the other (``extra``) tensors."""
     tensors, meta = runs.read_tensors(path)
     runs.load_state_dict_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     sd = opt.state_dict()
@@ -117,7 +128,7 @@ def load_state(path: Path, model: HookedTransformer, opt: torch.optim.Optimizer)
     opt.load_state_dict(sd)
     if "step" not in meta:
         raise RunError(f"{path}: no step in its metadata")
-    return meta
+    return meta, {k: v for k, v in tensors.items() if not k.startswith(("model.", "opt."))}
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -140,10 +151,16 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     # set-up
     dataset = make_dataset(cfg)
     model = build_model(cfg)
-    opt = make_optimizer(model, cfg)
-    forward, train_loss = logits_fn(model, cfg), loss_closure(model, cfg, dataset)
+    params, opt = optim.trainable(model), make_optimizer(model, cfg)
+    grad_filter = optim.make_grad_filter(cfg, params)
+    norm0 = optim.total_norm(params)  # --fixed-norm's target: the norm at step 0
+    forward, train_loss, loss = logits_fn(model, cfg), loss_closure(model, cfg, dataset), criterion(cfg.loss)
     if resume and state_file.exists():
-        meta = load_state(state_file, model, opt)
+        meta, extra = load_state(state_file, model, opt)
+        try:
+            norm0 = optim.load_option_state(extra, grad_filter, norm0)
+        except ValueError as e:
+            raise RunError(f"{state_file}: {e}") from None
         step, elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
         metrics = [r for r in runs.read_metrics(out) if r["step"] <= step]
         log.info("resuming %s at step %d", out, step)
@@ -157,10 +174,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         runs.save_checkpoint(out, step, model)
         runs.write_metrics(out, metrics)
         meta = {"step": str(step), "elapsed": repr(elapsed)}
-        runs.write_tensors(state_file, state_tensors(model, opt), metadata=meta)
+        runs.write_tensors(state_file, state_tensors(model, opt, optim.option_state(grad_filter, norm0)), metadata=meta)
 
     def record() -> dict:
-        row = {"step": step, **evaluate(model, dataset, forward), "lr": lr_at(cfg, max(step - 1, 0)), "elapsed_s": round(elapsed, 3)}
+        row = {"step": step, **evaluate(model, dataset, forward, loss), "lr": lr_at(cfg, max(step - 1, 0)), "elapsed_s": round(elapsed, 3)}
         metrics.append(row)
         return row
 
@@ -175,7 +192,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
             train_loss().backward()
+            grad_filter.apply()  # Grokfast: g <- g + lambda * low-pass(g); nothing for 'none'
+            if cfg.optimizer == "orthoadamw":
+                optim.orthogonalize(params)  # ⊥Grad: g <- g - (g.w / w.w) w, per tensor
             opt.step()
+            if cfg.fixed_norm:
+                optim.rescale_to_norm(params, norm0)
             opt.zero_grad(set_to_none=True)
             step += 1
             elapsed = time.perf_counter() - t0
