@@ -12,6 +12,12 @@ at its defaults, so the hooked path is the plain TransformerLens loop as a user 
 ms per step here); ``--tune-allocator`` tunes it for both paths, as ``interp.train`` does
 (``interp.speed``), which speeds up both (the hooked path to about 140 ms per step here).
 
+Sweeps (``--sweep``): the same ``--sweep-runs`` runs (the small preset with seeds 0, 1, ..., 1 000
+steps each, writing their run directories) trained one after another with ``interp.train.train``
+and as one stack (``interp.stack.train_pack``), alternating which goes first over ``--rounds``
+repeats; runs per hour of each from the median times. ``--sweep-p 113`` does the same at the
+canonical size (default model, 30% split; fewer steps, ``--sweep-steps``).
+
 Analysis: ``interp.analyze.analysis_throughput`` on the run given by ``--run`` (default: the default
 p = 113 run if it exists): every analyser over every checkpoint, nothing cached or written.
 
@@ -73,6 +79,32 @@ def bench_training(cfg: TrainConfig, rounds: int, round_seconds: float) -> dict[
             "speedup": round(hooked / fast, 2)}
 
 
+def bench_sweep(base: dict, n_runs: int, steps: int, rounds: int) -> dict[str, float]:
+    """Runs per hour: ``n_runs`` seeds trained one by one with ``interp.train`` vs as one stack."""
+    import tempfile
+
+    from interp.stack import Member, train_pack
+    from interp.train import train
+
+    cfgs = [TrainConfig(**{**base, "steps": steps, "seed": s}) for s in range(n_runs)]
+    times: dict[str, list[float]] = {"sequential": [], "stacked": []}
+    for r in range(rounds):
+        order = ["sequential", "stacked"] if r % 2 == 0 else ["stacked", "sequential"]
+        for how in order:
+            with tempfile.TemporaryDirectory() as d:
+                t = time.perf_counter()
+                if how == "sequential":
+                    for i, c in enumerate(cfgs):
+                        train(c, Path(d) / f"r{i}", progress=False)
+                else:
+                    train_pack([Member(c, Path(d) / f"r{i}") for i, c in enumerate(cfgs)])
+                times[how].append(time.perf_counter() - t)
+    seq, stk = statistics.median(times["sequential"]), statistics.median(times["stacked"])
+    return {"sweep_p": cfgs[0].p, "sweep_runs": n_runs, "sweep_steps": steps, "sequential_s": round(seq, 2), "stacked_s": round(stk, 2),
+            "sequential_runs_per_hour": round(n_runs / seq * 3600, 1), "stacked_runs_per_hour": round(n_runs / stk * 3600, 1),
+            "speedup": round(seq / stk, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m interp.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--p", type=int, default=113, help="modulus (default: 113)")
@@ -80,9 +112,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round-seconds", type=float, default=0.5, help="length of a round: each path steps for this long, so that both see the same machine noise (default: 0.5)")
     ap.add_argument("--run", type=Path, default=DEFAULT_ROOT / "mod_add_p113", help="run directory whose analysis is timed (default: %(default)s; skipped if absent)")
     ap.add_argument("--tune-allocator", action="store_true", help="tune glibc's allocator for both paths, as python -m interp.train does (default: leave it as it is)")
+    ap.add_argument("--sweep", action="store_true", help="instead: sequential interp.train runs vs one stack (last line: runs per hour of each and the speedup)")
+    ap.add_argument("--sweep-runs", type=int, default=8, help="runs in the --sweep comparison (default: 8)")
+    ap.add_argument("--sweep-steps", type=int, default=None, help="steps per run in --sweep (default: 1000 for the small preset, 200 with --sweep-p)")
+    ap.add_argument("--sweep-p", type=int, default=None, help="--sweep at the canonical model size with this p instead of the small preset")
     args = ap.parse_args(argv)
     if args.tune_allocator:
         tune_allocator()
+    if args.sweep:
+        from interp.config import PRESETS
+
+        base = PRESETS["small"] if args.sweep_p is None else {"p": args.sweep_p}
+        steps = args.sweep_steps or (1000 if args.sweep_p is None else 200)
+        tune_allocator()  # as interp.train and interp.sweep run
+        r = bench_sweep(base, args.sweep_runs, steps, max(1, min(args.rounds, 3)))
+        print(f"{r['sweep_runs']} runs of {r['sweep_steps']} steps at p={r['sweep_p']}: sequential {r['sequential_s']} s, "
+              f"stacked {r['stacked_s']} s, speedup {r['speedup']}x (torch threads: {torch.get_num_threads()})", flush=True)
+        print(json.dumps({k: r[k] for k in ("sequential_runs_per_hour", "stacked_runs_per_hour", "speedup")} | r))
+        return 0
     with flush_denormals():
         result = bench_training(TrainConfig(p=args.p), args.rounds, args.round_seconds)
     result["allocator"] = "tuned" if args.tune_allocator else "default"

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -38,6 +39,10 @@ from interp.speed import flush_denormals, tune_allocator
 from interp.tasks import Dataset, make_dataset
 
 log = logging.getLogger(__name__)
+
+
+class Diverged(RunError):
+    """The training loss became NaN or infinite; the run stops (its last checkpoint is kept)."""
 
 
 # ---- pieces of the loop ----------------------------------------------------------------------
@@ -178,6 +183,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
     def record() -> dict:
         row = {"step": step, **evaluate(model, dataset, forward, loss), "lr": lr_at(cfg, max(step - 1, 0)), "elapsed_s": round(elapsed, 3)}
+        if not math.isfinite(row["train_loss"]):
+            raise Diverged(f"{out}: training loss is not finite at step {step}")
         metrics.append(row)
         return row
 
@@ -269,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         tune_allocator()
         t = time.perf_counter()
         train(cfg, out, resume=args.resume, progress=not args.quiet)
+    except Diverged as e:
+        print(f"python -m interp.train: {e}", file=sys.stderr)
+        return 1
     except (ConfigError, RunError) as e:
         print(f"python -m interp.train: error: {e}", file=sys.stderr)
         return 2
