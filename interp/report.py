@@ -44,6 +44,7 @@ from interp.runs import Run, RunError
 
 log = logging.getLogger(__name__)
 
+GENERATOR = "interp.report"  # in the page's <meta name="generator">: only such files are overwritten
 COMPARE_FILE = "report_compare.html"  # default name of a report of several runs (in the first run's directory)
 PLOTLY_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 CLUSTER_THRESHOLD = 0.85  # the default of analyses.fourier.cluster_neurons, drawn on the neuron figure
@@ -303,6 +304,7 @@ def render(views: list[RunView]) -> tuple[str, int]:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="{GENERATOR}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>interp report: {_e(names)}</title>
 <style>{CSS}</style>
@@ -345,10 +347,27 @@ def default_output(run_dirs: list[str | Path]) -> Path:
     return Path(run_dirs[0]) / (runs.REPORT_FILE if len(run_dirs) == 1 else COMPARE_FILE)
 
 
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a page written by ``interp.report`` (its generator tag, or the title of older versions)."""
+    with open(path, "rb") as f:
+        head = f.read(4096).decode("utf-8", errors="replace")
+    return f'<meta name="generator" content="{GENERATOR}">' in head or "<title>interp report: " in head
+
+
 def write_report(run_dirs: list[str | Path], out: str | Path | None = None, force: bool = False, progress: bool = False) -> Path:
-    """Write the report of ``run_dirs`` atomically to ``out`` (default: ``default_output``); returns the path."""
-    page, n = build_report(run_dirs, force=force, progress=progress)
+    """Write the report of ``run_dirs`` atomically to ``out`` (default: ``default_output``); returns the path.
+
+    Raises:
+        RunError: ``out`` is a directory, or an existing file that is not a report (it is never
+        overwritten), or a run is missing or corrupt.
+    """
     out = Path(out) if out is not None else default_output(run_dirs)
+    if out.is_dir():
+        raise RunError(f"--out {out}: is a directory; give a file name")
+    if out.exists() and not is_report(out):
+        raise RunError(f"--out {out}: exists and is not a report written by python -m interp.report; "
+                       "refusing to overwrite it (remove it or pick another name)")
+    page, n = build_report(run_dirs, force=force, progress=progress)
     runs.write_text(out, page)
     log.info("%s: %d figures, %.1f MB", out, n, len(page.encode()) / 1e6)
     return out
@@ -370,8 +389,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     t = time.perf_counter()
     try:
-        if args.out is not None and args.out.is_dir():
-            raise RunError(f"--out {args.out}: is a directory; give a file name")
         out = write_report(args.run_dirs, args.out, force=args.force, progress=not args.quiet)
     except (RunError, ConfigError) as e:
         print(f"python -m interp.report: error: {e}", file=sys.stderr)

@@ -142,6 +142,18 @@ def test_not_a_run_and_corrupt_checkpoint_exit_2(tiny_run, tmp_path, capsys):
     _one_error_line(capsys.readouterr().err)
 
 
+def test_out_never_overwrites_a_file_that_is_not_a_report(tiny_copy, tmp_path, capsys):
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>")
+    assert main([str(tiny_copy), "--out", str(notes), "--quiet"]) == 2
+    assert "not a report" in _one_error_line(capsys.readouterr().err) and notes.read_text() == "<html>my notes</html>"
+    out = tmp_path / "report.html"
+    assert main([str(tiny_copy), "--out", str(out), "--quiet"]) == 0
+    out.write_text(out.read_text().replace("Generated ", "Generated before: "))
+    assert main([str(tiny_copy), "--out", str(out), "--quiet"]) == 0  # a report is replaced
+    assert "Generated before: " not in out.read_text()
+
+
 # ---- a real browser -----------------------------------------------------------------------------
 def find_chromium() -> str | None:
     for name in CHROMIUM_NAMES:
