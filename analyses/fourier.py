@@ -160,6 +160,26 @@ def frequency_norms(basis_norms: Float[Tensor, "p"]) -> Float[Tensor, "n_freq"]:
     return basis_norms[1 : 2 * n + 1].reshape(n, 2).norm(dim=-1)
 
 
+def block_fraction(grid: Float[Tensor, "*batch p p"], freqs: list[int]) -> Float[Tensor, "*batch"]:
+    """Fraction of the centred variance of a function over ``(a, b)`` in the 2-D Fourier components
+    ``{const, cos k, sin k : k in freqs}`` over ``a`` times the same over ``b``.
+
+    Args:
+        grid: ``[..., p, p]`` values indexed ``[..., a, b]`` (for example an attention weight per head).
+        freqs: the frequencies (the key frequencies).
+    Returns:
+        ``[...]`` fractions in ``[0, 1]`` (0 for a constant grid).
+    """
+    x = grid.to(torch.float64)
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    p = x.shape[-1]
+    basis = fourier_basis(p)
+    spec = torch.einsum("ia,jb,...ab->...ij", basis, basis, x).pow(2)
+    rows = [0] + [r for k in freqs for r in (cos_row(k), sin_row(k))]
+    kept = spec[..., rows, :][..., :, rows].sum(dim=(-2, -1))
+    return kept / spec.sum(dim=(-2, -1)).clamp_min(torch.finfo(torch.float64).tiny)
+
+
 def embedding_key_frequencies(W_E: Float[Tensor, "d_vocab d_model"], p: int, rel_threshold: float = 0.25) -> list[int]:
     """The quick check of Nanda et al.: frequencies whose embedding Fourier norm exceeds ``max / 4``.
 

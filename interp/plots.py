@@ -312,29 +312,34 @@ def frequency_over_training(
     return _layout(fig, title, height=max(380, min(900, 12 * len(freqs) + 160)))
 
 
-def neuron_clusters(freq, frac_explained, threshold: float = 0.85, title: str = "MLP neurons clustered by frequency") -> go.Figure:
+def neuron_clusters(freq, frac_explained, threshold: float = 0.85, title: str = "MLP neurons clustered by frequency",
+                    dead: Iterable[int] = ()) -> go.Figure:
     """Each neuron's fraction of variance explained by its best frequency, grouped by that frequency.
 
     Args:
-        freq: ``[d_mlp]`` assigned frequency per neuron, 0 for unclustered
+        freq: ``[d_mlp]`` assigned key frequency per neuron, 0 for the others
             (``analyses.fourier.NeuronClusters.freq``).
         frac_explained: ``[d_mlp]`` fraction of variance explained by the best frequency.
         threshold: the clustering threshold (drawn as a line).
         title: figure title.
+        dead: indices of dead neurons (no variance), shown as their own group.
     """
     f = _array(freq).astype(int)
+    dead = list(dead)
+    f[dead] = -1
     fr = _array(frac_explained, 4)
-    order = np.lexsort((-fr, np.where(f == 0, np.iinfo(np.int32).max, f)))  # by frequency, unclustered last
+    big = np.iinfo(np.int32).max
+    order = np.lexsort((-fr, np.where(f <= 0, big + f, f)))  # by frequency, then unassigned, then dead
     fig = go.Figure()
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    groups = sorted(set(f.tolist()) - {0}) + ([0] if (f == 0).any() else [])
+    groups = sorted(set(f.tolist()) - {0, -1}) + [k for k in (0, -1) if (f == k).any()]
     for j, k in enumerate(groups):
         m = f == k
-        name = f"k = {k} ({int(m.sum())} neurons)" if k else f"unclustered ({int(m.sum())})"
+        name = {0: f"no key frequency ({int(m.sum())})", -1: f"dead ({int(m.sum())})"}.get(k, f"k = {k} ({int(m.sum())} neurons)")
         fig.add_trace(go.Scatter(
             x=rank[m], y=fr[m], mode="markers", name=name, customdata=np.nonzero(m)[0],
-            marker=dict(size=5, color="#b0b0b0" if k == 0 else color(j)),
+            marker=dict(size=5, color={0: "#b0b0b0", -1: "#555555"}.get(k, color(j))),
             hovertemplate="neuron %{customdata}<br>explained %{y:.3f}<extra>" + name + "</extra>",
         ))
     fig.add_hline(y=threshold, line=dict(color="#555", dash="dot", width=1),

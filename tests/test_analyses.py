@@ -88,6 +88,23 @@ def test_planted_embedding_gives_the_planted_frequencies():
     assert fourier.embedding_key_frequencies(W_E, P) == PLANTED
 
 
+def test_block_fraction_of_planted_grids():
+    B = fourier.fourier_basis(P)
+    g = torch.Generator().manual_seed(5)
+    wave = B[fourier.cos_row(3)][:, None] * B[fourier.sin_row(3)][None] + 0.5 * B[fourier.cos_row(5)][:, None]  # over (a, b)
+    noise = torch.randn(P, P, generator=g, dtype=torch.float64)
+    grids = torch.stack([wave + 7.0, noise, torch.full((P, P), 2.0, dtype=torch.float64)])
+    out = fourier.block_fraction(grids, [3, 5])
+    assert out[0] == pytest.approx(1.0, abs=1e-12)  # all of it in the blocks of 3 and 5 (the constant is removed)
+    # cos 5 (a), constant over b, is 0.5 sqrt(P) times the unit component (cos 5) x (const): squared 0.25 P, the product 1
+    assert fourier.block_fraction(wave, [3]) == pytest.approx(1 / (1 + 0.25 * P), rel=1e-12)
+    centred = noise - noise.mean()
+    spec = fourier.fourier_2d(centred).pow(2)
+    rows = [0, fourier.cos_row(3), fourier.sin_row(3), fourier.cos_row(5), fourier.sin_row(5)]
+    assert out[1] == pytest.approx((spec[rows][:, rows].sum() / spec.sum()).item(), rel=1e-10)
+    assert out[2] == 0.0
+
+
 def test_unembed_norms_of_a_planted_W_L():
     B = fourier.fourier_basis(P)
     W_L = torch.randn(20, 1, dtype=torch.float64) * B[fourier.sin_row(5)]  # every neuron writes sin 5 to the logits
