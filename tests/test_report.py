@@ -205,7 +205,7 @@ class Chromium:
     and uncaught exception of the page is recorded.
     """
 
-    def __init__(self, exe: str, profile: Path, width: int = 1280, height: int = 900):
+    def __init__(self, exe: str, profile: Path, width: int = 1280, height: int = 900, direct: str = "<-loopback>"):
         cmd_r, self._cmd_w = os.pipe()
         self._out_r, out_w = os.pipe()
         # move the child's ends clear of fds 3 and 4, which child_fds overwrites
@@ -215,8 +215,9 @@ class Chromium:
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage",
             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
             "--disable-default-apps", "--mute-audio", "--no-default-browser-check", "--allow-file-access-from-files",
-            # no network at all: every proxied request fails
-            "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+            # no network at all: every request goes to a proxy that is not there, except those to ``direct``
+            # (by default none: "<-loopback>" sends even loopback requests to the proxy)
+            "--proxy-server=127.0.0.1:9", f"--proxy-bypass-list={direct}",
             f"--user-data-dir={profile}", f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank",
         ]
         def child_fds() -> None:  # in the child, before exec: the pipe ends become fds 3 and 4
@@ -274,8 +275,10 @@ class Chromium:
             if m.get("method") == method:
                 return m
 
-    def evaluate(self, expression: str):
-        r = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True)
+    def evaluate(self, expression: str, timeout: float = 30):
+        """The value of a JavaScript expression in the page (a promise is awaited)."""
+        r = self.call("Runtime.evaluate", session=True, timeout=timeout, expression=expression, returnByValue=True,
+                      awaitPromise=True)
         if "exceptionDetails" in r:
             raise RuntimeError(f"{expression}: {r['exceptionDetails']}")
         return r["result"].get("value")
