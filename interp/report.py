@@ -379,12 +379,24 @@ def _run_table(views: list[RunView]) -> str:
         row("final train / test acc", lambda v: f"{final(v, 'train_acc')} / {final(v, 'test_acc')}"),
         row("final train / test loss", lambda v: f"{final(v, 'train_loss')} / {final(v, 'test_loss')}"),
         row("key frequencies", keys),
-        row("unclustered neurons", lambda v: _e(len(v.summary.get("unclustered_neurons", []))) if v.fourier else "n/a"),
+        row("unclustered / dead neurons", lambda v: _e(f"{len(v.summary.get('unclustered_neurons', []))} / "
+                                                       f"{len(v.summary.get('dead_neurons', []))}") if v.fourier else "n/a"),
+        row("key frequencies stable", lambda v: _e(_stability(v)) if v.fourier else "n/a"),
         row("phases (step)", phases),
         row("trained with", versions),
         row("git commit", lambda v: f"<code>{_e(v.meta.get('git_commit') or 'unknown')}</code>"),
     ]
     return f'<div class="scroll"><table><tr><th>run</th>{head}</tr>{"".join(rows)}</table></div>'
+
+
+def _stability(v: RunView) -> str:
+    """Whether the key frequencies are the same at nearby clustering thresholds and on the last checkpoints."""
+    by_t, by_s = v.summary.get("key_frequencies_by_threshold", {}), v.summary.get("key_frequencies_by_step", {})
+    if v.summary.get("key_frequencies_stable"):
+        return f"yes: the same at thresholds {', '.join(by_t)} and on the last {len(by_s)} checkpoints"
+    keys = v.keys
+    return "no: " + "; ".join([f"threshold {t}: {fmt_set(k)}" for t, k in by_t.items() if k != keys]
+                              + [f"step {x}: {fmt_set(k)}" for x, k in by_s.items() if k != keys])
 
 
 def _generator_versions() -> str:
