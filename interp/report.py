@@ -140,7 +140,10 @@ def _row(v: RunView, step: int | None) -> dict | None:
 
 def _join(views: list[RunView], fn) -> str:
     """One sentence per run (prefixed by its name when there are several)."""
-    return " ".join((f"{v.name}: " if len(views) > 1 else "") + fn(v) for v in views)
+    if len(views) == 1:
+        text = fn(views[0])
+        return text[:1].upper() + text[1:]
+    return " ".join(f"{v.name}: {fn(v)}" for v in views)
 
 
 def caption_training(views: list[RunView]) -> str:
@@ -178,7 +181,7 @@ def caption_progress(views: list[RunView]) -> str:
                     f"smoothed peak (step {fmt_step(peak['step'])}), then ends at {fmt_num(v.rows[-1]['excluded_loss'])}. "
                     f"That peak is this report's cleanup boundary: there the test loss is {fmt_num(peak['test_loss'])} and "
                     f"test accuracy {peak['test_acc']:.3f}. Nanda et al. start cleanup at 9.4k steps of their p = 113 run, "
-                    "read off the same curves by eye, where their test loss begins to fall; a rule applied to another "
+                    "read off the same curves by eye, where their test loss starts its sharp fall; a rule applied to another "
                     "seed need not land on the same point of the curve.")
         else:
             out += "The excluded loss (key frequencies removed, train split) shows no complete rise and fall, so no cleanup boundary."
@@ -224,7 +227,7 @@ def caption_fourier_training(v: RunView) -> str:
     for r in v.freq_rows:
         by_step.setdefault(int(r["step"]), {})[int(r["freq"])] = r["W_E_norm"]
     ph = v.summary.get("phases", {})
-    marks = {"step 0": min(by_step), "memorised": ph.get("memorised"), "cleanup start": ph.get("cleanup_start"),
+    marks = {"the first checkpoint": min(by_step), "memorised": ph.get("memorised"), "cleanup start": ph.get("cleanup_start"),
              "final": max(by_step)}
     parts = []
     for label, step in marks.items():
