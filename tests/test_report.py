@@ -111,7 +111,7 @@ def test_captions_state_the_numbers_of_the_run_drawn(small_copy, tiny_copy):
     assert f"{share[0].item():.0%}" in report.caption_attention(small)
     # a run without key frequencies is not described as if it had them
     tiny = report.collect(tiny_copy)
-    assert tiny.keys == [] and "no key frequency" in report.caption_progress([tiny])
+    assert tiny.keys == [] and "No key frequency" in report.caption_progress([tiny])
     assert "No key frequency" in report.caption_fourier_norms(tiny)
     assert "0 of 64 are assigned" in report.caption_neurons(tiny)
     figs = report.overlay_figures([tiny])
