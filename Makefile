@@ -26,7 +26,6 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m interp.bench
 
-# The walkthrough notebooks in JupyterLab (installs the `notebooks` extra on first use).
+# The walkthrough notebooks in JupyterLab (installed with the test extras; tests/test_lab.py runs notebook 1 in it).
 lab: $(STAMP)
-	$(BIN)/pip install -q -e ".[notebooks]"
 	$(BIN)/jupyter lab notebooks

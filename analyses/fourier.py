@@ -1,6 +1,6 @@
 """Fourier analysis over Z_p: the basis, 1-D/2-D transforms, weight Fourier norms, key frequencies.
 
-Conventions (SCIENCE.md section 2):
+Conventions:
 
 - Basis over Z_p: ``p`` orthonormal rows, in the order const, cos 1, sin 1, cos 2, sin 2, ...
   (cos before sin; the TransformerLens demo puts sin first). Row 0 is ``1/sqrt(p)``; frequency
@@ -15,12 +15,22 @@ Conventions (SCIENCE.md section 2):
   ``cos(w(a+b)) = (c(x)c - s(x)s)/sqrt 2``, ``sin(w(a+b)) = (s(x)c + c(x)s)/sqrt 2``,
   ``cos(w(a-b)) = (c(x)c + s(x)s)/sqrt 2``, ``sin(w(a-b)) = (s(x)c - c(x)s)/sqrt 2``; each has unit
   norm and they are mutually orthogonal and orthogonal to the constant.
+
+Key frequencies (Nanda et al. 2023) are found by clustering the MLP neurons: take each neuron's
+activation at the ``=`` position over all p^2 inputs, centre it, and transform it over ``(a, b)``;
+a neuron belongs to frequency ``k`` if the 3x3 block ``{const, cos k, sin k}^2`` holds at least
+85% of its variance. A frequency is *key* if at least ``min_cluster_neurons(d_mlp)`` neurons belong
+to it (1% of the MLP, at least 2): one neuron that happens to pass the threshold does not make a
+frequency part of the circuit. Neurons with no variance at all (a ReLU that never fires, or fires
+the same on every input) are *dead* and counted apart from the *unclustered* ones, whose best
+frequency explains less than the threshold. A quicker check: frequencies whose embedding Fourier
+norm exceeds a quarter of the largest (``embedding_key_frequencies``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -150,8 +160,28 @@ def frequency_norms(basis_norms: Float[Tensor, "p"]) -> Float[Tensor, "n_freq"]:
     return basis_norms[1 : 2 * n + 1].reshape(n, 2).norm(dim=-1)
 
 
+def block_fraction(grid: Float[Tensor, "*batch p p"], freqs: list[int]) -> Float[Tensor, "*batch"]:
+    """Fraction of the centred variance of a function over ``(a, b)`` in the 2-D Fourier components
+    ``{const, cos k, sin k : k in freqs}`` over ``a`` times the same over ``b``.
+
+    Args:
+        grid: ``[..., p, p]`` values indexed ``[..., a, b]`` (for example an attention weight per head).
+        freqs: the frequencies (the key frequencies).
+    Returns:
+        ``[...]`` fractions in ``[0, 1]`` (0 for a constant grid).
+    """
+    x = grid.to(torch.float64)
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    p = x.shape[-1]
+    basis = fourier_basis(p)
+    spec = torch.einsum("ia,jb,...ab->...ij", basis, basis, x).pow(2)
+    rows = [0] + [r for k in freqs for r in (cos_row(k), sin_row(k))]
+    kept = spec[..., rows, :][..., :, rows].sum(dim=(-2, -1))
+    return kept / spec.sum(dim=(-2, -1)).clamp_min(torch.finfo(torch.float64).tiny)
+
+
 def embedding_key_frequencies(W_E: Float[Tensor, "d_vocab d_model"], p: int, rel_threshold: float = 0.25) -> list[int]:
-    """The simple check of SCIENCE.md section 2: frequencies whose embedding norm exceeds ``max / 4``.
+    """The quick check of Nanda et al.: frequencies whose embedding Fourier norm exceeds ``max / 4``.
 
     Args:
         W_E: the token embedding.
@@ -188,26 +218,49 @@ def directions(p: int, freqs: list[int], sign: int = +1, dtype: torch.dtype = to
 
 
 # ---- key frequencies by neuron clustering ---------------------------------------------------
+CLUSTER_THRESHOLD = 0.85  # fraction of a neuron's variance its frequency's 3x3 block must explain
+DEAD_VARIANCE = 1e-12  # a neuron whose centred sum of squares is at most this times the largest one's is dead
+
+
+def min_cluster_neurons(d_mlp: int) -> int:
+    """Fewest neurons a frequency needs to be key: 1% of the MLP, at least 2 (5 of 512, 3 of 256)."""
+    return max(2, round(0.01 * d_mlp))
+
+
 @dataclass(frozen=True)
 class NeuronClusters:
-    """The neuron-clustering result of SCIENCE.md section 2.
+    """Neurons clustered by frequency (see the module docstring); every neuron is in exactly one of
+    ``freq > 0`` (a key frequency's cluster), ``unclustered``, ``dead`` or ``in_small_clusters``.
 
     Attributes:
-        freq: ``[d_mlp]`` frequency each neuron is assigned to, 0 for unclustered neurons.
+        freq: ``[d_mlp]`` key frequency each neuron is assigned to, 0 for every other neuron.
         frac_explained: ``[d_mlp]`` fraction of the neuron's centred variance in its best frequency's
             3x3 block (0 for a dead neuron).
-        key_frequencies: the sorted set of assigned frequencies.
-        unclustered: indices of the neurons under the threshold (dead neurons included).
+        key_frequencies: the sorted frequencies with at least ``min_neurons`` neurons.
+        unclustered: indices of the live neurons whose best block explains less than ``threshold``.
+        dead: indices of the neurons without variance over the inputs.
+        small_clusters: ``{k: neurons}`` of the frequencies that passed the threshold for fewer than
+            ``min_neurons`` neurons (not key).
+        threshold, min_neurons: the rule used.
     """
 
     freq: Int[Tensor, "d_mlp"]
     frac_explained: Float[Tensor, "d_mlp"]
     key_frequencies: list[int]
     unclustered: list[int]
+    dead: list[int] = field(default_factory=list)
+    small_clusters: dict[int, list[int]] = field(default_factory=dict)
+    threshold: float = CLUSTER_THRESHOLD
+    min_neurons: int = 1
 
     def neurons_per_frequency(self) -> dict[int, int]:
         """``{k: number of neurons assigned to k}`` for the key frequencies."""
         return {k: int((self.freq == k).sum()) for k in self.key_frequencies}
+
+    @property
+    def in_small_clusters(self) -> list[int]:
+        """Indices of the neurons that passed the threshold for a frequency that is not key."""
+        return sorted(i for ids in self.small_clusters.values() for i in ids)
 
 
 def mlp_activations(model: HookedTransformer, p: int, eq_token: int) -> Float[Tensor, "p p d_mlp"]:
@@ -229,17 +282,19 @@ def mlp_activations(model: HookedTransformer, p: int, eq_token: int) -> Float[Te
     return cache[name][:, -1].reshape(p, p, -1)
 
 
-def neuron_frequency_fractions(acts: Float[Tensor, "p p d_mlp"]) -> Float[Tensor, "n_freq d_mlp"]:
-    """Fraction of each neuron's centred variance in the 3x3 block ``{const, cos k, sin k}^2`` of each frequency.
+def neuron_spectrum(acts: Float[Tensor, "p p d_mlp"]) -> tuple[Float[Tensor, "n_freq d_mlp"], Float[Tensor, "d_mlp"]]:
+    """Each neuron's fraction of centred variance per frequency block, and its centred sum of squares.
 
     Activations are centred over all ``(a, b)`` first, which removes exactly the (const, const)
-    Fourier component; the block includes that entry, but it is zero, so the fraction is the same
-    with or without it. The denominator is the centred sum of squares (all p^2 components).
+    Fourier component; the block ``{const, cos k, sin k}^2`` includes that entry, but it is zero, so
+    the fraction is the same with or without it. The denominator is the centred sum of squares
+    (all p^2 components).
 
     Args:
         acts: ``[p, p, d_mlp]`` activations over ``(a, b)`` (odd ``p``).
     Returns:
-        ``[(p - 1) // 2, d_mlp]``; index ``k - 1`` for frequency ``k``; zero for a dead neuron.
+        ``([(p - 1) // 2, d_mlp] fractions, index k - 1 for frequency k; zero for a dead neuron``,
+        ``[d_mlp] centred sums of squares)``.
     """
     p = acts.shape[0]
     acts = acts.to(torch.float64)
@@ -250,25 +305,70 @@ def neuron_frequency_fractions(acts: Float[Tensor, "p p d_mlp"]) -> Float[Tensor
     for k in range(1, n_frequencies(p) + 1):
         rows = [0, cos_row(k), sin_row(k)]
         fracs.append(power[rows][:, rows].sum(dim=(0, 1)))
-    return torch.stack(fracs) / total.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.stack(fracs) / total.clamp_min(torch.finfo(torch.float64).tiny), total
 
 
-def cluster_neurons(acts: Float[Tensor, "p p d_mlp"], threshold: float = 0.85) -> NeuronClusters:
+def neuron_frequency_fractions(acts: Float[Tensor, "p p d_mlp"]) -> Float[Tensor, "n_freq d_mlp"]:
+    """Fraction of each neuron's centred variance in the 3x3 block ``{const, cos k, sin k}^2`` of each frequency.
+
+    Args:
+        acts: ``[p, p, d_mlp]`` activations over ``(a, b)`` (odd ``p``).
+    Returns:
+        ``[(p - 1) // 2, d_mlp]``; index ``k - 1`` for frequency ``k``; zero for a dead neuron.
+    """
+    return neuron_spectrum(acts)[0]
+
+
+def assign_clusters(
+    fracs: Float[Tensor, "n_freq d_mlp"], variance: Float[Tensor, "d_mlp"], threshold: float = CLUSTER_THRESHOLD,
+    min_neurons: int | None = None,
+) -> NeuronClusters:
+    """Cluster neurons from their ``neuron_spectrum`` (so that several thresholds can share one transform).
+
+    Args:
+        fracs, variance: the two results of ``neuron_spectrum``.
+        threshold: fraction of variance the best frequency's block must explain.
+        min_neurons: fewest neurons of a key frequency (default ``min_cluster_neurons(d_mlp)``).
+    Returns:
+        the ``NeuronClusters``.
+    """
+    if min_neurons is None:
+        min_neurons = min_cluster_neurons(fracs.shape[1])
+    best, best_k = fracs.max(dim=0)
+    dead = variance <= DEAD_VARIANCE * variance.max().clamp_min(torch.finfo(torch.float64).tiny)
+    best = torch.where(dead, torch.zeros_like(best), best)
+    passed = (best >= threshold) & ~dead
+    sizes = torch.bincount(best_k[passed] + 1, minlength=fracs.shape[0] + 1)
+    keys = [k for k in range(1, fracs.shape[0] + 1) if sizes[k] >= min_neurons]
+    is_key = torch.zeros(fracs.shape[0] + 1, dtype=torch.bool)
+    is_key[keys] = True
+    assigned = passed & is_key[best_k + 1]
+    small = passed & ~assigned
+    small_clusters: dict[int, list[int]] = {}
+    for i in torch.nonzero(small).flatten().tolist():
+        small_clusters.setdefault(int(best_k[i]) + 1, []).append(i)
+    return NeuronClusters(
+        freq=torch.where(assigned, best_k + 1, torch.zeros_like(best_k)),
+        frac_explained=best,
+        key_frequencies=keys,
+        unclustered=torch.nonzero(~passed & ~dead).flatten().tolist(),
+        dead=torch.nonzero(dead).flatten().tolist(),
+        small_clusters=dict(sorted(small_clusters.items())),
+        threshold=threshold,
+        min_neurons=min_neurons,
+    )
+
+
+def cluster_neurons(
+    acts: Float[Tensor, "p p d_mlp"], threshold: float = CLUSTER_THRESHOLD, min_neurons: int | None = None
+) -> NeuronClusters:
     """Assign each neuron to the frequency whose 3x3 block explains most of its variance.
 
     Args:
         acts: ``[p, p, d_mlp]`` MLP activations at the ``=`` position over ``(a, b)``.
         threshold: neurons whose best block explains less than this fraction are unclustered.
+        min_neurons: fewest neurons of a key frequency (default ``min_cluster_neurons(d_mlp)``).
     Returns:
         the ``NeuronClusters``; its ``key_frequencies`` are the key frequencies of the model.
     """
-    fracs = neuron_frequency_fractions(acts)
-    best, best_k = fracs.max(dim=0)
-    clustered = best >= threshold
-    freq = torch.where(clustered, best_k + 1, torch.zeros_like(best_k))
-    return NeuronClusters(
-        freq=freq,
-        frac_explained=best,
-        key_frequencies=sorted(set(freq[clustered].tolist())),
-        unclustered=torch.nonzero(~clustered).flatten().tolist(),
-    )
+    return assign_clusters(*neuron_spectrum(acts), threshold, min_neurons)

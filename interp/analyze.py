@@ -2,6 +2,7 @@
 
     python -m interp.analyze checkpoints/mod_add_p113           # analyse new checkpoints only
     python -m interp.analyze checkpoints/mod_add_p113 --force   # recompute everything
+    python -m interp.analyze checkpoints/mod_add_p113 --readme  # print the README's results block
 
 Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; an empty cell is NaN):
 
@@ -9,9 +10,8 @@ Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; a
     step                  the checkpoint's training step
     train_loss, test_loss cross-entropy (float64 log-softmax) on each split
     train_acc, test_acc   accuracy on each split
-    restricted_loss       test loss of the logits kept to the key-frequency directions plus the
-                          per-class mean (SCIENCE.md section 2)
-    excluded_loss         train loss of the logits with the key-frequency directions removed
+    restricted_loss       test loss of the restricted logits (see "Restricted and excluded loss")
+    excluded_loss         train loss of the excluded logits
     sum_sq_weights        sum of squares of every parameter
     param_norm            sqrt(sum_sq_weights)
     gini_W_E, gini_W_L    Gini coefficient of the p Fourier-component norms (const, cos 1, sin 1, ...)
@@ -30,9 +30,25 @@ Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; a
     with only that frequency's two directions removed; key frequencies only, empty for the others)
 
 ``analysis/summary.json`` (``SUMMARY_FILE``): ``key_frequencies`` (neuron clustering on the final
-checkpoint), ``key_frequencies_step``, ``key_frequencies_embedding`` (W_E Fourier norm > max/4),
-``neurons_per_frequency``, ``unclustered_neurons``, ``phases`` (steps, with their definitions in
-``phase_definitions``), ``fourier_applies`` and ``note``, ``steps_computed`` (by the last call).
+checkpoint, ``analyses.fourier``), ``key_frequencies_step``, ``key_frequencies_embedding`` (W_E
+Fourier norm > max/4), ``neurons_per_frequency``, ``unclustered_neurons``, ``dead_neurons``,
+``small_clusters`` (frequencies with fewer than ``min_cluster_neurons`` neurons: not key),
+``cluster_threshold``, the stability of the set (``key_frequencies_by_threshold`` at thresholds
+0.8 / 0.85 / 0.9, ``key_frequencies_by_step`` on the last three checkpoints, ``key_frequencies_stable``
+if all of them agree), ``phases`` (steps, with their definitions in ``phase_definitions`` and, where
+Fourier phases are left out, the reason in ``phases_note``), ``fourier_applies`` and ``note``,
+``steps_computed`` (by the last call) and ``tables``: the SHA-256 of each table written with it.
+``summary.json`` is written last and read as the manifest of the set: tables whose hash does not
+match it (left by an analysis that was interrupted between files) are not used, and a re-run
+recomputes them.
+
+Restricted and excluded loss (Nanda et al. 2023): treat each logit column (one output class) as a
+function over the p^2 inputs and project it onto the key-frequency directions (``analyses.fourier``:
+cos/sin(w_k(a + b)) for each key frequency k, w_k = 2 pi k / p; orthonormal and orthogonal to the
+constant). The *restricted* logits keep only that projection plus the per-class mean over inputs;
+their loss on the test split shows how well the Fourier circuit alone already generalises. The
+*excluded* logits are the logits minus the projection; their loss on the train split shows how
+much the model still fits the training set without the circuit (memorisation).
 
 Conventions: the key frequencies of the final checkpoint are used for every checkpoint (as Nanda et
 al. do). mod_add uses the sum directions cos/sin(w(a + b)), mod_sub the difference directions
@@ -41,15 +57,22 @@ command prints one line saying why.
 
 Phases (steps; the full wording is in ``PHASE_DEFINITIONS`` and in the summary):
     memorised                first train_acc >= 0.99
-    circuit_formation_start  minimum of excluded_loss after 'memorised' (before the cleanup peak): where
-                             it stops falling and starts to rise (Nanda et al.'s end of memorisation)
+    circuit_formation_start  the excluded loss starts its rise: last checkpoint before the peak at
+                             which the smoothed log excluded loss is within 10% of its rise from its
+                             minimum (after 'memorised') to its peak (a rise of at least 2x)
     cgen_overtakes_cmem      first cgen_logit >= cmem_logit after 'memorised'
-    cleanup_start            peak of excluded_loss after 'memorised', once it has fallen 10% below it:
-                             the end of its rise through circuit formation
+    cleanup_start            peak of the smoothed excluded loss after 'memorised', once it has fallen
+                             10% below it: the end of its rise through circuit formation
     test_acc_0.9, grokked    first test_acc >= 0.9, >= 0.99
-The excluded-loss markers are used because the paper describes the phases by it (falls in
-memorisation, rises in circuit formation, stops rising in cleanup). On the p = 113 and p = 59 runs the
-peak lands where test accuracy crosses ~0.8-0.9, somewhat later than the paper's boundary.
+"Smoothed" is a centred running mean of log10(excluded_loss) over 5 checkpoints (fewer at the ends
+of the run): after memorisation the excluded loss can sit near 1e-3, where checkpoint-to-checkpoint
+noise is large on a log scale, so neither its raw minimum nor its raw peak is used. The
+excluded-loss markers follow Nanda et al., who describe the phases by it (falls in memorisation,
+rises in circuit formation, stops rising in cleanup); they read their boundaries off the curves
+(memorisation ends at 1.4k steps, cleanup starts at 9.4k for their p = 113 run) rather than by a
+rule, so the steps here need not match theirs, even for the same curves. The three Fourier phases
+are only defined when key frequencies were found: without them the excluded loss is just the train
+loss and C_gen is empty, so they are ``None`` and ``phases_note`` says why.
 
 Incremental: a re-run analyses only checkpoints missing from the table. The key frequencies are
 recomputed when the final checkpoint changed; if they differ from the cached ones, every row is
@@ -67,6 +90,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -91,7 +115,7 @@ log = logging.getLogger(__name__)
 ANALYSIS_TABLE = "checkpoints.csv"
 FREQUENCY_TABLE = "frequencies.csv"
 SUMMARY_FILE = "summary.json"
-ANALYSIS_VERSION = 1  # bump when a column's meaning changes: cached tables are then recomputed
+ANALYSIS_VERSION = 2  # bump when a column's meaning changes: cached tables are then recomputed
 
 COLUMNS = [
     "step", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss",
@@ -101,19 +125,32 @@ COLUMNS = [
 FREQUENCY_COLUMNS = ["step", "freq", "W_E_norm", "W_L_norm", "excluded_loss"]
 INT_COLUMNS = {"step", "freq"}
 
+SMOOTH_CHECKPOINTS = 5  # window of the centred running mean of log10(excluded_loss)
+RISE_FRACTION = 0.1  # circuit formation starts where the smoothed rise has not yet covered this fraction
+MIN_RISE = math.log10(2)  # a smoothed rise smaller than 2x is not called a rise
+CLEANUP_DROP = 0.9  # the peak counts once a later smoothed value is this fraction of it or less
+STABILITY_THRESHOLDS = (0.8, 0.85, 0.9)  # clustering thresholds the key frequencies are also found at
+STABILITY_CHECKPOINTS = 3  # ... and the last checkpoints they are found on
+
 PHASE_DEFINITIONS = {
     "memorised": "first checkpoint with train_acc >= 0.99 (the training set is fitted)",
-    "circuit_formation_start": "checkpoint of the smallest excluded_loss between 'memorised' and 'cleanup_start': "
-                               "the end of memorisation in Nanda et al.'s sense, where the excluded loss stops falling "
-                               "and starts to rise (Fourier tasks only; none if the minimum is the last checkpoint)",
+    "circuit_formation_start": "the excluded loss starts to rise: the last checkpoint before its peak at which the smoothed "
+                               "log excluded loss is still within 10% of its rise from its minimum after 'memorised' to "
+                               "its peak (none if that rise is less than 2x). Smoothed: a centred running mean of "
+                               "log10(excluded_loss) over 5 checkpoints. Nanda et al. put the end of memorisation at 1.4k "
+                               "steps for their p = 113 run, read off the same curve (Fourier tasks with key frequencies only)",
     "cgen_overtakes_cmem": "first checkpoint after 'memorised' with cgen_logit >= cmem_logit: the key-frequency "
-                           "circuit contributes more of the correct-class logit than the rest (Fourier tasks only)",
-    "cleanup_start": "checkpoint of the largest excluded_loss after 'memorised', provided a later checkpoint is below "
-                     "0.9 times that peak: the excluded loss rises through circuit formation and stops rising when "
-                     "weight decay starts removing the memorising part (Fourier tasks only; none while still rising)",
+                           "circuit contributes more of the correct-class logit than the rest (Fourier tasks with key "
+                           "frequencies only)",
+    "cleanup_start": "checkpoint of the peak of the smoothed excluded loss after 'memorised', provided a later smoothed "
+                     "value is at most 0.9 times the peak: the excluded loss rises through circuit formation and stops "
+                     "rising when weight decay starts removing the memorising part. Nanda et al. start cleanup at 9.4k "
+                     "steps for their p = 113 run, read off the curves (Fourier tasks with key frequencies only; none "
+                     "while still rising)",
     "test_acc_0.9": "first checkpoint with test_acc >= 0.9",
     "grokked": "first checkpoint with test_acc >= 0.99",
 }
+FOURIER_PHASES = ("circuit_formation_start", "cgen_overtakes_cmem", "cleanup_start")
 
 
 # ---- one checkpoint ----------------------------------------------------------------------------
@@ -185,19 +222,41 @@ class _Analyser:
 
 
 def key_frequency_summary(run: Run, step: int) -> dict:
-    """Key frequencies of checkpoint ``step`` by neuron clustering and by the embedding-norm check."""
+    """Key frequencies of checkpoint ``step`` by neuron clustering and by the embedding-norm check,
+    with the counts of unclustered, dead and small-cluster neurons and the stability of the set
+    across ``STABILITY_THRESHOLDS`` and the last ``STABILITY_CHECKPOINTS`` checkpoints up to ``step``."""
+    p, eq = run.config.p, run.config.eq_token
     model = runs.load_checkpoint(run.path, step, run.config)
-    p = run.config.p
-    clusters = fourier.cluster_neurons(fourier.mlp_activations(model, p, run.config.eq_token))
+    fracs, variance = fourier.neuron_spectrum(fourier.mlp_activations(model, p, eq))
+    clusters = fourier.assign_clusters(fracs, variance)
     clustered = clusters.freq > 0
+    by_threshold = {f"{t:g}": fourier.assign_clusters(fracs, variance, t).key_frequencies for t in STABILITY_THRESHOLDS}
+    by_step = {}
+    for s in [s for s in run.steps if s <= step][-STABILITY_CHECKPOINTS:]:
+        m = model if s == step else runs.load_checkpoint(run.path, s, run.config)
+        by_step[str(s)] = fourier.cluster_neurons(fourier.mlp_activations(m, p, eq)).key_frequencies
+    sets = [*by_threshold.values(), *by_step.values()]
     return {
         "key_frequencies": clusters.key_frequencies,
         "key_frequencies_step": step,
         "key_frequencies_embedding": fourier.embedding_key_frequencies(model.W_E.detach(), p),
         "neurons_per_frequency": {str(k): n for k, n in clusters.neurons_per_frequency().items()},
         "unclustered_neurons": clusters.unclustered,
+        "dead_neurons": clusters.dead,
+        "small_clusters": {str(k): len(v) for k, v in clusters.small_clusters.items()},
+        "min_cluster_neurons": clusters.min_neurons,
+        "cluster_threshold": clusters.threshold,
         "mean_frac_explained_clustered": clusters.frac_explained[clustered].mean().item() if clustered.any() else None,
+        "key_frequencies_by_threshold": by_threshold,
+        "key_frequencies_by_step": by_step,
+        "key_frequencies_stable": all(x == clusters.key_frequencies for x in sets),
     }
+
+
+KEY_FREQUENCY_FIELDS = ("key_frequencies", "key_frequencies_step", "key_frequencies_embedding", "neurons_per_frequency",
+                        "unclustered_neurons", "dead_neurons", "small_clusters", "min_cluster_neurons", "cluster_threshold",
+                        "mean_frac_explained_clustered", "key_frequencies_by_threshold", "key_frequencies_by_step",
+                        "key_frequencies_stable")  # what key_frequency_summary returns, cached in summary.json
 
 
 # ---- phases ------------------------------------------------------------------------------------
@@ -205,20 +264,36 @@ def _first(rows: list[dict], cond) -> int | None:
     return next((r["step"] for r in rows if cond(r)), None)
 
 
-def detect_phases(rows: list[dict]) -> dict[str, int | None]:
-    """Phase boundaries (steps; ``None`` where not reached or not applicable) as defined in ``PHASE_DEFINITIONS``."""
+def smoothed_log10(values: list[float], window: int = SMOOTH_CHECKPOINTS) -> list[float]:
+    """Centred running mean of ``log10(values)`` over ``window`` points (fewer at both ends)."""
+    logs = [math.log10(max(v, 1e-300)) for v in values]
+    h = window // 2
+    return [sum(logs[max(0, i - h): i + h + 1]) / len(logs[max(0, i - h): i + h + 1]) for i in range(len(logs))]
+
+
+def detect_phases(rows: list[dict], fourier_phases: bool = True) -> dict[str, int | None]:
+    """Phase boundaries (steps; ``None`` where not reached or not applicable) as defined in ``PHASE_DEFINITIONS``.
+
+    Args:
+        rows: the analysis table (``step``, ``train_acc``, ``test_acc``, ``excluded_loss``,
+            ``cgen_logit``, ``cmem_logit``), in any order.
+        fourier_phases: whether key frequencies were found; without them the three Fourier phases
+            (``FOURIER_PHASES``) are ``None``.
+    """
     rows = sorted(rows, key=lambda r: r["step"])
     memorised = _first(rows, lambda r: r["train_acc"] >= 0.99)
     formation = overtake = cleanup = None
     late = [r for r in rows if memorised is not None and r["step"] >= memorised and not math.isnan(r["excluded_loss"])]
-    if late:
-        peak = max(range(len(late)), key=lambda i: late[i]["excluded_loss"])
-        if any(r["excluded_loss"] <= 0.9 * late[peak]["excluded_loss"] for r in late[peak + 1 :]):
+    if fourier_phases and late:
+        s = smoothed_log10([r["excluded_loss"] for r in late])
+        peak = max(range(len(s)), key=s.__getitem__)
+        if any(v <= s[peak] + math.log10(CLEANUP_DROP) for v in s[peak + 1:]):
             cleanup = late[peak]["step"]
-        before = late[: peak + 1] if cleanup is not None else late
-        low = min(range(len(before)), key=lambda i: before[i]["excluded_loss"])
-        if low < len(before) - 1:
-            formation = before[low]["step"]
+        low = min(range(peak + 1), key=s.__getitem__)
+        rise = s[peak] - s[low]
+        if rise >= MIN_RISE:
+            level = s[low] + RISE_FRACTION * rise
+            formation = late[max(i for i in range(low, peak + 1) if s[i] <= level)]["step"]
         overtake = _first(late, lambda r: r["cgen_logit"] >= r["cmem_logit"])
     return {
         "memorised": memorised,
@@ -245,53 +320,79 @@ def _to_csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def _from_csv(path: Path, columns: list[str]) -> list[dict]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != columns:
-            raise ValueError(f"columns {reader.fieldnames} are not {columns}")
-        return [{k: (int(v) if k in INT_COLUMNS else float(v) if v != "" else math.nan) for k, v in r.items()} for r in reader]
+def _parse_csv(text: str, columns: list[str]) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames != columns:
+        raise ValueError(f"columns {reader.fieldnames} are not {columns}")
+    return [{k: (int(v) if k in INT_COLUMNS else float(v) if v != "" else math.nan) for k, v in r.items()} for r in reader]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_table(d: Path, name: str, columns: list[str], summary: dict) -> list[dict]:
+    """Rows of table ``name``, if it is the one ``summary`` (the manifest) was written with."""
+    text = (d / name).read_text()
+    want = summary.get("tables", {}).get(name)
+    if want != _sha256(text):
+        raise RunError(f"{d / name}: does not match {SUMMARY_FILE} (left by an interrupted or older analysis); "
+                       f"rerun python -m interp.analyze {d.parent}")
+    try:
+        return _parse_csv(text, columns)
+    except (ValueError, KeyError) as e:
+        raise RunError(f"{d / name}: corrupt ({e}); rerun python -m interp.analyze {d.parent} --force") from None
+
+
+def _read_summary(d: Path) -> dict:
+    try:
+        return json.loads((d / SUMMARY_FILE).read_text())
+    except FileNotFoundError as e:
+        raise RunError(f"{e.filename}: missing; run python -m interp.analyze {d.parent}") from None
+    except ValueError as e:
+        raise RunError(f"{d / SUMMARY_FILE}: corrupt ({e}); rerun python -m interp.analyze {d.parent} --force") from None
 
 
 def load_analysis(run_dir: str | Path) -> tuple[list[dict], dict]:
     """The cached analysis of a run: ``(rows of checkpoints.csv, summary.json)``; empty cells are NaN.
 
     Raises:
-        RunError: the run has not been analysed (``python -m interp.analyze RUN_DIR``) or the files are corrupt.
+        RunError: the run has not been analysed (``python -m interp.analyze RUN_DIR``), or the files
+        are corrupt or do not belong together (``summary.json`` lists the hash of each table).
     """
     d = Path(run_dir) / runs.ANALYSIS_DIR
+    summary = _read_summary(d)
     try:
-        summary = json.loads((d / SUMMARY_FILE).read_text())
-        rows = _from_csv(d / ANALYSIS_TABLE, COLUMNS)
+        rows = _read_table(d, ANALYSIS_TABLE, COLUMNS, summary)
     except FileNotFoundError as e:
         raise RunError(f"{e.filename}: missing; run python -m interp.analyze {run_dir}") from None
-    except (ValueError, KeyError) as e:
-        raise RunError(f"{d}: corrupt analysis tables ({e}); rerun with --force") from None
     return rows, summary
 
 
 def load_frequency_table(run_dir: str | Path) -> list[dict]:
-    """Rows of ``frequencies.csv`` (empty for tasks the Fourier analysers do not apply to)."""
-    path = Path(run_dir) / runs.ANALYSIS_DIR / FREQUENCY_TABLE
-    if not path.is_file():
+    """Rows of ``frequencies.csv`` (empty for tasks the Fourier analysers do not apply to).
+
+    Raises:
+        RunError: the table is corrupt or was not written with the run's ``summary.json``.
+    """
+    d = Path(run_dir) / runs.ANALYSIS_DIR
+    if not (d / FREQUENCY_TABLE).is_file():
         return []
-    try:
-        return _from_csv(path, FREQUENCY_COLUMNS)
-    except (ValueError, KeyError) as e:
-        raise RunError(f"{path}: corrupt ({e}); rerun with --force") from None
+    return _read_table(d, FREQUENCY_TABLE, FREQUENCY_COLUMNS, _read_summary(d))
 
 
 def _load_cache(run_dir: Path) -> tuple[list[dict], list[dict], dict] | None:
+    d = run_dir / runs.ANALYSIS_DIR
+    if not (d / SUMMARY_FILE).exists():
+        return None
     try:
-        rows, summary = load_analysis(run_dir)
-        freq_rows = load_frequency_table(run_dir)
+        summary = _read_summary(d)
+        if summary.get("version") != ANALYSIS_VERSION:
+            return None
+        return load_analysis(run_dir)[0], load_frequency_table(run_dir), summary
     except RunError as e:
-        if (run_dir / runs.ANALYSIS_DIR / SUMMARY_FILE).exists():
-            log.warning("ignoring the cached analysis: %s", e)
+        log.warning("ignoring the cached analysis: %s", e)
         return None
-    if summary.get("version") != ANALYSIS_VERSION:
-        return None
-    return rows, freq_rows, summary
 
 
 # ---- the whole run ------------------------------------------------------------------------------
@@ -345,9 +446,7 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool) -> tup
     summary = {"version": ANALYSIS_VERSION, "task": cfg.task, "p": cfg.p, "fourier_applies": note is None, "note": note}
     if note is None:
         if cache and cache[2].get("key_frequencies_step") == final:
-            keys = ("key_frequencies", "key_frequencies_step", "key_frequencies_embedding", "neurons_per_frequency",
-                    "unclustered_neurons", "mean_frac_explained_clustered")
-            summary.update({k: cache[2][k] for k in keys})
+            summary.update({k: cache[2][k] for k in KEY_FREQUENCY_FIELDS if k in cache[2]})
         else:
             summary.update(key_frequency_summary(run, final))
         if cache and cache[2].get("key_frequencies") != summary["key_frequencies"]:
@@ -368,16 +467,23 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool) -> tup
 
     rows = [have[s] for s in run.steps]
     freq_rows = [r for s in run.steps for r in have_freq.get(s, [])]
-    summary["phases"] = detect_phases(rows)
+    summary["phases"] = detect_phases(rows, fourier_phases=bool(key_freqs))
     summary["phase_definitions"] = PHASE_DEFINITIONS
+    if note is None and not key_freqs:
+        summary["phases_note"] = (f"no key frequency was found on the final checkpoint (step {final}): the excluded loss is "
+                                  "then just the train loss and C_gen is empty, so the Fourier phases "
+                                  f"({', '.join(FOURIER_PHASES)}) are not defined")
     summary["n_checkpoints"] = len(rows)
     summary["steps_computed"] = todo
     summary["seconds"] = round(time.perf_counter() - t0, 3)
-    if write:
+    tables = {ANALYSIS_TABLE: _to_csv(rows, COLUMNS)}
+    if note is None:
+        tables[FREQUENCY_TABLE] = _to_csv(freq_rows, FREQUENCY_COLUMNS)
+    summary["tables"] = {name: _sha256(text) for name, text in tables.items()}
+    if write:  # the tables first, the summary (their manifest) last
         d = run_dir / runs.ANALYSIS_DIR
-        runs.write_text(d / ANALYSIS_TABLE, _to_csv(rows, COLUMNS))
-        if note is None:
-            runs.write_text(d / FREQUENCY_TABLE, _to_csv(freq_rows, FREQUENCY_COLUMNS))
+        for name, text in tables.items():
+            runs.write_text(d / name, text)
         runs.write_text(d / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     log.info("%s: analysed %d of %d checkpoints in %.1fs", run_dir, len(todo), len(rows), summary["seconds"])
     return rows, summary
@@ -399,6 +505,136 @@ def analysis_throughput(run_dir: str | Path, threads: int | None = 1) -> dict[st
     return {"n_checkpoints": len(rows), "seconds": round(dt, 3), "checkpoints_per_s": round(len(rows) / dt, 2)}
 
 
+# ---- the README's results block ----------------------------------------------------------------
+def fmt_step(step: int | None) -> str:
+    """``10 500``-style step (``not reached`` for ``None``)."""
+    return "not reached" if step is None else f"{step:,}".replace(",", " ")
+
+
+def fmt_num(x: float) -> str:
+    """Three significant digits, thousands separated by a space (``0.0041``, ``24.6``, ``1 578``)."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if abs(x) >= 1000:
+        return f"{round(x):,}".replace(",", " ")
+    return f"{x:.3g}"
+
+
+def fmt_set(values) -> str:
+    return "{" + ", ".join(str(v) for v in values) + "}"
+
+
+def _at(rows: list[dict], step: int | None) -> dict | None:
+    return next((r for r in rows if r["step"] == step), None)
+
+
+def cluster_counts(summary: dict) -> dict[str, int]:
+    """How the final checkpoint's MLP neurons split: ``key`` (in a key frequency's cluster), ``unclustered``,
+    ``dead``, ``small`` (passed the threshold for a frequency with too few neurons) and their ``total``."""
+    out = {"key": sum(summary.get("neurons_per_frequency", {}).values()),
+           "unclustered": len(summary.get("unclustered_neurons", [])),
+           "dead": len(summary.get("dead_neurons", [])),
+           "small": sum(summary.get("small_clusters", {}).values())}
+    out["total"] = sum(out.values())
+    return out
+
+
+def key_frequency_sentence(summary: dict) -> str:
+    """The key frequencies of a run and how stable they are, in words, from its summary."""
+    keys, n = summary.get("key_frequencies", []), cluster_counts(summary)
+    thr = summary.get("cluster_threshold", 0.85)
+    if not keys:
+        head = f"no key frequency (no frequency explains ≥ {thr:.0%} of the variance of ≥ {summary.get('min_cluster_neurons')} neurons)"
+    else:
+        per = ", ".join(str(v) for v in summary["neurons_per_frequency"].values())
+        head = (f"{fmt_set(keys)} ({per} neurons; a frequency needs ≥ {summary.get('min_cluster_neurons')} neurons with "
+                f"≥ {thr:.0%} of their variance in it)")
+    parts = [f"{n['unclustered']} of {n['total']} neurons explain < {thr:.0%} of their variance with one frequency",
+             f"{n['dead']} are dead (no variance)"]
+    if n["small"]:
+        small = ", ".join(f"{k} ({v})" for k, v in summary["small_clusters"].items())
+        parts.append(f"{n['small']} pass the threshold for a frequency with too few neurons ({small})")
+    by_t, by_s = summary.get("key_frequencies_by_threshold", {}), summary.get("key_frequencies_by_step", {})
+    if summary.get("key_frequencies_stable"):
+        stab = (f"the same set at thresholds {', '.join(by_t)} and on the last {len(by_s)} checkpoints "
+                f"(steps {', '.join(fmt_step(int(x)) for x in by_s)})")
+    else:
+        diff = [f"threshold {t}: {fmt_set(v)}" for t, v in by_t.items() if v != keys]
+        diff += [f"step {fmt_step(int(x))}: {fmt_set(v)}" for x, v in by_s.items() if v != keys]
+        stab = "the set is not stable: " + "; ".join(diff)
+    return f"{head}; {', '.join(parts)}; {stab}"
+
+
+def results_block(rows: list[dict], summary: dict) -> str:
+    """What a run's analysis shows, as the README's Markdown list (``python -m interp.analyze RUN --readme``).
+
+    Every number comes from ``rows`` (``checkpoints.csv``) and ``summary`` (``summary.json``), and
+    every verb (falls, rises) is chosen by the numbers, so the text stays true for any run.
+    """
+    ph = summary["phases"]
+    final = rows[-1]
+    lines = []
+    if summary.get("fourier_applies"):
+        emb = summary.get("key_frequencies_embedding", [])
+        same = "the same set" if emb == summary.get("key_frequencies") else fmt_set(emb)
+        lines.append(f"- **Key frequencies** {key_frequency_sentence(summary)}; the embedding check (norm > max/4) gives "
+                     f"{same}. The paper's model had {{14, 35, 41, 42, 52}}; other seeds find other sets.")
+        late = [r for r in rows if ph["memorised"] is not None and r["step"] >= ph["memorised"]]
+        r1 = next((r for r in late if r["restricted_loss"] < 1), None)
+        r01 = next((r for r in late if r["restricted_loss"] < 0.1), None)
+        t1, t01 = _first(late, lambda r: r["test_loss"] < 1), _first(late, lambda r: r["test_loss"] < 0.1)
+        if r1 is not None:
+            earlier = t1 is None or r1["step"] < t1
+            there = f"test loss {fmt_num(r1['test_loss'])}"
+            lines.append(
+                f"- **Restricted loss {'falls before' if earlier else 'does not fall before'} test loss**: it is first below 1 "
+                f"at step {fmt_step(r1['step'])} ({there})"
+                + (f" and below 0.1 at {fmt_step(r01['step'])} (test loss {fmt_num(r01['test_loss'])})" if r01 else "")
+                + f"; test loss is first below 1 at {fmt_step(t1)} and below 0.1 at {fmt_step(t01)}.")
+        if ph["circuit_formation_start"] is not None:
+            start, peak = _at(rows, ph["circuit_formation_start"]), max(late, key=lambda r: r["excluded_loss"])
+            low = min(late, key=lambda r: r["excluded_loss"])
+            verb = "rises" if peak["excluded_loss"] > start["excluded_loss"] else "does not rise"
+            lines.append(
+                f"- **Excluded loss {verb} during circuit formation**: {fmt_num(low['excluded_loss'])} at its lowest "
+                f"after memorisation (step {fmt_step(low['step'])}), {fmt_num(start['excluded_loss'])} where circuit formation "
+                f"starts (step {fmt_step(start['step'])}), peak {fmt_num(peak['excluded_loss'])} at step {fmt_step(peak['step'])}, "
+                f"then {fmt_num(final['excluded_loss'])} at step {fmt_step(final['step'])}.")
+        if ph["cleanup_start"] is not None:
+            c = _at(rows, ph["cleanup_start"])
+            top = max(rows, key=lambda r: r["sum_sq_weights"])
+
+            def change(a, b):
+                return "falls" if b < a else "rises"
+
+            lines.append(
+                f"- **Cleanup**: from the cleanup start (step {fmt_step(c['step'])}) to step {fmt_step(final['step'])} the sum of "
+                f"squared weights {change(c['sum_sq_weights'], final['sum_sq_weights'])} from {fmt_num(c['sum_sq_weights'])} to "
+                f"{fmt_num(final['sum_sq_weights'])} (peak {fmt_num(top['sum_sq_weights'])} at step {fmt_step(top['step'])}); "
+                f"the Gini coefficient of the Fourier norms of W_E {change(c['gini_W_E'], final['gini_W_E'])} from "
+                f"{c['gini_W_E']:.2f} to {final['gini_W_E']:.2f}, that of W_L {change(c['gini_W_L'], final['gini_W_L'])} from "
+                f"{c['gini_W_L']:.2f} to {final['gini_W_L']:.2f}.")
+    elif summary.get("note"):
+        lines.append(f"- {summary['note']}.")
+    lines.append(
+        f"- **Phases** (`summary.json`): memorised {fmt_step(ph['memorised'])}, circuit formation starts "
+        f"{fmt_step(ph['circuit_formation_start'])} (paper: 1.4k), C_gen overtakes C_mem {fmt_step(ph['cgen_overtakes_cmem'])}, "
+        f"cleanup starts {fmt_step(ph['cleanup_start'])} (excluded-loss peak; paper: 9.4k), test accuracy ≥ 90% at "
+        f"{fmt_step(ph['test_acc_0.9'])}, grokked (test accuracy ≥ 99%) {fmt_step(ph['grokked'])}."
+        + (f" {summary['phases_note'][0].upper()}{summary['phases_note'][1:]}." if summary.get("phases_note") else ""))
+    return "\n".join(_wrap(line) for line in lines) + "\n"
+
+
+def _wrap(bullet: str, width: int = 100) -> str:
+    """A Markdown bullet wrapped at ``width`` with its continuation lines indented."""
+    import re
+    import textwrap
+
+    glued = re.sub(r"(?<=\d) (?=\d{3}\b)", "\0", bullet)  # never break inside "10 500"
+    lines = textwrap.wrap(glued, width=width, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
+    return "\n".join(lines).replace("\0", " ")
+
+
 # ---- command line ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m interp.analyze", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -406,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="ignore the cached tables and recompute every checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; a second one only helps on an idle machine)")
+    p.add_argument("--readme", action="store_true", help="print only the README's results block (Markdown) for this run")
     return p
 
 
@@ -424,17 +661,21 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as e:
         print(f"python -m interp.analyze: error: {e}", file=sys.stderr)
         return 2
+    if args.readme:
+        print(results_block(rows, summary), end="")
+        return 0
     out = args.run_dir / runs.ANALYSIS_DIR
     print(f"{args.run_dir}: analysed {len(summary['steps_computed'])} new of {len(rows)} checkpoints "
           f"in {summary['seconds']:.1f}s -> {out}/{ANALYSIS_TABLE}")
     if not summary["fourier_applies"]:
         print(f"note: {summary['note']}; only losses, accuracies and weight norms were computed")
     else:
-        per = ", ".join(f"{k} ({n} neurons)" for k, n in summary["neurons_per_frequency"].items())
-        print(f"key frequencies (step {summary['key_frequencies_step']}): {summary['key_frequencies']}: {per or 'none'}; "
-              f"{len(summary['unclustered_neurons'])} neurons unclustered; embedding check: {summary['key_frequencies_embedding']}")
+        print(f"key frequencies (step {summary['key_frequencies_step']}): {key_frequency_sentence(summary)}; "
+              f"embedding check: {summary['key_frequencies_embedding']}")
     ph = summary["phases"]
     print("phases: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ph.items()))
+    if summary.get("phases_note"):
+        print(f"note: {summary['phases_note']}")
     return 0
 
 

@@ -5,7 +5,9 @@
 
 Training: two copies of the same initial model, one trained through ``HookedTransformer.forward``
 (``model(inputs)[:, -1]``) and one through ``interp.model.fast_loss`` (what ``interp.train`` runs),
-each with its own AdamW, full batch, float64 loss. Rounds alternate between the two and last equally long (0.5 s of steps
+each with its own AdamW, full batch, float64 loss. Before timing, both paths compute the loss of
+the same initial weights; ``loss_abs_diff`` (their difference) shows that the two time the same
+computation. Rounds alternate between the two and last equally long (0.5 s of steps
 each), so that drift in machine speed hits both alike; the per-step time of each is the median over
 rounds. Float32 denormals are flushed for both, as in ``interp.train``. The glibc allocator is left
 at its defaults, so the hooked path is the plain TransformerLens loop as a user runs it (about 200
@@ -35,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-from interp.config import TrainConfig
+from interp.cli import Parser
+from interp.config import ConfigError, TrainConfig
 from interp.model import build_model, fast_loss, hooked_logits, loss_fn
 from interp.runs import DEFAULT_ROOT
 from interp.speed import flush_denormals, tune_allocator
@@ -54,6 +57,8 @@ def bench_training(cfg: TrainConfig, rounds: int, round_seconds: float) -> dict[
     for name in paths:
         model = build_model(cfg)
         state[name] = (model, make_optimizer(model, cfg))
+    with torch.no_grad():
+        loss_abs_diff = abs(paths["hooked"](state["hooked"][0]).item() - paths["fast"](state["fast"][0]).item())
 
     def run(name: str, seconds: float) -> float:
         """Steps until ``seconds`` have passed (at least one); milliseconds per step."""
@@ -76,7 +81,7 @@ def bench_training(cfg: TrainConfig, rounds: int, round_seconds: float) -> dict[
             times[name].append(run(name, round_seconds))
     hooked, fast = statistics.median(times["hooked"]), statistics.median(times["fast"])
     return {"p": cfg.p, "n_train": len(y), "hooked_ms_per_step": round(hooked, 2), "fast_ms_per_step": round(fast, 2),
-            "speedup": round(hooked / fast, 2)}
+            "speedup": round(hooked / fast, 2), "loss_abs_diff": loss_abs_diff}
 
 
 def bench_sweep(base: dict, n_runs: int, steps: int, rounds: int) -> dict[str, float]:
@@ -106,7 +111,7 @@ def bench_sweep(base: dict, n_runs: int, steps: int, rounds: int) -> dict[str, f
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m interp.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m interp.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--p", type=int, default=113, help="modulus (default: 113)")
     ap.add_argument("--rounds", type=int, default=10, help="alternating rounds per path (default: 10)")
     ap.add_argument("--round-seconds", type=float, default=0.5, help="length of a round: each path steps for this long, so that both see the same machine noise (default: 0.5)")
@@ -117,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-steps", type=int, default=None, help="steps per run in --sweep (default: 1000 for the small preset, 200 with --sweep-p)")
     ap.add_argument("--sweep-p", type=int, default=None, help="--sweep at the canonical model size with this p instead of the small preset")
     args = ap.parse_args(argv)
+    try:
+        cfg = TrainConfig(p=args.p)
+    except ConfigError as e:
+        ap.error(str(e))
+    if args.rounds < 1:
+        ap.error(f"--rounds {args.rounds}: must be >= 1")
+    if not args.round_seconds >= 0:
+        ap.error(f"--round-seconds {args.round_seconds}: must be >= 0")
     if args.tune_allocator:
         tune_allocator()
     if args.sweep:
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: r[k] for k in ("sequential_runs_per_hour", "stacked_runs_per_hour", "speedup")} | r))
         return 0
     with flush_denormals():
-        result = bench_training(TrainConfig(p=args.p), args.rounds, args.round_seconds)
+        result = bench_training(cfg, args.rounds, args.round_seconds)
     result["allocator"] = "tuned" if args.tune_allocator else "default"
     print(f"training, p={result['p']} full batch ({result['n_train']} examples, allocator {result['allocator']}): "
           f"hooked {result['hooked_ms_per_step']} ms/step, fast {result['fast_ms_per_step']} ms/step, "

@@ -7,7 +7,14 @@ done once per token (``_tables``). ``fast_loss`` is training's loss on top of it
 unembedding and float64 cross-entropy with their gradient computed chunk by chunk in the forward.
 Both apply to 1-layer models without LayerNorm whose inputs are ``[a, b, =]`` (``fast_applies``);
 ``tests/test_model.py`` checks them against ``HookedTransformer.forward`` for logits, loss,
-every parameter's gradient, and parameters after several AdamW steps.
+every parameter's gradient, and parameters after several AdamW steps, at the canonical size and
+at other head counts and head sizes.
+
+Guards: the fast path does not run TransformerLens hook points, so whenever a hook is attached to
+the model (``model.add_hook``, ``run_with_hooks``, ``hooks()``, any PyTorch module hook) both
+functions compute through ``HookedTransformer.forward`` instead, and an ablation is never
+silently skipped. ``fast_loss``'s gradient is computed in its forward, so it is differentiable
+once only: a double backward (Hessian-vector products) raises instead of returning a wrong value.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from interp.config import TrainConfig
 
 
 def hooked_config(cfg: TrainConfig) -> HookedTransformerConfig:
-    """The ``HookedTransformerConfig`` of SCIENCE.md section 1 for ``cfg``'s sizes."""
+    """The ``HookedTransformerConfig`` of Nanda et al.'s 1-layer model (as in the TransformerLens
+    grokking demo) for ``cfg``'s sizes: ReLU MLP, no LayerNorm, ``d_vocab = p + 1``, ``n_ctx = 3``."""
     return HookedTransformerConfig(
         n_layers=1,
         n_heads=cfg.n_heads,
@@ -66,8 +74,9 @@ def build_model(cfg: TrainConfig) -> HookedTransformer:
 
 
 def fast_applies(model: HookedTransformer) -> bool:
-    """Whether ``fast_logits`` computes the same function as ``model(inputs)[:, -1]``."""
+    """Whether ``fast_logits`` computes the same function as ``model(inputs)[:, -1]`` (hooks aside: see ``has_hooks``)."""
     c = model.cfg
+    off = lambda name: not getattr(c, name, None)  # noqa: E731 - a config option that is absent or off
     return (
         c.n_layers == 1
         and c.n_ctx == 3
@@ -75,12 +84,31 @@ def fast_applies(model: HookedTransformer) -> bool:
         and c.act_fn == "relu"
         and c.positional_embedding_type == "standard"
         and not c.attn_only
-        and not getattr(c, "gated_mlp", False)
         and c.attention_dir == "causal"
         and getattr(c, "n_key_value_heads", None) in (None, c.n_heads)
-        and not getattr(c, "use_attn_result", False)
         and c.use_attn_scale
+        and all(off(name) for name in ("gated_mlp", "use_attn_result", "parallel_attn_mlp", "use_qk_norm", "clip_qkv",
+                                      "use_logn_attn", "use_local_attn", "num_experts", "post_embedding_ln",
+                                      "use_attention_sinks"))
+        and all(getattr(c, name, -1.0) <= 0 for name in ("attn_scores_soft_cap", "output_logits_soft_cap"))
     )
+
+
+def has_hooks(model: HookedTransformer) -> bool:
+    """Whether any forward or backward hook is attached to ``model`` or one of its modules (every
+    TransformerLens hook point is a module), or registered globally for all modules."""
+    from torch.nn.modules import module as _module
+
+    global_hooks = (_module._global_forward_hooks, _module._global_forward_pre_hooks,
+                    _module._global_backward_hooks, _module._global_backward_pre_hooks)
+    if any(global_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in model.modules())
+
+
+def _tokens(a: Tensor, b: Tensor, eq_token: int) -> Tensor:
+    return torch.stack([a, b, torch.full_like(a, eq_token)], dim=1)
 
 
 CHUNK_ROWS = 2048  # fast_loss's chunk: its [rows, d_mlp] activations stay in cache from forward to backward
@@ -214,6 +242,9 @@ def fast_logits(
     one dense multiply left is ``relu(pre) @ W_L``. Differentiable (through ``embedding_bag``), but
     training uses ``fast_loss``, which is faster.
 
+    With a hook attached to ``model`` (``has_hooks``) the logits come from ``HookedTransformer.forward``,
+    so that the hooks run.
+
     Args:
         model: a 1-layer ``HookedTransformer`` for which ``fast_applies`` is true.
         a, b: first and second operand tokens.
@@ -221,6 +252,8 @@ def fast_logits(
     Returns:
         ``[batch, d_vocab_out]`` float32 logits.
     """
+    if has_hooks(model):
+        return hooked_logits(model, _tokens(a, b, eq_token))
     batch = _batch(a, b, model.cfg.n_heads, model.cfg.d_vocab)
     weights, to_mlp, to_logits, W_L_T = _tables(model, batch, eq_token)
     post = batch.all.mix(weights, to_mlp).relu_()  # [batch, d_mlp]
@@ -232,6 +265,10 @@ class _HeadLoss(torch.autograd.Function):
 
     The gradient is computed in the forward, chunk by chunk, while each chunk's activations are
     still in cache; the backward only scales it. One pass over the batch instead of autograd's two.
+    The saved gradient is a constant to autograd, so the function is differentiable once only: a
+    backward that builds a graph for a second derivative (``create_graph=True``) raises, instead of
+    silently leaving this part out of a Hessian-vector product. (``torch.autograd.function.once_differentiable``
+    does not catch that case: it only refuses when the incoming gradient itself requires grad.)
     """
 
     @staticmethod
@@ -257,6 +294,9 @@ class _HeadLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: the caller wants to differentiate the gradient
+            raise RuntimeError("fast_loss is differentiable once only (its gradient is computed in the forward); "
+                               "for second derivatives use loss_fn(hooked_logits(model, tokens), labels)")
         if grad.item() == 1.0:  # loss.backward(): the gradient is the one already computed
             return *ctx.saved_tensors, None, None
         return *(g * grad.to(g.dtype) for g in ctx.saved_tensors), None, None
@@ -270,8 +310,11 @@ def fast_loss(
 
     The per-token part goes through autograd as in ``fast_logits``; the per-example part (MLP,
     unembedding, float64 cross-entropy) computes its gradient in the forward, ``chunk_rows``
-    examples at a time (``_HeadLoss``).
+    examples at a time (``_HeadLoss``). Differentiable once (no Hessian-vector products). With a
+    hook attached to ``model`` it is ``loss_fn`` of ``HookedTransformer.forward``'s logits instead.
     """
+    if has_hooks(model):
+        return loss_fn(hooked_logits(model, _tokens(a, b, eq_token)), labels)
     batch = _batch(a, b, model.cfg.n_heads, model.cfg.d_vocab, chunk_rows)
     return _HeadLoss.apply(*_tables(model, batch, eq_token), labels, batch)
 

@@ -312,29 +312,34 @@ def frequency_over_training(
     return _layout(fig, title, height=max(380, min(900, 12 * len(freqs) + 160)))
 
 
-def neuron_clusters(freq, frac_explained, threshold: float = 0.85, title: str = "MLP neurons clustered by frequency") -> go.Figure:
+def neuron_clusters(freq, frac_explained, threshold: float = 0.85, title: str = "MLP neurons clustered by frequency",
+                    dead: Iterable[int] = ()) -> go.Figure:
     """Each neuron's fraction of variance explained by its best frequency, grouped by that frequency.
 
     Args:
-        freq: ``[d_mlp]`` assigned frequency per neuron, 0 for unclustered
+        freq: ``[d_mlp]`` assigned key frequency per neuron, 0 for the others
             (``analyses.fourier.NeuronClusters.freq``).
         frac_explained: ``[d_mlp]`` fraction of variance explained by the best frequency.
         threshold: the clustering threshold (drawn as a line).
         title: figure title.
+        dead: indices of dead neurons (no variance), shown as their own group.
     """
     f = _array(freq).astype(int)
+    dead = list(dead)
+    f[dead] = -1
     fr = _array(frac_explained, 4)
-    order = np.lexsort((-fr, np.where(f == 0, np.iinfo(np.int32).max, f)))  # by frequency, unclustered last
+    big = np.iinfo(np.int32).max
+    order = np.lexsort((-fr, np.where(f <= 0, big + f, f)))  # by frequency, then unassigned, then dead
     fig = go.Figure()
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    groups = sorted(set(f.tolist()) - {0}) + ([0] if (f == 0).any() else [])
+    groups = sorted(set(f.tolist()) - {0, -1}) + [k for k in (0, -1) if (f == k).any()]
     for j, k in enumerate(groups):
         m = f == k
-        name = f"k = {k} ({int(m.sum())} neurons)" if k else f"unclustered ({int(m.sum())})"
+        name = {0: f"no key frequency ({int(m.sum())})", -1: f"dead ({int(m.sum())})"}.get(k, f"k = {k} ({int(m.sum())} neurons)")
         fig.add_trace(go.Scatter(
             x=rank[m], y=fr[m], mode="markers", name=name, customdata=np.nonzero(m)[0],
-            marker=dict(size=5, color="#b0b0b0" if k == 0 else color(j)),
+            marker=dict(size=5, color={0: "#b0b0b0", -1: "#555555"}.get(k, color(j))),
             hovertemplate="neuron %{customdata}<br>explained %{y:.3f}<extra>" + name + "</extra>",
         ))
     fig.add_hline(y=threshold, line=dict(color="#555", dash="dot", width=1),
@@ -395,3 +400,59 @@ def bars(values: Mapping[str, float], title: str, x_title: str, y_title: str, lo
     fig.update_xaxes(title_text=x_title, type="category")
     fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", exponentformat="power")
     return _layout(fig, title, height=380)
+
+
+# ---- sweeps ----------------------------------------------------------------------------------
+def sweep_outcome(points: Sequence[tuple[float, float | None]], x_title: str, y_title: str, budget: float | None,
+                  title: str, log_x: bool = False) -> go.Figure:
+    """An outcome per sweep member against a varied field, with the median over seeds.
+
+    Args:
+        points: ``(x, y)`` per member; ``y`` is ``None`` where the member never reached the outcome
+            (drawn as open markers at ``budget``, labelled as not reached).
+        x_title, y_title, title: axis and figure titles.
+        budget: the y where unreached members are drawn (e.g. the step budget).
+        log_x: logarithmic x axis.
+    """
+    fig = go.Figure()
+    reached = [(x, y) for x, y in points if y is not None]
+    missed = [x for x, y in points if y is None]
+    fig.add_trace(go.Scatter(x=[x for x, _ in reached], y=[y for _, y in reached], mode="markers", name="each seed",
+                             marker=dict(size=8, color=color(0), opacity=0.7)))
+    if missed and budget is not None:
+        fig.add_trace(go.Scatter(x=missed, y=[budget] * len(missed), mode="markers", name=f"not reached within {budget:g}",
+                                 marker=dict(size=9, symbol="circle-open", color=color(1), line=dict(width=2))))
+    xs = sorted({x for x, _ in points})
+    med = []
+    for x in xs:  # the median counts unreached members as later than any reached one
+        ys = sorted(y if y is not None else math.inf for px, y in points if px == x)
+        m = ys[(len(ys) - 1) // 2] if len(ys) % 2 else (ys[len(ys) // 2 - 1] + ys[len(ys) // 2]) / 2
+        med.append(m if math.isfinite(m) else None)
+    fig.add_trace(go.Scatter(x=xs, y=med, mode="lines+markers", name="median over seeds", line=dict(color=color(2), width=2),
+                             connectgaps=False))
+    fig.update_xaxes(title_text=x_title, type="log" if log_x else "linear")
+    fig.update_yaxes(title_text=y_title)
+    return _layout(fig, title, height=420)
+
+
+def member_curves(members: Mapping[str, Rows], groups: Mapping[str, str], column: str, y_title: str, title: str,
+                  log_y: bool = False) -> go.Figure:
+    """One curve per sweep member (``column`` against step), one colour per group (e.g. per fraction).
+
+    Args:
+        members: ``{member name: metric rows}``.
+        groups: ``{member name: group label}``; members of a group share a colour and a legend entry.
+    """
+    fig = go.Figure()
+    labels = list(dict.fromkeys(groups[n] for n in members))
+    shown: set[str] = set()
+    for name, rows in members.items():
+        g = groups[name]
+        rows = thin(sorted(rows, key=lambda r: r["step"]), 500)
+        fig.add_trace(go.Scatter(x=[int(r["step"]) for r in rows], y=_column(rows, column), mode="lines", name=g, legendgroup=g,
+                                 showlegend=g not in shown, line=dict(color=color(labels.index(g)), width=1.5), opacity=0.8,
+                                 hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.4g}}<extra></extra>"))
+        shown.add(g)
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", exponentformat="power")
+    return _layout(fig, title, height=420)

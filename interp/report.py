@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import platform
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,33 +39,21 @@ from transformer_lens import HookedTransformer
 from analyses import fourier
 from interp import plots, runs
 from interp.cli import Parser
-from interp.analyze import analyze_run, load_frequency_table
+from interp.analyze import analyze_run, fmt_num, fmt_set, fmt_step, load_frequency_table
 from interp.config import ConfigError
 from interp.runs import Run, RunError
+from interp.sweep import SweepError, load_sweep, read_results
 
 log = logging.getLogger(__name__)
 
+GENERATOR = "interp.report"  # in the page's <meta name="generator">: only such files are overwritten
 COMPARE_FILE = "report_compare.html"  # default name of a report of several runs (in the first run's directory)
 PLOTLY_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-CLUSTER_THRESHOLD = 0.85  # the default of analyses.fourier.cluster_neurons, drawn on the neuron figure
+CLUSTER_THRESHOLD = fourier.CLUSTER_THRESHOLD  # drawn on the neuron figure
 
-CAPTIONS = {
-    "training": "Train loss falls to ~0 first (memorisation); test loss plateaus high, then drops sharply when the model groks. "
-                "Dotted lines: detected phase boundaries.",
-    "progress": "Restricted loss (only the key-frequency part of the logits) falls before test loss does; excluded loss "
-                "(key frequencies removed) rises as the memorised solution is replaced by the Fourier circuit.",
-    "weights": "During cleanup the Fourier norms of W_E and W_L become sparse (Gini rises) while weight decay drives the "
-               "sum of squared weights down.",
+CAPTIONS = {  # captions that are not generated from the run's numbers (see the caption_* functions)
     "efficiency": "The generalising circuit C_gen takes over the correct-class logit from the memorising C_mem, and yields "
                   "more logit per unit of parameter norm: that is why weight decay favours it.",
-    "fourier_norms": "A handful of frequencies (red: the key frequencies found by neuron clustering) carry almost all of "
-                     "the embedding and neuron-to-logit norm; the others are near zero.",
-    "fourier_training": "Rows are frequencies (* = key). Look for the key-frequency rows to brighten during circuit formation "
-                        "and the others to fade in cleanup.",
-    "neurons": "Each dot is an MLP neuron: most are explained (> 85% of variance) by a single frequency; groups show how "
-               "many neurons each key frequency uses.",
-    "attention": "Attention weight from the '=' position to token a for each head as a function of (a, b); the rest goes "
-                 "to b and '='. Periodic stripes mean the head reads a and b in Fourier form.",
 }
 
 
@@ -87,6 +76,11 @@ class RunView:
     @property
     def fourier(self) -> bool:
         return bool(self.summary.get("fourier_applies"))
+
+    @property
+    def keys(self) -> list[int]:
+        """The key frequencies (empty when none were found or the Fourier analysers do not apply)."""
+        return list(self.summary.get("key_frequencies", []))
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -141,6 +135,135 @@ def collect(run_dir: Path, name: str | None = None, force: bool = False, progres
     return view
 
 
+# ---- captions: every number comes from the run drawn ----------------------------------------------
+def _row(v: RunView, step: int | None) -> dict | None:
+    return next((r for r in v.rows if r["step"] == step), None) if step is not None else None
+
+
+def _join(views: list[RunView], fn) -> str:
+    """One sentence per run (prefixed by its name when there are several)."""
+    if len(views) == 1:
+        text = fn(views[0])
+        return text[:1].upper() + text[1:]
+    return " ".join(f"{v.name}: {fn(v)}" for v in views)
+
+
+def caption_training(views: list[RunView]) -> str:
+    def one(v: RunView) -> str:
+        ph, last = v.summary.get("phases", {}), v.rows[-1]
+        m = _row(v, ph.get("memorised"))
+        if m is None:
+            out = f"train accuracy never reaches 99% in {fmt_step(last['step'])} steps (final {last['train_acc']:.3f}); "
+        else:
+            out = f"train accuracy first reaches 99% at step {fmt_step(m['step'])}, when test accuracy is {m['test_acc']:.3f}; "
+        g = ph.get("grokked")
+        if g is None:
+            out += f"test accuracy never reaches 99% (final {last['test_acc']:.3f})."
+        else:
+            out += f"test accuracy first reaches 99% at step {fmt_step(g)}" + (
+                f", {fmt_step(g - m['step'])} steps later." if m is not None else ".")
+        return out + f" Final test loss {fmt_num(last['test_loss'])}."
+    return _join(views, one) + " Dotted lines: the phase boundaries (definitions at the top of the page)."
+
+
+def caption_progress(views: list[RunView]) -> str:
+    def one(v: RunView) -> str:
+        if not v.keys:
+            return "no key frequency was found, so restricted and excluded loss are not defined (not drawn)."
+        ph = v.summary.get("phases", {})
+        late = [r for r in v.rows if ph.get("memorised") is not None and r["step"] >= ph["memorised"]]
+        r1 = next((r["step"] for r in late if r["restricted_loss"] < 1), None)
+        t1 = next((r["step"] for r in late if r["test_loss"] < 1), None)
+        out = (f"restricted loss (only the key-frequency part of the logits, test split) is first below 1 at step "
+               f"{fmt_step(r1)}, test loss at step {fmt_step(t1)}. ")
+        start, peak = _row(v, ph.get("circuit_formation_start")), _row(v, ph.get("cleanup_start"))
+        if start is not None and peak is not None:
+            out += (f"Excluded loss (key frequencies removed, train split) rises from {fmt_num(start['excluded_loss'])} where "
+                    f"circuit formation starts (step {fmt_step(start['step'])}) to {fmt_num(peak['excluded_loss'])} at its "
+                    f"smoothed peak (step {fmt_step(peak['step'])}), then ends at {fmt_num(v.rows[-1]['excluded_loss'])}. "
+                    f"That peak is this report's cleanup boundary: there the test loss is {fmt_num(peak['test_loss'])} and "
+                    f"test accuracy {peak['test_acc']:.3f}. Nanda et al. start cleanup at 9.4k steps of their p = 113 run, "
+                    "read off the same curves by eye, where their test loss starts its sharp fall; a rule applied to another "
+                    "seed need not land on the same point of the curve.")
+        else:
+            out += "The excluded loss (key frequencies removed, train split) shows no complete rise and fall, so no cleanup boundary."
+        return out
+    return _join(views, one)
+
+
+def caption_weights(views: list[RunView]) -> str:
+    def one(v: RunView) -> str:
+        c = _row(v, v.summary.get("phases", {}).get("cleanup_start"))
+        first, last = (c, "the cleanup start") if c is not None else (v.rows[0], "the first checkpoint")
+        final = v.rows[-1]
+        top = max(v.rows, key=lambda r: r["sum_sq_weights"])
+        out = (f"from {last} (step {fmt_step(first['step'])}) to step {fmt_step(final['step'])} the sum of squared weights "
+               f"goes from {fmt_num(first['sum_sq_weights'])} to {fmt_num(final['sum_sq_weights'])} "
+               f"(peak {fmt_num(top['sum_sq_weights'])} at step {fmt_step(top['step'])})")
+        if v.fourier and math.isfinite(final["gini_W_E"]):
+            out += (f"; the Gini coefficient of the Fourier norms of W_E goes from {first['gini_W_E']:.2f} to "
+                    f"{final['gini_W_E']:.2f}, of W_L from {first['gini_W_L']:.2f} to {final['gini_W_L']:.2f} "
+                    "(higher: norm on fewer frequencies)")
+        return out + "."
+    return _join(views, one)
+
+
+def _share(norms: Tensor, keys: list[int]) -> float:
+    sq = norms.to(torch.float64).pow(2)
+    return (sq[[k - 1 for k in keys]].sum() / sq.sum()).item() if keys else 0.0
+
+
+def caption_fourier_norms(v: RunView) -> str:
+    if not v.keys:
+        return "No key frequency was found at this checkpoint; the bars show each frequency's norm."
+    return (f"Red: the key frequencies {fmt_set(v.keys)} (neuron clustering). They hold "
+            f"{_share(v.W_E_norms, v.keys):.1%} of the squared Fourier norm of W_E over the {len(v.W_E_norms)} frequencies "
+            f"and {_share(v.W_L_norms, v.keys):.1%} of that of W_L.")
+
+
+def caption_fourier_training(v: RunView) -> str:
+    out = "Rows are frequencies (* = key)."
+    if not v.keys:
+        return out + " No key frequency was found."
+    by_step: dict[int, dict[int, float]] = {}
+    for r in v.freq_rows:
+        by_step.setdefault(int(r["step"]), {})[int(r["freq"])] = r["W_E_norm"]
+    ph = v.summary.get("phases", {})
+    marks = {"the first checkpoint": min(by_step), "memorised": ph.get("memorised"), "cleanup start": ph.get("cleanup_start"),
+             "final": max(by_step)}
+    parts = []
+    for label, step in marks.items():
+        if step in by_step:
+            norms = torch.tensor([by_step[step][k] for k in sorted(by_step[step])])
+            parts.append(f"{_share(norms, v.keys):.0%} at {label} (step {fmt_step(step)})")
+    return out + " Share of the key frequencies in W_E's squared Fourier norm: " + ", ".join(parts) + "."
+
+
+def caption_neurons(v: RunView) -> str:
+    c = v.clusters
+    n = c.freq.numel()
+    key = int((c.freq > 0).sum())
+    out = (f"Each dot is an MLP neuron. {key} of {n} are assigned to a key frequency (≥ {c.threshold:.0%} of their variance "
+           f"in its 3×3 block; a key frequency needs ≥ {c.min_neurons} such neurons), {len(c.unclustered)} are below the "
+           f"threshold, {len(c.dead)} are dead (no variance over the inputs)")
+    if c.small_clusters:
+        out += f", {len(c.in_small_clusters)} pass it for a frequency with too few neurons (" + ", ".join(
+            f"k = {k}: {len(ids)}" for k, ids in c.small_clusters.items()) + ")"
+    return out + "."
+
+
+def caption_attention(v: RunView) -> str:
+    mean_a = v.attention.nanmean(dim=(1, 2)).tolist()
+    out = ("Attention weight from '=' to a for each head over (a, b); the rest goes to b and '='. Mean weight on a per head: "
+           + ", ".join(f"{x:.2f}" for x in mean_a) + ".")
+    if v.keys:
+        share = fourier.block_fraction(v.attention.nan_to_num(float(v.attention.nanmean())), v.keys).tolist()
+        out += (" Share of each head's variation over (a, b) in the 2-D Fourier components of the key frequencies: "
+                + ", ".join(f"{x:.0%}" for x in share) + " (near 100%: the head's weight is a sum of waves at those "
+                "frequencies, seen as periodic stripes).")
+    return out
+
+
 # ---- figures ----------------------------------------------------------------------------------
 @dataclass
 class Figure:
@@ -154,13 +277,15 @@ def overlay_figures(views: list[RunView]) -> list[Figure]:
     phases = {v.name: v.summary.get("phases", {}) for v in views}
     metrics = {v.name: (v.run.metrics or v.rows) for v in views}
     tables = {v.name: v.rows for v in views}
-    out = [Figure("training", plots.training_curves(metrics, phases), CAPTIONS["training"])]
-    if any(v.fourier for v in views):  # without key frequencies the rest of these are empty
-        out.append(Figure("progress", plots.progress_losses(tables, phases), CAPTIONS["progress"]))
+    out = [Figure("training", plots.training_curves(metrics, phases), caption_training(views))]
+    keyed = [v for v in views if v.keys]  # restricted and excluded loss need key frequencies
+    if keyed:
+        out.append(Figure("progress", plots.progress_losses({v.name: v.rows for v in keyed}, phases),
+                          caption_progress([v for v in views if v.fourier])))
     for key, fn in (("weights", plots.weight_measures), ("efficiency", plots.circuit_efficiency)):
         fig = fn(tables, phases)
         if fig.data:
-            out.append(Figure(key, fig, CAPTIONS[key]))
+            out.append(Figure(key, fig, caption_weights(views) if key == "weights" else CAPTIONS[key]))
     return out
 
 
@@ -171,15 +296,16 @@ def run_figures(view: RunView) -> list[Figure]:
     if view.fourier:
         keys = view.summary.get("key_frequencies", [])
         out.append(Figure("fourier_norms", plots.fourier_norms(view.W_E_norms, view.W_L_norms, keys,
-                                                               "Fourier norms of W_E and W_L per frequency" + suffix), CAPTIONS["fourier_norms"]))
+                                                               "Fourier norms of W_E and W_L per frequency" + suffix), caption_fourier_norms(view)))
         if view.freq_rows:
             out.append(Figure("fourier_training", plots.frequency_over_training(
                 view.freq_rows, "W_E_norm", keys, f"Fourier norm of W_E per frequency across training ({view.name})"),
-                CAPTIONS["fourier_training"]))
+                caption_fourier_training(view)))
         out.append(Figure("neurons", plots.neuron_clusters(view.clusters.freq, view.clusters.frac_explained, CLUSTER_THRESHOLD,
-                                                           "MLP neurons clustered by frequency" + suffix), CAPTIONS["neurons"]))
+                                                           "MLP neurons clustered by frequency" + suffix, dead=view.clusters.dead),
+                          caption_neurons(view)))
     out.append(Figure("attention", plots.attention_grid(view.attention, "Attention from '=' to a, per head, over (a, b)" + suffix),
-                      CAPTIONS["attention"]))
+                      caption_attention(view)))
     return out
 
 
@@ -258,12 +384,24 @@ def _run_table(views: list[RunView]) -> str:
         row("final train / test acc", lambda v: f"{final(v, 'train_acc')} / {final(v, 'test_acc')}"),
         row("final train / test loss", lambda v: f"{final(v, 'train_loss')} / {final(v, 'test_loss')}"),
         row("key frequencies", keys),
-        row("unclustered neurons", lambda v: _e(len(v.summary.get("unclustered_neurons", []))) if v.fourier else "n/a"),
+        row("unclustered / dead neurons", lambda v: _e(f"{len(v.summary.get('unclustered_neurons', []))} / "
+                                                       f"{len(v.summary.get('dead_neurons', []))}") if v.fourier else "n/a"),
+        row("key frequencies stable", lambda v: _e(_stability(v)) if v.fourier else "n/a"),
         row("phases (step)", phases),
         row("trained with", versions),
         row("git commit", lambda v: f"<code>{_e(v.meta.get('git_commit') or 'unknown')}</code>"),
     ]
     return f'<div class="scroll"><table><tr><th>run</th>{head}</tr>{"".join(rows)}</table></div>'
+
+
+def _stability(v: RunView) -> str:
+    """Whether the key frequencies are the same at nearby clustering thresholds and on the last checkpoints."""
+    by_t, by_s = v.summary.get("key_frequencies_by_threshold", {}), v.summary.get("key_frequencies_by_step", {})
+    if v.summary.get("key_frequencies_stable"):
+        return f"yes: the same at thresholds {', '.join(by_t)} and on the last {len(by_s)} checkpoints"
+    keys = v.keys
+    return "no: " + "; ".join([f"threshold {t}: {fmt_set(k)}" for t, k in by_t.items() if k != keys]
+                              + [f"step {x}: {fmt_set(k)}" for x, k in by_s.items() if k != keys])
 
 
 def _generator_versions() -> str:
@@ -282,6 +420,7 @@ def render(views: list[RunView]) -> tuple[str, int]:
 
     sections: list[tuple[str, list[Figure], list[str]]] = []
     notes = [f"{v.name}: {v.summary.get('note')}" for v in views if not v.fourier and v.summary.get("note")]
+    notes += [f"{v.name}: {v.summary['phases_note']}" for v in views if v.summary.get("phases_note")]
     sections.append(("Training and progress measures" + (" (runs overlaid)" if len(views) > 1 else ""), overlay_figures(views), notes))
     for v in views:
         note = [] if v.fourier else [f"Fourier figures left out: {v.summary.get('note')}"]
@@ -303,6 +442,7 @@ def render(views: list[RunView]) -> tuple[str, int]:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="{GENERATOR}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>interp report: {_e(names)}</title>
 <style>{CSS}</style>
@@ -345,19 +485,141 @@ def default_output(run_dirs: list[str | Path]) -> Path:
     return Path(run_dirs[0]) / (runs.REPORT_FILE if len(run_dirs) == 1 else COMPARE_FILE)
 
 
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a page written by ``interp.report`` (its generator tag, or the title of older versions)."""
+    with open(path, "rb") as f:
+        head = f.read(4096).decode("utf-8", errors="replace")
+    return f'<meta name="generator" content="{GENERATOR}">' in head or "<title>interp report: " in head
+
+
 def write_report(run_dirs: list[str | Path], out: str | Path | None = None, force: bool = False, progress: bool = False) -> Path:
-    """Write the report of ``run_dirs`` atomically to ``out`` (default: ``default_output``); returns the path."""
-    page, n = build_report(run_dirs, force=force, progress=progress)
+    """Write the report of ``run_dirs`` atomically to ``out`` (default: ``default_output``); returns the path.
+
+    Raises:
+        RunError: ``out`` is a directory, or an existing file that is not a report (it is never
+        overwritten), or a run is missing or corrupt.
+    """
     out = Path(out) if out is not None else default_output(run_dirs)
+    if out.is_dir():
+        raise RunError(f"--out {out}: is a directory; give a file name")
+    if out.exists() and not is_report(out):
+        raise RunError(f"--out {out}: exists and is not a report written by python -m interp.report; "
+                       "refusing to overwrite it (remove it or pick another name)")
+    if len(run_dirs) == 1 and is_sweep(run_dirs[0]):
+        page, n = render_sweep(Path(run_dirs[0]))
+    else:
+        page, n = build_report(run_dirs, force=force, progress=progress)
     runs.write_text(out, page)
     log.info("%s: %d figures, %.1f MB", out, n, len(page.encode()) / 1e6)
     return out
 
 
+# ---- sweep and experiment directories ----------------------------------------------------------
+SEED_FIELDS = ("seed", "data_seed")
+
+
+def _csv_table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>(no rows yet)</p>"
+    head = "".join(f"<th>{_e(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+
+
+def sweep_figures(sweep_dir: Path) -> tuple[list[Figure], list[dict], list[dict]]:
+    """The figures of a sweep directory, its results rows and (for an experiment) its summary rows.
+
+    Outcome (steps to 99% test accuracy) against the first varied field that is not a seed, each
+    member a point and the median over the rest; and every member's test accuracy, one colour per
+    value of that field.
+    """
+
+
+    spec, members = load_sweep(sweep_dir)
+    results = read_results(sweep_dir)
+    summary_path = sweep_dir / "summary.csv"
+    summary = []
+    if summary_path.is_file():
+        import csv
+
+        with open(summary_path, newline="") as f:
+            summary = list(csv.DictReader(f))
+    varied = [k for k in spec.grid if k not in SEED_FIELDS] or list(spec.grid)
+    x = varied[0]
+    ok = [r for r in results if r["status"] == "ok"]
+    budget = max((int(r["final_step"]) for r in ok), default=None)
+    points = [(float(r[x]), None if r["test_99_step"] == "" else int(r["test_99_step"])) for r in ok]
+    figs = []
+    if points:
+        n_miss = sum(y is None for _, y in points)
+        by_x: dict[float, list] = {}
+        for px, y in points:
+            by_x.setdefault(px, []).append(y)
+        reached = {px: sorted(y for y in ys if y is not None) for px, ys in by_x.items()}
+        first = min((px for px, ys in reached.items() if len(ys) == len(by_x[px])), default=None)
+        never = [px for px, ys in reached.items() if not ys]
+        cap = (f"{len(points)} members over {x} = {', '.join(f'{v:g}' for v in sorted(by_x))} "
+               f"({len(points) // max(len(by_x), 1)} per value); {n_miss} did not reach 99% test accuracy within "
+               f"{budget} steps (open markers). ")
+        if first is not None:
+            cap += f"From {x} = {first:g} every member reached it; there the median is {statistics.median(reached[first]):g} steps. "
+        if never:
+            cap += f"No member reached it at {x} = {', '.join(f'{v:g}' for v in sorted(never))}. "
+        meds = {px: statistics.median(ys) for px, ys in reached.items() if ys and len(ys) == len(by_x[px])}
+        if len(meds) >= 2:
+            lo, hi = min(meds), max(meds)
+            cap += f"Median steps go from {meds[lo]:g} at {x} = {lo:g} to {meds[hi]:g} at {x} = {hi:g}."
+        figs.append(Figure("sweep-outcome", plots.sweep_outcome(points, x, "steps to 99% test accuracy", budget,
+                                                                f"Steps to 99% test accuracy against {x}"), cap))
+    curves = {r["run"]: runs.read_metrics(sweep_dir / r["run"]) for r in results if (sweep_dir / r["run"]).is_dir()}
+    if curves:
+        groups = {r["run"]: f"{x} {r[x]}" for r in results if r["run"] in curves}
+        figs.append(Figure("sweep-curves", plots.member_curves(curves, groups, "test_acc", "test accuracy", "Test accuracy of every member"),
+                           f"Test accuracy against step for the {len(curves)} members, one colour per value of {x}."))
+    return figs, results, summary
+
+
+def render_sweep(sweep_dir: Path) -> tuple[str, int]:
+    """The HTML page of a sweep (or experiment) directory and its number of figures."""
+    from plotly.offline import get_plotlyjs
+
+    figs, results, summary = sweep_figures(sweep_dir)
+    parts = []
+    for n, f in enumerate(figs, start=1):
+        div = f.fig.to_html(full_html=False, include_plotlyjs=False, config=PLOTLY_CONFIG, div_id=f"fig-{n}-{f.key}", default_width="100%")
+        parts.append(f'<figure id="figure-{n}"><div class="plot">{div}</div><figcaption><b>Figure {n}.</b> {_e(f.caption)}</figcaption></figure>')
+    name = sweep_dir.resolve().name
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="{GENERATOR}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>interp report: {_e(name)}</title>
+<style>{CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head><body><main>
+<h1>interp report: sweep {_e(name)}</h1>
+<p class="meta">Generated {now} by <code>python -m interp.report</code> with {_e(_generator_versions())}.
+{len(results)} members finished, {len(figs)} figures. Each member is a run directory under <code>runs/</code>;
+<code>python -m interp.report {_e(name)}/runs/NAME</code> draws one of them in full.</p>
+{"<h2>Summary</h2>" + _csv_table(summary) if summary else ""}
+{"".join(parts)}
+<h2>Results</h2>
+{_csv_table(results)}
+</main></body></html>
+"""
+    return page, len(figs)
+
+
+def is_sweep(path: Path) -> bool:
+    return (Path(path) / "sweep.json").is_file()
+
+
 # ---- command line ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m interp.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories written by python -m interp.train")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="run directories written by python -m interp.train, or one sweep/experiment directory (python -m interp.sweep / interp.experiment)")
     p.add_argument("--out", type=Path, default=None, metavar="FILE",
                    help=f"output HTML file (default: RUN_DIR/{runs.REPORT_FILE}; with several runs FIRST_RUN_DIR/{COMPARE_FILE})")
     p.add_argument("--force", action="store_true", help="recompute the analysis tables even if they are up to date")
@@ -370,10 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     t = time.perf_counter()
     try:
-        if args.out is not None and args.out.is_dir():
-            raise RunError(f"--out {args.out}: is a directory; give a file name")
         out = write_report(args.run_dirs, args.out, force=args.force, progress=not args.quiet)
-    except (RunError, ConfigError) as e:
+    except (RunError, ConfigError, SweepError) as e:
         print(f"python -m interp.report: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

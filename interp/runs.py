@@ -1,8 +1,9 @@
 """Run directories: the one place that knows their layout, writes them atomically and reads them.
 
-A run directory holds everything needed to rebuild a run (DESIGN.md)::
+A run directory holds everything needed to rebuild a run::
 
-    <run>/config.json                  {"config": TrainConfig fields, "versions": ..., "git_commit": ...}
+    <run>/config.json                  {"config": TrainConfig fields, "versions": ..., "git_commit": ...,
+                                        "extensions": [...] (one entry per --resume that changed --steps)}
     <run>/split.safetensors            train_idx, test_idx, train_labels (the split itself, not only its seed)
     <run>/metrics.jsonl                one JSON object per evaluation
     <run>/ckpt/step_NNNNNN.safetensors HookedTransformer state_dict, fp32
@@ -10,13 +11,16 @@ A run directory holds everything needed to rebuild a run (DESIGN.md)::
     <run>/analysis/                    cached analysis tables (interp.analyze)
     <run>/report.html                  (interp.report)
 
-Every file is written to a temporary name in its directory and renamed into place, so a reader (or
-a resumed run after ``kill -9``) never sees half a file. Nothing is pickled: tensors go through
-safetensors, everything else is JSON.
+Every file is written to a temporary name in its directory, flushed to disk (``fsync``) and only
+then renamed into place (and the directory flushed), so a reader, a resumed run after ``kill -9``
+or a machine that lost power sees either the previous complete file or the new complete one, never
+half of one: the previous resume state stays in place until the new one is complete on disk.
+Nothing is pickled: tensors go through safetensors, everything else is JSON.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -60,10 +64,20 @@ def _atomic(path: Path, write) -> None:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it the mode open() would
     try:
         write(tmp)
+        _fsync(tmp, os.O_RDONLY)  # the data is on disk before the name points at it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))  # and so is the rename
+
+
+def _fsync(path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -132,6 +146,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)  # one subprocess per process, not per run (a sweep writes many)
 def _git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parent
@@ -148,6 +163,18 @@ def init_run_dir(run_dir: Path, cfg: TrainConfig, dataset: Dataset) -> None:
                                          "train_labels": dataset.train_labels})
     meta = {"config": cfg.to_dict(), "versions": _versions(), "git_commit": _git_commit()}
     write_text(run_dir / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def record_extension(run_dir: Path, steps: int, at_step: int) -> None:
+    """Set the run's ``steps`` in ``config.json`` to ``steps`` and append the change to its ``extensions``
+    (``from_steps``, ``to_steps``, ``at_step``, and the versions and git commit that continue it)."""
+    path = Path(run_dir) / CONFIG_FILE
+    meta = json.loads(path.read_text())
+    entry = {"from_steps": meta["config"]["steps"], "to_steps": steps, "at_step": at_step,
+             "versions": _versions(), "git_commit": _git_commit()}
+    meta["config"]["steps"] = steps
+    meta.setdefault("extensions", []).append(entry)
+    write_text(path, json.dumps(meta, indent=2) + "\n")
 
 
 def save_checkpoint(run_dir: Path, step: int, model: HookedTransformer) -> Path:
@@ -184,18 +211,35 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def read_split(run_dir: Path, cfg: TrainConfig) -> Dataset:
-    tensors, _ = read_tensors(Path(run_dir) / SPLIT_FILE)
+    """The run's dataset with the split saved in ``split.safetensors``.
+
+    Raises:
+        RunError: naming the file, unless ``train_idx`` and ``test_idx`` are 1-D integer tensors that
+        together hold every example index ``0 .. N-1`` exactly once.
+    """
+    path = Path(run_dir) / SPLIT_FILE
+    tensors, _ = read_tensors(path)
     inputs, labels = all_pairs(cfg)
+    n = len(labels)
     try:
         train_idx, test_idx = tensors["train_idx"], tensors["test_idx"]
     except KeyError as e:
-        raise RunError(f"{Path(run_dir) / SPLIT_FILE}: missing tensor {e}") from None
-    if len(train_idx) + len(test_idx) != len(labels):
-        raise RunError(f"{Path(run_dir) / SPLIT_FILE}: split does not cover the {len(labels)} examples")
+        raise RunError(f"{path}: missing tensor {e}") from None
+    for name, idx in (("train_idx", train_idx), ("test_idx", test_idx)):
+        if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise RunError(f"{path}: {name} must be a 1-D integer tensor (got {idx.dtype}, shape {tuple(idx.shape)})")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+            raise RunError(f"{path}: {name} holds indices outside 0..{n - 1} (the {n} examples of {cfg.task} mod {cfg.p})")
+        if idx.unique().numel() != idx.numel():
+            raise RunError(f"{path}: {name} holds an index more than once")
+    if torch.isin(train_idx, test_idx).any():
+        raise RunError(f"{path}: train_idx and test_idx overlap")
+    if len(train_idx) + len(test_idx) != n:
+        raise RunError(f"{path}: split does not cover the {n} examples")
     train_labels = tensors.get("train_labels")  # absent in run directories written before label noise
-    if train_labels is not None and len(train_labels) != len(train_idx):
-        raise RunError(f"{Path(run_dir) / SPLIT_FILE}: train_labels does not match train_idx")
-    return Dataset(inputs, labels, train_idx, test_idx, train_labels)
+    if train_labels is not None and (len(train_labels) != len(train_idx) or train_labels.min() < 0 or train_labels.max() >= cfg.d_vocab_out):
+        raise RunError(f"{path}: train_labels does not match train_idx or holds labels outside 0..{cfg.d_vocab_out - 1}")
+    return Dataset(inputs, labels, train_idx.long(), test_idx.long(), None if train_labels is None else train_labels.long())
 
 
 def load_state_dict_into(model: HookedTransformer, state: dict[str, torch.Tensor], path: Path) -> None:

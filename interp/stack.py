@@ -41,10 +41,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from interp import runs
 from interp.config import TrainConfig
-from interp.model import build_model
+from interp.model import _Chunk, build_model
 from interp.runs import RunError
 from interp.speed import flush_denormals
 from interp.tasks import Dataset, make_dataset
@@ -74,8 +75,41 @@ def pack_key(cfg: TrainConfig, start_step: int = 0) -> tuple:
 
 
 # ---- the stacked forward ---------------------------------------------------------------------
+class _Mix(torch.autograd.Function):
+    """``out[i] = sum_k weights[i, k] * table[cols[i, k]]`` with the fast path's backward
+    (``interp.model._Chunk``: the table gradient by ``embedding_bag`` over the transposed layout,
+    the weights' gradient by ``sampled_addmm``), several times faster than autograd's."""
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, table: Tensor, chunk: _Chunk) -> Tensor:
+        ctx.save_for_backward(weights, table)
+        ctx.chunk = chunk
+        return chunk.mix(weights, table)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        weights, table = ctx.saved_tensors
+        c, grad = ctx.chunk, grad.contiguous()
+        g_weights = c.weights_grad(weights, grad, table) if ctx.needs_input_grad[0] else None
+        g_table = c.table_grad(weights.flatten()[c.perm], grad) if ctx.needs_input_grad[1] else None
+        return g_weights, g_table, None
+
+
+def mix_layout(a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], n_heads: int, d_vocab: int) -> _Chunk:
+    """The rows each example mixes in ``stacked_logits``' tables: ``3 * n_heads`` per example, in
+    ``[M * n_heads * (2 * d_vocab + 1)]`` stacked rows (a pack caches it for its fixed batch)."""
+    M, n = a.shape
+    R = 2 * d_vocab + 1
+    rows = torch.stack([a, d_vocab + b, torch.full_like(a, 2 * d_vocab)], -1)  # [M, n, 3]
+    member_head = (torch.arange(M, device=a.device)[:, None] * n_heads + torch.arange(n_heads, device=a.device)) * R
+    cols = rearrange(member_head[:, None, :, None] + rows[:, :, None, :], "m n h j -> (m n) (h j)")
+    return _Chunk(cols.contiguous(), 0, M * n, M * n_heads * R)
+
+
 def stacked_logits(
-    P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], eq_token: int, attn_scale: float
+    P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], eq_token: int, attn_scale: float,
+    layout: _Chunk | None = None,
 ) -> Float[Tensor, "M n d_vocab_out"]:
     """Logits at the ``=`` position of ``[a, b, =]`` for every member, ``model(inputs)[:, -1]`` each.
 
@@ -86,6 +120,7 @@ def stacked_logits(
         a, b: ``[M, n]`` operand tokens, per member.
         eq_token: token id of ``=``.
         attn_scale: the attention's score divisor (``sqrt(d_head)``).
+        layout: ``mix_layout(a, b, ...)``, if already built.
     Returns:
         ``[M, n, d_vocab_out]`` float32 logits.
     """
@@ -99,20 +134,26 @@ def stacked_logits(
     k = torch.einsum("mrd,mhde->mhre", x, P["attn.W_K"]) + P["attn.b_K"][:, :, None]
     v = torch.einsum("mrd,mhde->mhre", x, P["attn.W_V"]) + P["attn.b_V"][:, :, None]
     scores = torch.einsum("mhre,mhe->mhr", k, q) / attn_scale  # [M, h, R]
-    R, n = x.shape[1], a.shape[1]
+    n = a.shape[1]
     rows = torch.stack([a, V + b, torch.full_like(a, 2 * V)], -1)  # [M, n, 3]
     picked = scores.gather(2, rearrange(rows, "m n j -> m 1 (n j)").expand(-1, n_heads, -1))
     pattern = rearrange(picked, "m h (n j) -> m h n j", j=3).softmax(-1)
-    # attention output = sum over heads and key positions of pattern * (v @ W_O) of that key's row
+    # What the attention output adds to the MLP input and to the logits is linear in the pattern:
+    # tabulate it per (head, token row) with W_O folded into W_in and W_U, then mix 3 * n_heads rows
+    # per example weighted by its pattern (embedding_bag) instead of multiplying [n, d_model] by W_in.
     vo = torch.einsum("mhre,mhed->mhrd", v, P["attn.W_O"])  # [M, h, R, d]
-    member_head = (torch.arange(M, device=a.device)[:, None] * n_heads + torch.arange(n_heads, device=a.device)) * R
-    cols = rearrange(member_head[:, None, :, None] + rows[:, :, None, :], "m n h j -> (m n) (h j)")
-    attn_out = F.embedding_bag(cols, vo.flatten(0, 2), mode="sum",
-                               per_sample_weights=rearrange(pattern, "m h n j -> (m n) (h j)"))
-    resid = attn_out.view(M, n, -1) + (x_eq + P["attn.b_O"])[:, None]  # resid_mid at '=' [M, n, d]
-    post = torch.baddbmm(P["mlp.b_in"][:, None], resid, P["mlp.W_in"]).relu()
-    resid = torch.baddbmm(resid + P["mlp.b_out"][:, None], post, P["mlp.W_out"])
-    return torch.baddbmm(P["b_U"][:, None], resid, P["W_U"])
+    to_mlp = torch.einsum("mhrd,mdf->mhrf", vo, P["mlp.W_in"]).flatten(0, 2)  # [M * h * R, d_mlp]
+    to_logits = torch.einsum("mhrd,mdc->mhrc", vo, P["W_U"]).flatten(0, 2)  # [M * h * R, d_vocab_out]
+    layout = layout or mix_layout(a, b, n_heads, V)
+    weights = rearrange(pattern, "m h n j -> (m n) (h j)").contiguous()
+    base = x_eq + P["attn.b_O"]  # the part of resid_mid shared by every example  [M, d]
+    d_mlp = to_mlp.shape[1]
+    mixed = _Mix.apply(weights, torch.cat([to_mlp, to_logits], 1), layout).view(M, n, -1)
+    pre, direct = mixed[..., :d_mlp], mixed[..., d_mlp:]
+    post = (pre + (torch.einsum("md,mdf->mf", base, P["mlp.W_in"]) + P["mlp.b_in"])[:, None]).relu()
+    W_L = torch.bmm(P["mlp.W_out"], P["W_U"])  # the MLP output only meets W_U  [M, d_mlp, d_vocab_out]
+    base_logits = torch.einsum("md,mdc->mc", base + P["mlp.b_out"], P["W_U"]) + P["b_U"]
+    return torch.baddbmm(direct + base_logits[:, None], post, W_L)
 
 
 def _short(name: str) -> str:
@@ -246,6 +287,7 @@ class Pack:
             x = m.data.inputs[m.data.train_idx]
             a[i, :n], b[i, :n], y[i, :n], w[i, :n] = x[:, 0], x[:, 1], m.data.train_labels, 1.0 / n
         self.a, self.b, self.y, self.w = a.to(dev), b.to(dev), y.to(dev), w.to(dev)
+        self.layout = mix_layout(self.a, self.b, cfg0.n_heads, cfg0.d_vocab)  # fixed batch: built once
         inputs = members[0].data.inputs  # the same for every member of a pack (same task and p)
         self.all_a = inputs[:, 0].expand(len(members), -1).to(dev)
         self.all_b = inputs[:, 1].expand(len(members), -1).to(dev)
@@ -261,7 +303,7 @@ class Pack:
 
     def losses(self) -> Tensor:
         """``[M]`` each member's mean float64 cross-entropy on its training set."""
-        logits = stacked_logits(self.params(), self.a, self.b, self.cfg0.eq_token, self.attn_scale)
+        logits = stacked_logits(self.params(), self.a, self.b, self.cfg0.eq_token, self.attn_scale, self.layout)
         nll = -logits.double().log_softmax(-1).gather(-1, self.y[..., None]).squeeze(-1)
         return (nll * self.w).sum(1)
 
@@ -366,7 +408,7 @@ def train_pack(members: list[Member], device: str | torch.device = "cpu",
 
     if pack.step == 0:
         for m in members:
-            runs.init_run_dir(m.out, m.config, m.data)
+            runs.init_run_dir(m.out, m.config.replace(engine="fast"), m.data)  # the stack is the fast path
         record()
         checkpoint()
     with flush_denormals():

@@ -11,7 +11,11 @@ Only losses, accuracies and norms are measured here; interpretability measures l
 Resuming is exact: the state file holds the weights, the AdamW moments, the gradient filter's
 state, the fixed-norm target and the step, the data is the full (fixed) training set every step
 and nothing random happens after initialisation, so a resumed run ends with the same bits as an
-uninterrupted one.
+uninterrupted one. ``--resume --steps N`` with a new N
+extends (or, before the end, shortens) the run and records that in ``config.json``, so that a later
+plain ``--resume`` continues to N; resuming a run that has already reached its steps does nothing
+and says so. ``config.json`` records the engine the run trains with (``fast`` or ``hooked``), never
+``auto``.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def use_fast(cfg: TrainConfig, model: HookedTransformer) -> bool:
+    """Whether ``cfg.engine`` trains ``model`` through the fast path (``auto``: where it applies)."""
     if cfg.engine == "hooked":
         return False
     if cfg.engine == "fast" and not fast_applies(model):
@@ -159,6 +164,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     params, opt = optim.trainable(model), make_optimizer(model, cfg)
     grad_filter = optim.make_grad_filter(cfg, params)
     norm0 = optim.total_norm(params)  # --fixed-norm's target: the norm at step 0
+    cfg = cfg.replace(engine="fast" if use_fast(cfg, model) else "hooked")  # what config.json records
     forward, train_loss, loss = logits_fn(model, cfg), loss_closure(model, cfg, dataset), criterion(cfg.loss)
     if resume and state_file.exists():
         meta, extra = load_state(state_file, model, opt)
@@ -167,13 +173,17 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         except ValueError as e:
             raise RunError(f"{state_file}: {e}") from None
         step, elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
+        if step >= cfg.steps:
+            log.info("%s: already at step %d (--steps %d); nothing to do", out, step, cfg.steps)
+            return out
+        if runs.read_config(out).steps != cfg.steps:
+            runs.record_extension(out, cfg.steps, step)
+            log.info("%s: steps changed to %d (recorded in %s)", out, cfg.steps, runs.CONFIG_FILE)
         metrics = [r for r in runs.read_metrics(out) if r["step"] <= step]
         log.info("resuming %s at step %d", out, step)
     else:  # fresh run (or a run killed before its first save)
         step, elapsed, metrics = 0, 0.0, []
         runs.init_run_dir(out, cfg, dataset)
-    if step > cfg.steps:
-        raise RunError(f"{out}: already at step {step}, beyond --steps {cfg.steps}")
 
     def checkpoint() -> None:
         runs.save_checkpoint(out, step, model)
@@ -247,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(p)
     p.add_argument("--out", type=Path, default=None, help="run directory (default: checkpoints/<task>_p<p>[_<changed fields>])")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state (start it if --out does not exist yet); only --steps may differ from the saved config")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state (start it if --out does not exist yet; do nothing if it is finished); only --steps may differ from the saved config, and a new --steps is recorded in its config.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -258,7 +268,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     out = args.out or runs.DEFAULT_ROOT / runs.default_run_name(cfg)
     if args.resume and (out / runs.CONFIG_FILE).is_file():
         saved = runs.read_config(out)
-        changed = {k: v for k, v in given.items() if k not in ("steps", "task") and v != getattr(saved, k)}
+        changed = {k: v for k, v in given.items()
+                   if k not in ("steps", "task") and v != getattr(saved, k) and not (k == "engine" and v == "auto")}
         if given["task"] != saved.task:
             changed["task"] = given["task"]
         if changed:
@@ -271,6 +282,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = None
     try:
         cfg, out = config_from_args(args)
         tune_allocator()
@@ -283,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m interp.train: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m interp.train {cfg.task} --out {out} --resume", file=sys.stderr)
+        if out is None or not (out / runs.CONFIG_FILE).is_file():
+            print("\ninterrupted before the run started; nothing was trained", file=sys.stderr)
+        else:
+            print(f"\ninterrupted; continue with: python -m interp.train {args.task} --out {out} --resume", file=sys.stderr)
         return 130
     last = runs.read_metrics(out)[-1]
     print(f"{out}: step {last['step']}, train_acc {last['train_acc']:.4f}, test_acc {last['test_acc']:.4f}, "

@@ -88,6 +88,23 @@ def test_planted_embedding_gives_the_planted_frequencies():
     assert fourier.embedding_key_frequencies(W_E, P) == PLANTED
 
 
+def test_block_fraction_of_planted_grids():
+    B = fourier.fourier_basis(P)
+    g = torch.Generator().manual_seed(5)
+    wave = B[fourier.cos_row(3)][:, None] * B[fourier.sin_row(3)][None] + 0.5 * B[fourier.cos_row(5)][:, None]  # over (a, b)
+    noise = torch.randn(P, P, generator=g, dtype=torch.float64)
+    grids = torch.stack([wave + 7.0, noise, torch.full((P, P), 2.0, dtype=torch.float64)])
+    out = fourier.block_fraction(grids, [3, 5])
+    assert out[0] == pytest.approx(1.0, abs=1e-12)  # all of it in the blocks of 3 and 5 (the constant is removed)
+    # cos 5 (a), constant over b, is 0.5 sqrt(P) times the unit component (cos 5) x (const): squared 0.25 P, the product 1
+    assert fourier.block_fraction(wave, [3]) == pytest.approx(1 / (1 + 0.25 * P), rel=1e-12)
+    centred = noise - noise.mean()
+    spec = fourier.fourier_2d(centred).pow(2)
+    rows = [0, fourier.cos_row(3), fourier.sin_row(3), fourier.cos_row(5), fourier.sin_row(5)]
+    assert out[1] == pytest.approx((spec[rows][:, rows].sum() / spec.sum()).item(), rel=1e-10)
+    assert out[2] == 0.0
+
+
 def test_unembed_norms_of_a_planted_W_L():
     B = fourier.fourier_basis(P)
     W_L = torch.randn(20, 1, dtype=torch.float64) * B[fourier.sin_row(5)]  # every neuron writes sin 5 to the logits
@@ -99,23 +116,34 @@ def test_neuron_clustering_finds_the_planted_frequencies():
     B = fourier.fourier_basis(P)
     g = torch.Generator().manual_seed(1)
     neurons, truth = [], []
-    for k in (3, 3, 5, 5, 5):  # neurons of the form f(a) g(b) + h(a) + j(b) at one frequency (a 3x3 block)
+    for k in (3, 3, 3, 5, 5, 5, 6):  # neurons of the form f(a) g(b) + h(a) + j(b) at one frequency (a 3x3 block)
         blk = [0, fourier.cos_row(k), fourier.sin_row(k)]
         coef = torch.randn(3, 3, generator=g, dtype=torch.float64)
         neurons.append(B[blk].T @ coef @ B[blk] + 2.0)
         truth.append(k)
-    for _ in range(2):  # noise neurons spread over every frequency, and a dead neuron
+    for _ in range(2):  # noise neurons spread over every frequency, a dead neuron and a constant one
         neurons.append(torch.randn(P, P, generator=g, dtype=torch.float64))
     neurons.append(torch.zeros(P, P, dtype=torch.float64))
+    neurons.append(torch.full((P, P), 0.3, dtype=torch.float64))
     acts = torch.stack(neurons, dim=-1)
-    clusters = fourier.cluster_neurons(acts)
-    assert clusters.key_frequencies == PLANTED
-    assert clusters.freq.tolist() == truth + [0, 0, 0]
-    assert clusters.unclustered == [5, 6, 7]
-    assert torch.allclose(clusters.frac_explained[:5], torch.ones(5, dtype=torch.float64))
-    assert clusters.neurons_per_frequency() == {3: 2, 5: 3}
+    clusters = fourier.cluster_neurons(acts)  # 11 neurons: a key frequency needs 2 of them
+    assert clusters.min_neurons == fourier.min_cluster_neurons(11) == 2
+    assert clusters.key_frequencies == PLANTED  # the lone neuron of frequency 6 does not make 6 key
+    assert clusters.freq.tolist() == [3, 3, 3, 5, 5, 5, 0, 0, 0, 0, 0]
+    assert clusters.small_clusters == {6: [6]} and clusters.in_small_clusters == [6]
+    assert clusters.unclustered == [7, 8] and clusters.dead == [9, 10]
+    assert torch.allclose(clusters.frac_explained[:7], torch.ones(7, dtype=torch.float64))
+    assert clusters.frac_explained[9:].tolist() == [0.0, 0.0]
+    assert clusters.neurons_per_frequency() == {3: 3, 5: 3}
+    # without the minimum cluster size the lone neuron would add a key frequency
+    assert fourier.cluster_neurons(acts, min_neurons=1).key_frequencies == [3, 5, 6]
+    assert fourier.cluster_neurons(acts, min_neurons=4).key_frequencies == []
     fracs = fourier.neuron_frequency_fractions(acts)
-    assert fracs.shape == (P // 2, 8) and torch.all(fracs[:, :7].sum(0) <= 1 + 1e-12)
+    assert fracs.shape == (P // 2, 11) and torch.all(fracs[:, :9].sum(0) <= 1 + 1e-12)
+
+
+def test_min_cluster_neurons_is_one_percent_of_the_mlp():
+    assert [fourier.min_cluster_neurons(d) for d in (11, 64, 256, 512, 1000)] == [2, 2, 3, 5, 10]
 
 
 def test_mlp_activations_are_the_hook_post_at_the_equals_position():

@@ -13,8 +13,9 @@ from interp.analyze import (
     ANALYSIS_TABLE, COLUMNS, FREQUENCY_TABLE, SUMMARY_FILE, analysis_throughput, analyze_run, load_analysis,
     load_frequency_table, main,
 )
+from interp import runs
 from interp.model import fast_logits
-from interp.runs import ANALYSIS_DIR, ckpt_path
+from interp.runs import ANALYSIS_DIR, RunError, ckpt_path
 from interp.train import train
 from tests.conftest import tiny_config
 
@@ -178,10 +179,76 @@ def test_mod_sub_uses_the_difference_directions(tmp_path, monkeypatch):
     assert all(math.isfinite(r[c]) for r in rows for c in FOURIER_COLUMNS)
 
 
-def test_throughput(tiny_copy):
+def test_throughput_times_a_full_analysis_and_writes_nothing(tiny_copy, monkeypatch):
+    analyze_run(tiny_copy)  # an up-to-date cache: the throughput must not use it
+    before = {p: p.read_bytes() for p in (tiny_copy / ANALYSIS_DIR).iterdir()}
+    calls = []
+    real = analyze._Analyser.__call__
+    monkeypatch.setattr(analyze._Analyser, "__call__", lambda self, step: (calls.append(step), real(self, step))[1])
     out = analysis_throughput(tiny_copy)
-    assert out["n_checkpoints"] == 5 and out["checkpoints_per_s"] > 0
-    assert not (tiny_copy / ANALYSIS_DIR).exists()
+    assert calls == [0, 10, 20, 30, 40] and out["n_checkpoints"] == 5
+    assert {p: p.read_bytes() for p in (tiny_copy / ANALYSIS_DIR).iterdir()} == before
+
+
+def test_an_interrupted_analysis_leaves_no_mixed_tables(tiny_copy, monkeypatch):
+    keys = {"value": [2]}
+    fixed_key_frequencies(monkeypatch, keys)
+    rows_2, _ = analyze_run(tiny_copy)
+    # a later analysis (other key frequencies) wrote checkpoints.csv and was killed before summary.json
+    keys["value"] = [3]
+    rows_3, _ = analyze_run(tiny_copy, force=True, write=False)
+    assert rows_3[-1]["excluded_loss"] != rows_2[-1]["excluded_loss"]
+    runs.write_text(tiny_copy / ANALYSIS_DIR / ANALYSIS_TABLE, analyze._to_csv(rows_3, COLUMNS))
+    with pytest.raises(RunError, match=f"{ANALYSIS_TABLE}: does not match {SUMMARY_FILE}"):
+        load_analysis(tiny_copy)
+    keys["value"] = [2]
+    rows, summary = analyze_run(tiny_copy)  # the cache is not trusted: every row is recomputed
+    assert summary["steps_computed"] == [0, 10, 20, 30, 40] and rows == rows_2
+    assert load_analysis(tiny_copy)[0] == rows_2
+    # the same for the frequency table
+    (tiny_copy / ANALYSIS_DIR / FREQUENCY_TABLE).write_text("step,freq,W_E_norm,W_L_norm,excluded_loss\n")
+    with pytest.raises(RunError, match=f"{FREQUENCY_TABLE}: does not match"):
+        load_frequency_table(tiny_copy)
+
+
+def test_key_frequency_summary_of_the_small_run(small_run):
+    run = load_run(small_run)
+    s = analyze.key_frequency_summary(run, run.steps[-1])
+    counts = analyze.cluster_counts(s)
+    assert counts["total"] == run.config.d_mlp  # key + unclustered + dead + small clusters: every neuron once
+    assert counts["key"] == sum(s["neurons_per_frequency"].values()) and s["min_cluster_neurons"] == 3
+    assert all(n >= 3 for n in s["neurons_per_frequency"].values()) and all(n < 3 for n in s["small_clusters"].values())
+    assert list(s["key_frequencies_by_threshold"]) == ["0.8", "0.85", "0.9"]
+    assert s["key_frequencies_by_threshold"]["0.85"] == s["key_frequencies"]
+    assert list(s["key_frequencies_by_step"]) == [str(x) for x in run.steps[-3:]]
+    assert s["key_frequencies_by_step"][str(run.steps[-1])] == s["key_frequencies"]
+    sets = [*s["key_frequencies_by_threshold"].values(), *s["key_frequencies_by_step"].values()]
+    assert s["key_frequencies_stable"] == all(x == s["key_frequencies"] for x in sets)
+    clusters = fourier.cluster_neurons(fourier.mlp_activations(run.load_model(run.steps[-2]), run.config.p, run.config.eq_token))
+    assert s["key_frequencies_by_step"][str(run.steps[-2])] == clusters.key_frequencies
+
+
+def test_the_readme_block_is_made_of_the_runs_numbers(small_run, tmp_path, capsys):
+    rows, summary = analyze_run(small_run, write=False)
+    block = analyze.results_block(rows, summary)
+    ph = summary["phases"]
+    assert analyze.fmt_set(summary["key_frequencies"]) in block
+    phases_line = block[block.index("**Phases**"):].replace("\n  ", " ")
+    for key, words in (("memorised", "memorised"), ("circuit_formation_start", "circuit formation starts"),
+                       ("cleanup_start", "cleanup starts"), ("grokked", "grokked (test accuracy ≥ 99%)")):
+        assert f"{words} {analyze.fmt_step(ph[key])}" in phases_line, key
+    late = [r for r in rows if r["step"] >= ph["memorised"]]
+    first = next(r for r in late if r["restricted_loss"] < 1)
+    assert f"first below 1 at step {analyze.fmt_step(first['step'])}" in block.replace("\n  ", " ")
+    # the verbs follow the numbers: a run whose restricted loss is never lower than its test loss says so
+    worse = [{**r, "restricted_loss": r["test_loss"] + 1} for r in rows]
+    text = analyze.results_block(worse, summary).replace("\n  ", " ")
+    assert "Restricted loss falls before" not in text
+    # the CLI prints exactly this block
+    copy = tmp_path / "small"
+    shutil.copytree(small_run, copy)
+    assert main([str(copy), "--quiet", "--readme"]) == 0
+    assert capsys.readouterr().out == analyze.results_block(*load_analysis(copy))
 
 
 def test_small_run_restricted_loss_falls_before_test_loss(small_run):
@@ -206,19 +273,51 @@ def test_small_run_restricted_loss_falls_before_test_loss(small_run):
     assert rows[0]["cgen_frac"] < 0.01
 
 
-def test_phase_boundaries_of_synthetic_curves():
-    def row(step, train_acc, test_acc, excluded, cgen, cmem):
-        return {"step": step, "train_acc": train_acc, "test_acc": test_acc, "excluded_loss": excluded,
-                "cgen_logit": cgen, "cmem_logit": cmem}
+def _phase_rows(excluded_log10, memorised_at=1):
+    """Rows every 100 steps with the given log10 excluded loss; train accuracy 1 from checkpoint ``memorised_at``,
+    test accuracy rising to 1 over the last checkpoints, C_gen overtaking C_mem at step 1 500."""
+    n = len(excluded_log10)
+    test_acc = [0.01 * i for i in range(n - 2)] + [0.95, 1.0]
+    return [{"step": 100 * i, "train_acc": 1.0 if i >= memorised_at else 0.5, "test_acc": test_acc[i],
+             "excluded_loss": 10.0 ** v, "cgen_logit": i, "cmem_logit": 15 - i} for i, v in enumerate(excluded_log10)]
 
-    rows = [row(0, 0.0, 0.0, 4.0, 0, 0), row(1, 0.995, 0.0, 1.0, 1, 9), row(2, 1, 0.1, 0.5, 2, 8), row(3, 1, 0.2, 3.0, 6, 5),
-            row(4, 1, 0.5, 9.0, 8, 3), row(5, 1, 0.95, 8.5, 9, 1), row(6, 1, 1.0, 6.0, 9, 0)]
-    assert analyze.detect_phases(rows) == {"memorised": 1, "circuit_formation_start": 2, "cgen_overtakes_cmem": 3,
-                                          "cleanup_start": 4, "test_acc_0.9": 5, "grokked": 6}
-    # still rising at the end: no cleanup yet
-    ph = analyze.detect_phases(rows[:5])
-    assert ph["cleanup_start"] is None and ph["circuit_formation_start"] == 2 and ph["grokked"] is None
-    # no Fourier columns (NaN): only the accuracy markers
+
+# log10 excluded loss: falls in memorisation, sits at 1e-3 +-2x (a raw minimum of 1e-5 at step 500), rises by
+# half a decade per checkpoint from step 2 100 to a peak of 20 at step 3 000, then falls
+NOISY = [0.5, -1.0, -2.0, -3.3, -2.7, -5.0, -2.7, -3.3, -2.7, -3.3, -2.7, -3.3, -2.7, -3.3, -2.7, -3.3, -2.7, -3.3, -2.7, -3.3,
+         -3.0, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.2, 1.3, 1.2, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
+
+
+def test_phase_boundaries_of_a_noisy_curve():
+    ph = analyze.detect_phases(_phase_rows(NOISY))
+    # the start of the sustained rise (the smoothing window sees it one checkpoint early), not the raw minimum at
+    # step 500 (noise); and the peak
+    assert ph == {"memorised": 100, "circuit_formation_start": 1900, "cgen_overtakes_cmem": 800,
+                  "cleanup_start": 3000, "test_acc_0.9": 3800, "grokked": 3900}
+    # other noise of the same size (the alternation flipped, the low outlier elsewhere) moves it by at most the
+    # smoothing half-window (two checkpoints)
+    flipped = [-5.0 if i == 12 else -3.3 if i == 5 else -6.0 - v if 3 <= i < 20 else v for i, v in enumerate(NOISY)]
+    assert 1800 <= analyze.detect_phases(_phase_rows(flipped))["circuit_formation_start"] <= 2000
+    # a curve that is still rising has no cleanup yet, but a start (a lower peak so far: the 10% level is lower)
+    ph = analyze.detect_phases(_phase_rows(NOISY[:29]))
+    assert ph["cleanup_start"] is None and 1700 <= ph["circuit_formation_start"] <= 2000
+    # a rise of less than 2x is not a rise
+    flat = [0.5] + [-3.3 if i % 2 else -2.7 for i in range(1, 40)]
+    assert analyze.detect_phases(_phase_rows(flat))["circuit_formation_start"] is None
+
+
+def test_no_fourier_phases_without_key_frequencies():
+    rows = _phase_rows(NOISY)
+    ph = analyze.detect_phases(rows, fourier_phases=False)
+    assert ph["memorised"] == 100 and ph["grokked"] == 3900
+    assert all(ph[k] is None for k in analyze.FOURIER_PHASES)
     nan_rows = [{**r, "excluded_loss": math.nan, "cgen_logit": math.nan, "cmem_logit": math.nan} for r in rows]
-    ph = analyze.detect_phases(nan_rows)
-    assert ph["memorised"] == 1 and ph["cleanup_start"] is None and ph["cgen_overtakes_cmem"] is None
+    ph = analyze.detect_phases(nan_rows)  # no Fourier columns (NaN): only the accuracy markers
+    assert ph["memorised"] == 100 and all(ph[k] is None for k in analyze.FOURIER_PHASES)
+
+
+def test_a_run_without_key_frequencies_reports_no_fourier_phases(tiny_copy):
+    rows, summary = analyze_run(tiny_copy)  # 40 steps: no frequency has a cluster
+    assert summary["key_frequencies"] == []
+    assert all(summary["phases"][k] is None for k in analyze.FOURIER_PHASES)
+    assert "no key frequency" in summary["phases_note"]

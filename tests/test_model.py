@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp.config import TrainConfig
-from interp.model import build_model, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
+from interp.model import build_model, fast_applies, fast_logits, fast_loss, has_hooks, hooked_config, hooked_logits, loss_fn
 from interp.tasks import make_dataset
 from interp.train import make_optimizer
 from tests.conftest import tiny_config
@@ -109,3 +110,88 @@ def test_loss_is_float64_cross_entropy():
     loss = loss_fn(logits, y)
     assert loss.dtype == torch.float64
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.double(), y))
+
+
+# ---- other shapes, hooks, double backward -------------------------------------------------------------
+def _model_of_shape(p, d_model, n_heads, d_mlp, d_head=None):
+    """A model with random (trainable) biases; ``d_head`` other than ``d_model / n_heads`` if given."""
+    cfg = TrainConfig(p=p, d_model=d_model, n_heads=n_heads, d_mlp=d_mlp)
+    hcfg = hooked_config(cfg)
+    if d_head is not None:
+        hcfg = HookedTransformerConfig(**{**{f: getattr(hcfg, f) for f in ("n_layers", "n_heads", "d_model", "d_mlp", "act_fn",
+                                                                           "normalization_type", "d_vocab", "d_vocab_out",
+                                                                           "n_ctx", "seed")}, "d_head": d_head})
+    with torch.random.fork_rng(devices=[]):
+        model = HookedTransformer(hcfg)
+    _randomise_biases(model)
+    return cfg, model
+
+
+SHAPES = {  # (p, d_model, n_heads, d_mlp, d_head)
+    "canonical": (113, 128, 4, 512, None),
+    "1 head": (23, 32, 1, 64, None),
+    "2 heads": (23, 32, 2, 64, None),
+    "8 heads": (23, 64, 8, 64, None),
+    "d_head 12": (23, 32, 4, 64, 12),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_fast_path_equals_hooked_forward_at_other_shapes(shape):
+    cfg, model = _model_of_shape(*shape)
+    assert fast_applies(model) and (shape[4] is None or model.cfg.d_head == shape[4] != model.cfg.d_model // model.cfg.n_heads)
+    data = make_dataset(cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(fast_logits(model, data.a, data.b, cfg.eq_token), hooked_logits(model, data.inputs),
+                                   rtol=1e-5, atol=1e-5)
+    x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
+    for p in model.parameters():
+        p.requires_grad_(True)
+    ref_loss = loss_fn(hooked_logits(model, x), y)
+    want = torch.autograd.grad(ref_loss, list(model.parameters()))
+    loss = fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token, chunk_rows=1000)
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-6)
+    atol = 1e-5 * max(g.abs().max().item() for g in want)
+    for (name, _), g, w in zip(model.named_parameters(), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=atol, msg=name)
+
+
+def test_a_hook_makes_the_fast_path_use_the_hooked_forward():
+    cfg = tiny_config()
+    model, data = build_model(cfg), make_dataset(cfg)
+    x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
+    with torch.no_grad():
+        plain = fast_logits(model, data.a, data.b, cfg.eq_token)
+    assert not has_hooks(model)
+
+    def ablate(act, hook):  # zero-ablate half of the MLP neurons
+        act[..., : cfg.d_mlp // 2] = 0.0
+        return act
+
+    with model.hooks(fwd_hooks=[("blocks.0.mlp.hook_post", ablate)]):
+        assert has_hooks(model)
+        with torch.no_grad():
+            ablated = fast_logits(model, data.a, data.b, cfg.eq_token)
+            reference = hooked_logits(model, data.inputs)
+        assert torch.equal(ablated, reference) and not torch.allclose(ablated, plain, atol=1e-3)
+        loss = fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token)
+        torch.testing.assert_close(loss, loss_fn(reference[data.train_idx], y))
+    assert not has_hooks(model)  # the context manager removed it: the fast path again
+    with torch.no_grad():
+        assert torch.equal(fast_logits(model, data.a, data.b, cfg.eq_token), plain)
+
+
+def test_fast_loss_refuses_a_second_derivative():
+    cfg = tiny_config()
+    model, data = build_model(cfg), make_dataset(cfg)
+    x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token)
+    with pytest.raises(RuntimeError, match="differentiable once only"):  # the first half of a Hessian-vector product
+        torch.autograd.grad(loss, params, create_graph=True)
+    # through the hooked forward the same product works (and a plain gradient through fast_loss still does)
+    grads = torch.autograd.grad(loss_fn(hooked_logits(model, x), y), params, create_graph=True)
+    hvp = torch.autograd.grad(sum((g * g.detach()).sum() for g in grads), params)
+    assert all(torch.isfinite(h).all() for h in hvp)
+    assert all(g is not None for g in torch.autograd.grad(fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token), params))

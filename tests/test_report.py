@@ -26,8 +26,9 @@ from tests.conftest import tiny_config
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 # one training + one progress + weights + efficiency figure, then per run: Fourier norms, W_E norms
-# across training, neuron clusters, attention
+# across training, neuron clusters, attention. The tiny runs (40 steps) have no key frequencies: no progress figure.
 OVERLAY_FIGURES, PER_RUN_FIGURES = 4, 4
+TINY_OVERLAY_FIGURES = OVERLAY_FIGURES - 1
 
 
 def n_figures(page: str) -> int:
@@ -55,7 +56,7 @@ def test_report_of_one_run(tiny_copy, capsys):
     out = tiny_copy / REPORT_FILE
     assert capsys.readouterr().out.startswith(str(out))
     page = out.read_text()
-    assert n_figures(page) == OVERLAY_FIGURES + PER_RUN_FIGURES
+    assert n_figures(page) == TINY_OVERLAY_FIGURES + PER_RUN_FIGURES
     # offline: plotly.js inlined once, no external script, stylesheet or font
     assert not re.search(r"<script[^>]*\ssrc=", page) and "<link" not in page
     assert page.count("Plotly.newPlot") == n_figures(page)
@@ -75,7 +76,7 @@ def test_out_and_several_runs_overlay(tiny_copy, tmp_path):
     out = tmp_path / "sub" / "compare.html"
     assert main([str(tiny_copy), str(other), "--out", str(out), "--quiet"]) == 0
     page = out.read_text()
-    assert n_figures(page) == OVERLAY_FIGURES + 2 * PER_RUN_FIGURES
+    assert n_figures(page) == TINY_OVERLAY_FIGURES + 2 * PER_RUN_FIGURES
     assert not (other / REPORT_FILE).exists() and not (tiny_copy / COMPARE_FILE).exists()
     # without --out, several runs go to the first run's directory under their own name
     assert write_report([tiny_copy, other]) == tiny_copy / COMPARE_FILE
@@ -88,6 +89,33 @@ def test_out_and_several_runs_overlay(tiny_copy, tmp_path):
         assert all(t.name.startswith(f"{t.meta}: ") for t in fig.data)
         assert fig.layout.title.text
     assert {'"meta":"tiny"', '"meta":"tiny_lr"'} <= set(re.findall(r'"meta":"tiny(?:_lr)?"', page))
+
+
+def test_captions_state_the_numbers_of_the_run_drawn(small_copy, tiny_copy):
+    from analyses import fourier
+    from interp import report
+    from interp.analyze import fmt_set, fmt_step
+
+    small = report.collect(small_copy)
+    ph, s = small.summary["phases"], small.summary
+    text = report.caption_training([small])
+    assert f"first reaches 99% at step {fmt_step(ph['memorised'])}" in text and f"at step {fmt_step(ph['grokked'])}" in text
+    text = report.caption_progress([small])
+    assert f"smoothed peak (step {fmt_step(ph['cleanup_start'])})" in text and "9.4k" in text
+    text = report.caption_neurons(small)
+    n_key = sum(s["neurons_per_frequency"].values())
+    assert (f"{n_key} of {small.run.config.d_mlp} are assigned" in text
+            and f"{len(s['unclustered_neurons'])} are below" in text and f"{len(s['dead_neurons'])} are dead" in text)
+    assert fmt_set(s["key_frequencies"]) in report.caption_fourier_norms(small)
+    share = fourier.block_fraction(small.attention, small.keys)
+    assert f"{share[0].item():.0%}" in report.caption_attention(small)
+    # a run without key frequencies is not described as if it had them
+    tiny = report.collect(tiny_copy)
+    assert tiny.keys == [] and "No key frequency" in report.caption_progress([tiny])
+    assert "No key frequency" in report.caption_fourier_norms(tiny)
+    assert "0 of 64 are assigned" in report.caption_neurons(tiny)
+    figs = report.overlay_figures([tiny])
+    assert "progress" not in [f.key for f in figs]  # restricted/excluded loss are not drawn without key frequencies
 
 
 def test_curves_are_thinned_and_labelled():
@@ -142,6 +170,18 @@ def test_not_a_run_and_corrupt_checkpoint_exit_2(tiny_run, tmp_path, capsys):
     _one_error_line(capsys.readouterr().err)
 
 
+def test_out_never_overwrites_a_file_that_is_not_a_report(tiny_copy, tmp_path, capsys):
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>")
+    assert main([str(tiny_copy), "--out", str(notes), "--quiet"]) == 2
+    assert "not a report" in _one_error_line(capsys.readouterr().err) and notes.read_text() == "<html>my notes</html>"
+    out = tmp_path / "report.html"
+    assert main([str(tiny_copy), "--out", str(out), "--quiet"]) == 0
+    out.write_text(out.read_text().replace("Generated ", "Generated before: "))
+    assert main([str(tiny_copy), "--out", str(out), "--quiet"]) == 0  # a report is replaced
+    assert "Generated before: " not in out.read_text()
+
+
 # ---- a real browser -----------------------------------------------------------------------------
 def find_chromium() -> str | None:
     for name in CHROMIUM_NAMES:
@@ -165,7 +205,7 @@ class Chromium:
     and uncaught exception of the page is recorded.
     """
 
-    def __init__(self, exe: str, profile: Path, width: int = 1280, height: int = 900):
+    def __init__(self, exe: str, profile: Path, width: int = 1280, height: int = 900, direct: str = "<-loopback>"):
         cmd_r, self._cmd_w = os.pipe()
         self._out_r, out_w = os.pipe()
         # move the child's ends clear of fds 3 and 4, which child_fds overwrites
@@ -175,8 +215,9 @@ class Chromium:
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage",
             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
             "--disable-default-apps", "--mute-audio", "--no-default-browser-check", "--allow-file-access-from-files",
-            # no network at all: every proxied request fails
-            "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+            # no network at all: every request goes to a proxy that is not there, except those to ``direct``
+            # (by default none: "<-loopback>" sends even loopback requests to the proxy)
+            "--proxy-server=127.0.0.1:9", f"--proxy-bypass-list={direct}",
             f"--user-data-dir={profile}", f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank",
         ]
         def child_fds() -> None:  # in the child, before exec: the pipe ends become fds 3 and 4
@@ -234,8 +275,10 @@ class Chromium:
             if m.get("method") == method:
                 return m
 
-    def evaluate(self, expression: str):
-        r = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True)
+    def evaluate(self, expression: str, timeout: float = 30):
+        """The value of a JavaScript expression in the page (a promise is awaited)."""
+        r = self.call("Runtime.evaluate", session=True, timeout=timeout, expression=expression, returnByValue=True,
+                      awaitPromise=True)
         if "exceptionDetails" in r:
             raise RuntimeError(f"{expression}: {r['exceptionDetails']}")
         return r["result"].get("value")

@@ -15,7 +15,7 @@ from tests.conftest import tiny_config
 MEMBERS = [
     tiny_config(train_size=60, seed=1, steps=50),
     tiny_config(train_size=100, seed=2, data_seed=5, wd=0.5, beta2=0.95, steps=50),
-    tiny_config(frac=0.3, seed=3, lr=1e-2, warmup=5, label_noise=0.3, steps=50, init_scale=1.5),
+    tiny_config(frac=0.3, seed=3, lr=5e-3, warmup=5, label_noise=0.3, steps=50, init_scale=1.5),
 ]
 
 

@@ -1,6 +1,7 @@
 """Run directories: contents, reload, exact resume after kill -9, and clean refusals of bad input."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -22,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_run_directory_contents(tiny_run):
     meta = json.loads((tiny_run / "config.json").read_text())
-    assert meta["config"] == tiny_config().to_dict()
+    assert meta["config"] == tiny_config(engine="fast").to_dict()  # the engine used, not 'auto'
+    assert "extensions" not in meta
     assert {"torch", "transformer-lens"} <= set(meta["versions"]) and "git_commit" in meta
     run = load_run(tiny_run)
     assert run.steps == [0, 10, 20, 30, 40]
@@ -57,7 +59,7 @@ def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "interp.train", *flags, "--out", str(out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # a cap for a stuck child; a loaded machine can take minutes to import torch
     while not ckpt_path(out, 300).exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -77,6 +79,82 @@ def test_resume_can_extend_steps(tmp_path):
     out = train(tiny_config(steps=20), tmp_path / "r", progress=False)
     train(tiny_config(steps=40), out, resume=True, progress=False)
     assert load_run(out).steps == [0, 10, 20, 30, 40]
+
+
+TINY_FLAGS = ["mod_add", "--p", "13", "--frac", "0.5", "--d-model", "32", "--d-mlp", "64", "--lr", "0.003", "--quiet"]
+
+
+def test_an_extension_is_recorded_and_a_later_plain_resume_is_a_no_op(tmp_path, caplog):
+    out = tmp_path / "r"
+    assert main([*TINY_FLAGS, "--steps", "20", "--out", str(out)]) == 0
+    assert main([*TINY_FLAGS, "--steps", "40", "--out", str(out), "--resume"]) == 0  # extend
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["steps"] == 40 and load_run(out).config.steps == 40
+    assert [(e["from_steps"], e["to_steps"], e["at_step"]) for e in meta["extensions"]] == [(20, 40, 20)]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    caplog.set_level(logging.INFO, logger="interp.train")
+    # what `make run` does: --resume with no --steps, on a finished (extended) run
+    assert main([*TINY_FLAGS, "--out", str(out), "--resume"]) == 0
+    assert "already at step 40" in caplog.text and "nothing to do" in caplog.text
+    assert main([*TINY_FLAGS, "--steps", "30", "--out", str(out), "--resume"]) == 0  # fewer steps than done: also a no-op
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    # and the extended run is the 40-step run trained in one go
+    ref = train(tiny_config(steps=40), tmp_path / "ref", progress=False)
+    a, b = _final_weights(ref, 40), _final_weights(out, 40)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_engine_used_is_recorded(tmp_path):
+    out = train(tiny_config(steps=10, engine="hooked"), tmp_path / "h", progress=False)
+    assert json.loads((out / "config.json").read_text())["config"]["engine"] == "hooked"
+    # a resume that does not name an engine, or names 'auto', keeps the recorded one
+    assert main([*TINY_FLAGS, "--steps", "20", "--engine", "auto", "--out", str(out), "--resume"]) == 0
+    assert load_run(out).config.engine == "hooked" and load_run(out).steps[-1] == 20
+
+
+@pytest.mark.parametrize("where", ["config_from_args", "tune_allocator"])
+def test_ctrl_c_during_start_up_is_a_clean_exit(where, monkeypatch, tmp_path, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"interp.train.{where}", interrupted)
+    assert main([*TINY_FLAGS, "--out", str(tmp_path / "r")]) == 130
+    assert "interrupted before the run started" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("train_idx, test_idx, why", [
+    ([0, 1, 2], list(range(2, 168)), "overlap"),
+    ([0, 1, 1], list(range(3, 169)), "more than once"),
+    ([0, 1, 169], list(range(2, 168)), "outside 0..168"),
+    ([-1, 0, 1], list(range(2, 168)), "outside 0..168"),
+])
+def test_a_split_that_is_not_a_partition_is_refused(train_idx, test_idx, why, tmp_path):
+    from interp.runs import SPLIT_FILE, write_tensors
+
+    out = train(tiny_config(steps=10), tmp_path / "r", progress=False)
+    assert len(train_idx) + len(test_idx) == 169  # the length check alone lets these through
+    write_tensors(out / SPLIT_FILE, {"train_idx": torch.tensor(train_idx), "test_idx": torch.tensor(test_idx)})
+    with pytest.raises(RunError, match=f"{out / SPLIT_FILE}: .*{why}"):
+        load_run(out)
+
+
+def test_results_are_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
+    from interp import runs
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(runs.os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
+    monkeypatch.setattr(runs.os, "replace", lambda a, b: (events.append(("replace", str(a), str(b))), real_replace(a, b))[1])
+    out = train(tiny_config(steps=10), tmp_path / "r", progress=False)
+    renames = [e for e in events if e[0] == "replace"]
+    assert {Path(e[2]).name for e in renames} >= {"config.json", "split.safetensors", "metrics.jsonl", "state.safetensors",
+                                                  "step_000010.safetensors"}
+    for e in renames:
+        i = events.index(e)
+        assert ("fsync", e[1]) in events[:i], f"{e[2]} renamed before its data was flushed"
+        assert events[i + 1] == ("fsync", str(Path(e[2]).parent)), f"the rename of {e[2]} was not flushed"
+    assert not list(out.rglob("*.tmp"))
 
 
 BAD = [

@@ -1,0 +1,97 @@
+"""Reproduce one seed experiment on the sweep engine.
+
+    python -m interp.experiment datafrac --quick --out experiments/datafrac_quick
+    python -m interp.experiment datafrac --out experiments/datafrac_p113 --backend ray --address HOST:6379
+    python -m interp.report experiments/datafrac_quick          # its figures
+
+Each experiment (``interp/experiments/``) names the sweep it runs; this command runs (or resumes)
+that sweep in ``--out`` exactly as ``python -m interp.sweep`` would, then writes ``DIR/summary.csv``
+from ``DIR/results.csv`` and prints it. Re-running the same command resumes the sweep; a finished
+one is only summarised again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+
+from interp import runs
+from interp.cli import Parser
+from interp.config import ConfigError
+from interp.experiments import EXPERIMENTS, load
+from interp.speed import tune_allocator
+from interp.sweep import SweepError, check_device, run_sweep
+
+SUMMARY_FILE = "summary.csv"
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def write_summary(out: Path, rows: list[dict]) -> str:
+    """Write ``DIR/summary.csv`` atomically; returns its text."""
+    buf = io.StringIO()
+    if rows:
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(list(rows[0]))
+        w.writerows([[_cell(v) for v in r.values()] for r in rows])
+    runs.write_text(out / SUMMARY_FILE, buf.getvalue())
+    return buf.getvalue()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m interp.experiment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="name", required=True, metavar="NAME", parser_class=Parser)
+    for name in EXPERIMENTS:
+        mod = load(name)
+        sp = sub.add_parser(name, help=mod.DESCRIPTION.replace("%", "%%"), description=mod.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(sp)
+        sp.add_argument("--quick", action="store_true", help="the small version (minutes on a laptop CPU)")
+        sp.add_argument("--out", type=Path, required=True, help="experiment directory (a sweep directory plus summary.csv)")
+        sp.add_argument("--backend", choices=("local", "ray"), default="local", help="as python -m interp.sweep (default: local)")
+        sp.add_argument("--address", default=None, help="HOST:PORT of a Ray head (--backend ray)")
+        sp.add_argument("--pack", type=int, default=8, help="most members trained together in one stack (default: 8)")
+        sp.add_argument("--device", default="cpu", help="torch device of the stacks (default: cpu)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    mod = load(args.name)
+    prog = f"python -m interp.experiment {args.name}"
+    try:
+        if args.pack < 1:
+            raise SweepError(f"--pack {args.pack}: must be >= 1")
+        if args.address and args.backend != "ray":
+            raise SweepError("--address: only used with --backend ray")
+        check_device(args.device)
+        spec = mod.spec(args)
+        tune_allocator()
+        t = time.perf_counter()
+        rows = run_sweep(spec, args.out, args.backend, args.address, args.pack, args.device, progress=not args.quiet)
+    except (SweepError, ConfigError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; re-run the same command to continue {args.out}", file=sys.stderr)
+        return 130
+    text = write_summary(args.out, mod.summarise(args.out))
+    print(text, end="")
+    bad = [n for n, r in rows.items() if r["status"] != "ok"]
+    print(f"{args.out}: {len(rows) - len(bad)} of {len(rows)} members ok in {time.perf_counter() - t:.0f}s -> {args.out / SUMMARY_FILE}")
+    if bad:
+        print(f"{prog}: {len(bad)} members failed; reasons in {args.out / 'results.csv'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
