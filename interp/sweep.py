@@ -126,15 +126,29 @@ def parse_grid(items: list[str], base: dict, explicit: set[str] = frozenset()) -
                 raise SweepError(f"--grid {name}: {t!r} is not a valid {parse.__name__}") from None
         if len(set(map(repr, values))) != len(values):
             raise SweepError(f"--grid {name}: repeated value in {text!r}")
-        for v in values:  # each value must be allowed on its own (cross-field clashes fail members instead)
-            try:
-                TrainConfig(**{**base, field: v})
-            except ConfigError as e:
-                raise SweepError(f"--grid {name}={v!r}: {e}") from None
         grid[field] = values
     if not grid:
         raise SweepError("no --grid given: a sweep varies at least one field (use python -m interp.train for one run)")
+    check_values(Spec({k: v for k, v in base.items() if k not in grid}, grid))
     return grid
+
+
+def check_values(spec: Spec) -> None:
+    """Refuse a spec whose shared fields, or one of whose grid values on its own, no config allows.
+
+    Combinations of grid values that clash (``n_heads`` not dividing a gridded ``d_model``) are not
+    refused here: those members fail, the others run.
+    """
+    try:
+        TrainConfig(**spec.base)
+    except ConfigError as e:
+        raise SweepError(str(e)) from None
+    for field, values in spec.grid.items():
+        for v in values:
+            try:
+                TrainConfig(**{**spec.base, field: v})
+            except ConfigError as e:
+                raise SweepError(f"--grid {field.replace('_', '-')}={v!r}: {e}") from None
 
 
 def _slug(v) -> str:
@@ -328,6 +342,7 @@ def run_sweep(spec: Spec, out: Path, backend: str = "local", address: str | None
         SweepError: ``out`` holds a different sweep, or the backend cannot start (nothing written).
     """
     out = Path(out)
+    check_values(spec)
     members = expand(spec)
     if (out / SWEEP_FILE).is_file():
         old, _ = load_sweep(out)

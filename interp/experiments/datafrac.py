@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from interp.config import PRESETS
-from interp.sweep import Spec, read_results
+from interp.sweep import Spec, load_sweep, read_results
 
 DESCRIPTION = "training fraction vs steps to 99% test accuracy (Power et al. 2022)"
 SUMMARY_COLUMNS = ["frac", "n_train", "seeds", "generalised", "never", "median_test_99_step", "min_test_99_step",
@@ -55,8 +55,8 @@ def summarise(out: Path) -> list[dict]:
     as later than any that did (so it is empty when half or more never did); min/max are over the
     seeds that generalised.
     """
-    from interp import load_run
-
+    _, members = load_sweep(out)
+    n_train = {f"runs/{m.name}": m.config.n_train for m in members if m.config}
     by: dict[float, list[dict]] = {}
     for r in read_results(out):
         if r["status"] == "ok":
@@ -69,7 +69,7 @@ def summarise(out: Path) -> list[dict]:
         med = statistics.median(all_steps)
         rows.append({
             "frac": frac,
-            "n_train": len(load_run(out / rs[0]["run"]).train_idx),
+            "n_train": n_train[rs[0]["run"]],
             "seeds": len(rs),
             "generalised": len(steps),
             "never": len(rs) - len(steps),
