@@ -25,8 +25,11 @@ Weights (``split_parameters``). The *attributed* parameters are split into two o
   key-frequency Fourier subspace (span of cos k, sin k over the tokens, k a key frequency) is C_gen,
   the component in the other non-constant frequencies is C_mem;
 - the unembedding ``W_U`` and its bias ``b_U`` the same way along the output-class axis;
-- the MLP neurons whole (``W_in[:, n]``, ``b_in[n]``, ``W_out[n, :]``): a neuron clustered to a key
-  frequency (``analyses.fourier.cluster_neurons``) is C_gen, any other neuron (unclustered or dead) C_mem.
+- the MLP neurons whole (``W_in[:, n]``, ``b_in[n]``, ``W_out[n, :]``): a neuron with at least 85 % of
+  its activation variance over the p^2 inputs in the key frequencies' blocks ``{const, cos k, sin k}^2``
+  (``gen_neurons``; the criterion of ``analyses.fourier.cluster_neurons`` with the key frequencies
+  together in place of the best single one, so every clustered neuron passes, and so do neurons that
+  mix key frequencies) is C_gen; any other neuron (dead ones included) is C_mem.
 
 The projectors are orthogonal and the neurons disjoint, so ``cgen_param_norm^2 + cmem_param_norm^2``
 is the squared norm of the attributed parameters (float64). **Shared** and counted in neither
@@ -53,6 +56,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from analyses import fourier
 from analyses.fourier import cos_row, fourier_basis, sin_row
 from analyses.progress import project
 
@@ -103,10 +107,40 @@ class ParameterSplit:
                 "shared_param_norm": self._norm(self.shared)}
 
 
-def gen_neuron_mask(d_mlp: int, unclustered: list[int]) -> Bool[Tensor, "d_mlp"]:
-    """C_gen's neurons: every neuron not in ``unclustered`` (``NeuronClusters.unclustered``, dead ones included)."""
+GEN_NEURON_THRESHOLD = 0.85  # the clustering threshold of analyses.fourier.cluster_neurons
+
+
+def key_frequency_fraction(acts: Float[Tensor, "p p d_mlp"], key_freqs: list[int]) -> Float[Tensor, "d_mlp"]:
+    """Fraction of each neuron's centred variance over ``(a, b)`` in the blocks ``{const, cos k, sin k}^2`` of the key frequencies.
+
+    The blocks of different frequencies share only the (const, const) entry, which centring makes
+    zero, so this is the sum over the key frequencies of ``analyses.fourier.neuron_frequency_fractions``.
+
+    Args:
+        acts: ``[p, p, d_mlp]`` MLP activations at the ``=`` position (``analyses.fourier.mlp_activations``).
+        key_freqs: the key frequencies.
+    Returns:
+        ``[d_mlp]`` float64 in ``[0, 1]``; 0 for a dead neuron.
+    """
+    fracs = fourier.neuron_frequency_fractions(acts)
+    if not key_freqs:
+        return torch.zeros(fracs.shape[1], dtype=torch.float64)
+    return fracs[[k - 1 for k in key_freqs]].sum(dim=0)
+
+
+def gen_neurons(acts: Float[Tensor, "p p d_mlp"], key_freqs: list[int], threshold: float = GEN_NEURON_THRESHOLD) -> Bool[Tensor, "d_mlp"]:
+    """C_gen's neurons: those with at least ``threshold`` of their variance in the key frequencies' blocks.
+
+    Every neuron that ``cluster_neurons`` assigns to a key frequency passes (its one block already
+    holds ``threshold``); so does a neuron that mixes several key frequencies.
+    """
+    return key_frequency_fraction(acts, key_freqs) >= threshold
+
+
+def gen_neuron_mask(d_mlp: int, cmem_neurons: list[int]) -> Bool[Tensor, "d_mlp"]:
+    """The C_gen mask back from the list of C_mem's neurons (as ``summary.json`` stores it)."""
     mask = torch.ones(d_mlp, dtype=torch.bool)
-    mask[torch.as_tensor(list(unclustered), dtype=torch.long)] = False
+    mask[torch.as_tensor(list(cmem_neurons), dtype=torch.long)] = False
     return mask
 
 
@@ -147,6 +181,14 @@ def split_parameters(model: HookedTransformer, key_freqs: list[int], gen_neurons
         else:
             shared[name] = w
     return ParameterSplit(gen, mem, shared)
+
+
+@torch.no_grad()
+def neuron_norms(model: HookedTransformer) -> Float[Tensor, "d_mlp"]:
+    """Norm of each MLP neuron's parameters together: its ``W_in`` column, ``b_in`` entry and ``W_out`` row (float64)."""
+    mlp = model.blocks[0].mlp
+    sq = mlp.W_in.double().pow(2).sum(0) + mlp.b_in.double().pow(2) + mlp.W_out.double().pow(2).sum(1)
+    return sq.sqrt()
 
 
 def circuit_param_norms(model: HookedTransformer, key_freqs: list[int], gen_neurons: Bool[Tensor, "d_mlp"]) -> dict[str, float]:

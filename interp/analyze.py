@@ -23,8 +23,8 @@ Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; a
     cmem_logit            the same from the C_mem part (the rest); cgen_logit + cmem_logit = correct_logit
     cgen_frac             fraction of the squared norm of the class-centred logits (all inputs) in C_gen
     cgen_param_norm       norm of C_gen's parameters: the key-frequency components of W_E[:p] (token
-                          axis), W_U and b_U (class axis), and the MLP neurons clustered to a key
-                          frequency on the final checkpoint (analyses.efficiency)
+                          axis), W_U and b_U (class axis), and the MLP neurons with >= 85% of their
+                          variance in the key frequencies on the final checkpoint (analyses.efficiency)
     cmem_param_norm       norm of C_mem's: the other non-constant frequency components of the same
                           matrices and every other neuron; cgen^2 + cmem^2 = the attributed weights' norm^2
     shared_param_norm     norm of the parameters in neither circuit: attention, W_pos, the '=' row,
@@ -38,13 +38,13 @@ Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; a
 
 ``analysis/summary.json`` (``SUMMARY_FILE``): ``key_frequencies`` (neuron clustering on the final
 checkpoint), ``key_frequencies_step``, ``key_frequencies_embedding`` (W_E Fourier norm > max/4),
-``neurons_per_frequency``, ``unclustered_neurons`` (C_mem's neurons in the circuit split),
-``phases`` (steps, with their definitions in ``phase_definitions``), ``cgen_more_efficient_from``
+``neurons_per_frequency``, ``unclustered_neurons``, ``cmem_neurons`` (the neurons the circuit
+split gives to C_mem; the others are C_gen's), ``phases`` (steps, with their definitions in ``phase_definitions``), ``cgen_more_efficient_from``
 (the step from which cgen_efficiency >= cmem_efficiency at every later checkpoint, or null),
 ``fourier_applies`` and ``note``, ``steps_computed`` (by the last call).
 
-Conventions: the key frequencies of the final checkpoint, and its neuron clustering, are used for
-every checkpoint (as Nanda et al. do). mod_add uses the sum directions cos/sin(w(a + b)), mod_sub
+Conventions: the key frequencies of the final checkpoint, and its split of the neurons between
+C_gen and C_mem, are used for every checkpoint (as Nanda et al. do). mod_add uses the sum directions cos/sin(w(a + b)), mod_sub
 the difference directions cos/sin(w(a - b)). For the other tasks (and even p) the Fourier columns
 are left empty and the command prints one line saying why.
 
@@ -61,7 +61,7 @@ memorisation, rises in circuit formation, stops rising in cleanup). On the p = 1
 peak lands where test accuracy crosses ~0.8-0.9, somewhat later than the paper's boundary.
 
 Incremental: a re-run analyses only checkpoints missing from the table. The key frequencies and
-the neuron clustering are recomputed when the final checkpoint changed; if either differs from the
+the neuron split are recomputed when the final checkpoint changed; if either differs from the
 cached one, every row is recomputed (the key-frequency and circuit columns depend on them),
 otherwise only the new rows.
 
@@ -130,7 +130,7 @@ PHASE_DEFINITIONS = {
 class _Analyser:
     """Holds the run's tensors, one reusable model and the key-frequency directions."""
 
-    def __init__(self, run: Run, key_freqs: list[int], unclustered: list[int]):
+    def __init__(self, run: Run, key_freqs: list[int], cmem_neurons: list[int]):
         cfg, data = run.config, run.dataset
         self.run, self.cfg, self.data = run, cfg, data
         with torch.no_grad():
@@ -146,7 +146,7 @@ class _Analyser:
                 raise RunError(f"{run.path}: inputs are not the row-major p^2 grid the Fourier analysers need")
             self.sign = fourier.DIRECTION_SIGN[cfg.task]
             self.dirs = fourier.directions(cfg.p, self.key_freqs, self.sign)
-            self.gen_neurons = efficiency.gen_neuron_mask(cfg.d_mlp, unclustered)
+            self.gen_neurons = efficiency.gen_neuron_mask(cfg.d_mlp, cmem_neurons)
 
     def load(self, step: int) -> None:
         path = runs.ckpt_path(self.run.path, step)
@@ -205,8 +205,10 @@ def key_frequency_summary(run: Run, step: int) -> dict:
     """Key frequencies of checkpoint ``step`` by neuron clustering and by the embedding-norm check."""
     model = runs.load_checkpoint(run.path, step, run.config)
     p = run.config.p
-    clusters = fourier.cluster_neurons(fourier.mlp_activations(model, p, run.config.eq_token))
+    acts = fourier.mlp_activations(model, p, run.config.eq_token)
+    clusters = fourier.cluster_neurons(acts)
     clustered = clusters.freq > 0
+    gen = efficiency.gen_neurons(acts, clusters.key_frequencies)
     return {
         "key_frequencies": clusters.key_frequencies,
         "key_frequencies_step": step,
@@ -214,6 +216,7 @@ def key_frequency_summary(run: Run, step: int) -> dict:
         "neurons_per_frequency": {str(k): n for k, n in clusters.neurons_per_frequency().items()},
         "unclustered_neurons": clusters.unclustered,
         "mean_frac_explained_clustered": clusters.frac_explained[clustered].mean().item() if clustered.any() else None,
+        "cmem_neurons": torch.nonzero(~gen).flatten().tolist(),
     }
 
 
@@ -361,13 +364,13 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool) -> tup
     cache = None if force else _load_cache(run_dir)
     summary = {"version": ANALYSIS_VERSION, "task": cfg.task, "p": cfg.p, "fourier_applies": note is None, "note": note}
     if note is None:
-        if cache and cache[2].get("key_frequencies_step") == final:
-            keys = ("key_frequencies", "key_frequencies_step", "key_frequencies_embedding", "neurons_per_frequency",
-                    "unclustered_neurons", "mean_frac_explained_clustered")
+        keys = ("key_frequencies", "key_frequencies_step", "key_frequencies_embedding", "neurons_per_frequency",
+                "unclustered_neurons", "mean_frac_explained_clustered", "cmem_neurons")
+        if cache and cache[2].get("key_frequencies_step") == final and all(k in cache[2] for k in keys):
             summary.update({k: cache[2][k] for k in keys})
         else:
             summary.update(key_frequency_summary(run, final))
-        if cache and any(cache[2].get(k) != summary[k] for k in ("key_frequencies", "unclustered_neurons")):
+        if cache and any(cache[2].get(k) != summary[k] for k in ("key_frequencies", "cmem_neurons")):
             log.info("key frequencies or neuron clusters changed (key frequencies %s -> %s): recomputing every checkpoint",
                      cache[2].get("key_frequencies"), summary["key_frequencies"])
             cache = None
@@ -379,7 +382,7 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool) -> tup
         have_freq.setdefault(r["step"], []).append(r)
     todo = [s for s in run.steps if s not in have]
 
-    analyser = _Analyser(run, key_freqs, summary.get("unclustered_neurons", []))
+    analyser = _Analyser(run, key_freqs, summary.get("cmem_neurons", []))
     for step in tqdm(todo, desc=f"analyse {run_dir.name}", unit="ckpt", disable=not progress, dynamic_ncols=True):
         have[step], have_freq[step] = analyser(step)
 

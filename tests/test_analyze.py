@@ -24,13 +24,13 @@ FOURIER_COLUMNS = ["restricted_loss", "excluded_loss", "gini_W_E", "gini_W_L", "
 
 
 def fixed_key_frequencies(monkeypatch, keys):
-    """Make the key frequencies ``keys["value"]`` (a tiny run of 40 steps has not formed any), and the
-    unclustered (C_mem) neurons ``keys.get("unclustered", [])``."""
+    """Make the key frequencies ``keys["value"]`` (a tiny run of 40 steps has not formed any), and
+    C_mem's neurons ``keys.get("cmem", [])``."""
 
     def fake_summary(run, step):
         return {"key_frequencies": list(keys["value"]), "key_frequencies_step": step, "key_frequencies_embedding": [],
-                "neurons_per_frequency": {}, "unclustered_neurons": list(keys.get("unclustered", [])),
-                "mean_frac_explained_clustered": None}
+                "neurons_per_frequency": {}, "unclustered_neurons": [], "mean_frac_explained_clustered": None,
+                "cmem_neurons": list(keys.get("cmem", []))}
 
     monkeypatch.setattr(analyze, "key_frequency_summary", fake_summary)
 
@@ -76,7 +76,7 @@ def test_tables_of_a_tiny_run(tiny_copy):
 
 
 def test_restricted_loss_of_the_final_checkpoint_by_hand(tiny_copy, monkeypatch):
-    fixed_key_frequencies(monkeypatch, {"value": [2, 5], "unclustered": [0, 5, 7]})
+    fixed_key_frequencies(monkeypatch, {"value": [2, 5], "cmem": [0, 5, 7]})
     rows, summary = analyze_run(tiny_copy, write=False)
     run = load_run(tiny_copy)
     model, data = run.load_model(40), run.dataset
@@ -133,14 +133,14 @@ def test_a_new_final_checkpoint_recomputes_all_rows_only_if_the_key_frequencies_
     assert summary["steps_computed"] == [0, 10, 20, 30] and summary["key_frequencies"] == [3]
 
 
-def test_a_new_neuron_clustering_recomputes_all_rows(tiny_copy, tmp_path, monkeypatch):
-    keys = {"value": [2], "unclustered": [1, 2]}
+def test_a_new_neuron_split_recomputes_all_rows(tiny_copy, tmp_path, monkeypatch):
+    keys = {"value": [2], "cmem": [1, 2]}
     fixed_key_frequencies(monkeypatch, keys)
     hidden = tmp_path / "hidden.safetensors"
     shutil.move(ckpt_path(tiny_copy, 40), hidden)
     before, _ = analyze_run(tiny_copy)
     shutil.move(hidden, ckpt_path(tiny_copy, 40))
-    keys["unclustered"] = [1, 2, 3]  # same key frequencies, one neuron moved from C_gen to C_mem
+    keys["cmem"] = [1, 2, 3]  # same key frequencies, one neuron moved from C_gen to C_mem
     rows, summary = analyze_run(tiny_copy)
     assert summary["steps_computed"] == [0, 10, 20, 30, 40]
     assert rows[0]["cmem_param_norm"] > before[0]["cmem_param_norm"] and rows[0]["cgen_param_norm"] < before[0]["cgen_param_norm"]

@@ -132,9 +132,26 @@ def all_logits(model):
 
 def test_clustering_finds_the_circuits_neurons(built):
     model, *_, mask = built
-    clusters = fourier.cluster_neurons(fourier.mlp_activations(model, P, P))
+    acts = fourier.mlp_activations(model, P, P)
+    clusters = fourier.cluster_neurons(acts)
     assert clusters.key_frequencies == KEYS
-    assert torch.equal(efficiency.gen_neuron_mask(D_MLP, clusters.unclustered), mask)
+    assert torch.equal(clusters.freq > 0, mask)
+    assert torch.equal(efficiency.gen_neurons(acts, KEYS), mask)
+    assert efficiency.key_frequency_fraction(acts, KEYS)[~mask].max() < 0.5  # the lookup neurons are nowhere near
+    cmem = torch.nonzero(~mask).flatten().tolist()
+    assert torch.equal(efficiency.gen_neuron_mask(D_MLP, cmem), mask)
+
+
+def test_a_neuron_mixing_key_frequencies_is_cgen():
+    x = torch.arange(P, dtype=torch.float64)
+    a, b = x[:, None], x[None, :]
+    mixed = torch.cos(_w(1) * (a + b)) + torch.cos(_w(3) * (a - b))  # half its variance in each of 1 and 3
+    other = torch.cos(_w(1) * (a + b)) + 0.9 * torch.cos(_w(2) * (a + b))
+    acts = torch.stack([mixed, other, torch.zeros(P, P, dtype=torch.float64)], dim=-1)
+    frac = efficiency.key_frequency_fraction(acts, KEYS)
+    assert frac[0] == pytest.approx(1.0, abs=1e-12) and frac[1] == pytest.approx(1 / 1.81, rel=1e-9) and frac[2] == 0
+    assert efficiency.gen_neurons(acts, KEYS).tolist() == [True, False, False]
+    assert fourier.cluster_neurons(acts).freq.tolist() == [0, 0, 0]  # no single frequency holds 85 %
 
 
 def test_hand_built_model_splits_back_into_its_norms(built):
@@ -199,6 +216,10 @@ def test_split_is_orthogonal_and_complete_in_float64():
     spectrum = fourier.frequency_norms(fourier.embedding_fourier_norms(split.gen["embed.W_E[:p]"], p))
     assert set(torch.nonzero(spectrum > 1e-9).flatten().add(1).tolist()) == set(keys)
     assert efficiency.gen_neuron_mask(4, [1, 3]).tolist() == [True, False, True, False]
+    per_neuron = efficiency.neuron_norms(model)
+    mlp = ("blocks.0.mlp.W_in", "blocks.0.mlp.b_in", "blocks.0.mlp.W_out")
+    assert per_neuron[mask].pow(2).sum().item() == pytest.approx(sum(split.gen[n].pow(2).sum().item() for n in mlp), rel=1e-12)
+    assert per_neuron[~mask].pow(2).sum().item() == pytest.approx(sum(split.mem[n].pow(2).sum().item() for n in mlp), rel=1e-12)
 
 
 def test_split_refuses_what_it_does_not_define():

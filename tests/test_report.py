@@ -81,7 +81,7 @@ def test_out_and_several_runs_overlay(tiny_copy, tmp_path):
     assert write_report([tiny_copy, other]) == tiny_copy / COMPARE_FILE
     # the overlaid figures hold one set of traces per run, named after it
     runs = {"a": load_analysis(tiny_copy)[0], "b": load_analysis(other)[0]}
-    for fn, per_run in ((plots.training_curves, 4), (plots.progress_losses, 4), (plots.weight_measures, 3), (plots.circuit_efficiency, 4)):
+    for fn, per_run in ((plots.training_curves, 4), (plots.progress_losses, 4), (plots.weight_measures, 3), (plots.circuit_efficiency, 7)):
         fig = fn(runs, {"a": {"memorised": 10}, "b": {"memorised": None}})
         metas = [t.meta for t in fig.data]
         assert metas.count("a") == per_run and metas.count("b") == per_run, fn.__name__
