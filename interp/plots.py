@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 
 MAX_POINTS = 2000
 COLORS = qualitative.Plotly
+GEN_COLOR, MEM_COLOR = "#d62728", "#4a78a8"  # C_gen and C_mem in the figures of one run
 FONT = dict(family="DejaVu Sans, Liberation Sans, Arial, sans-serif", size=13)
 # Short labels of the phase boundaries of ``interp.analyze.PHASE_DEFINITIONS``.
 PHASE_LABELS = {
@@ -243,7 +244,7 @@ def circuit_efficiency(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[st
             ``cgen_param_norm, cmem_param_norm, shared_param_norm``, ``cgen_efficiency, cmem_efficiency``).
         phases: as in ``training_curves``.
     """
-    return _curves(
+    fig = _curves(
         runs,
         [
             ("correct-class logit (train)", False, [("cgen_logit", "C_gen logit", "solid"), ("cmem_logit", "C_mem logit", "dash")]),
@@ -256,6 +257,10 @@ def circuit_efficiency(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[st
         phases,
         panel_height=260,
     )
+    if len(runs) == 1:  # one colour per circuit across the panels (several runs: one colour per run)
+        for t in fig.data:
+            t.line.color = GEN_COLOR if t.name.startswith("C_gen") else MEM_COLOR if t.name.startswith("C_mem") else "#888"
+    return fig
 
 
 # ---- one model ---------------------------------------------------------------------------------
@@ -351,12 +356,9 @@ def neuron_clusters(freq, frac_explained, threshold: float = 0.85, title: str = 
     return fig
 
 
-GEN_COLOR, MEM_COLOR = "#d62728", "#4a78a8"  # C_gen and C_mem in the circuit-split figure
-
-
 def circuit_split(W_E_norms, W_U_norms, neuron_norms, gen_neurons, key_frequencies: Iterable[int] = (),
                   title: str = "The weights of C_gen and C_mem") -> go.Figure:
-    """Which weights each circuit gets: W_E and W_U per frequency, and the MLP neurons.
+    """Which weights each circuit gets (red C_gen, blue C_mem): W_E and W_U per frequency, and the MLP neurons.
 
     Args:
         W_E_norms, W_U_norms: ``[(p - 1) // 2]`` Fourier norms per frequency of ``W_E[:p]`` over the
@@ -375,7 +377,7 @@ def circuit_split(W_E_norms, W_U_norms, neuron_norms, gen_neurons, key_frequenci
         for gen in (True, False):
             m = np.array([(int(f) in keys) == gen for f in k])
             fig.add_trace(go.Bar(x=k[m], y=y[m], marker_color=GEN_COLOR if gen else MEM_COLOR, name="C_gen" if gen else "C_mem",
-                                 legendgroup="gen" if gen else "mem", showlegend=row == 1,
+                                 legendgroup="gen" if gen else "mem", showlegend=False,
                                  hovertemplate=f"{label}<br>frequency %{{x}}<br>norm %{{y:.4g}}<extra></extra>"), row=row, col=1)
         fig.update_xaxes(title_text="frequency k", row=row, col=1)
         fig.update_yaxes(title_text="norm", row=row, col=1)
