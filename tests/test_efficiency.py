@@ -227,3 +227,14 @@ def test_split_refuses_what_it_does_not_define():
     with pytest.raises(ValueError, match="gen_neurons"):
         efficiency.split_parameters(model, [1], torch.ones(3, dtype=torch.bool))
     assert math.isnan(efficiency.efficiency(1.0, 0.0))
+
+
+def test_more_efficient_from_is_the_last_crossing():
+    steps = [0, 10, 20, 30, 40, 50]
+    nan = math.nan
+    # early noise (step 0) does not count; C_gen ahead for good from step 30
+    assert efficiency.more_efficient_from(steps, [1, 0, 0, 2, 3, 4], [0, 1, 1, 1, 1, 1]) == 30
+    assert efficiency.more_efficient_from(steps, [1] * 6, [0] * 6) == 0
+    assert efficiency.more_efficient_from(steps, [0, 0, 2, 2, 2, 0], [1] * 6) is None  # behind at the end
+    assert efficiency.more_efficient_from(steps, [nan, 2, 2, nan, 2, 2], [1] * 6) == 40  # NaN is not ahead
+    assert efficiency.more_efficient_from([], [], []) is None
