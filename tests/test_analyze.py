@@ -233,8 +233,14 @@ def test_small_run_restricted_loss_falls_before_test_loss(small_run):
     assert peak["excluded_loss"] > 5 * start["excluded_loss"]  # excluded loss rises during circuit formation
     assert last["gini_W_E"] > peak["gini_W_E"] + 0.1 and last["gini_W_L"] > peak["gini_W_L"] + 0.1  # cleanup
     assert last["sum_sq_weights"] < 0.8 * peak["sum_sq_weights"]
-    # efficiency: at the end C_gen gives far more logit per unit norm than C_mem
-    assert last["cgen_logit_per_norm"] > 10 * last["cmem_logit_per_norm"] and last["cgen_frac"] > 0.9
+    # efficiency (each circuit's logit per unit of its own norm): C_mem is the more efficient circuit when the
+    # training set is memorised, C_gen becomes it before the model groks, and ends far ahead
+    mem = at[ph["memorised"]]
+    assert mem["cmem_efficiency"] > 2 * mem["cgen_efficiency"] > 0
+    assert ph["memorised"] < summary["cgen_more_efficient_from"] < ph["grokked"]
+    assert last["cgen_efficiency"] > 10 * last["cmem_efficiency"] and last["cgen_frac"] > 0.9
+    assert all(r["cgen_param_norm"] ** 2 + r["cmem_param_norm"] ** 2 + r["shared_param_norm"] ** 2
+               == pytest.approx(r["sum_sq_weights"], rel=1e-9) for r in rows)
     assert rows[0]["cgen_frac"] < 0.01
 
 
