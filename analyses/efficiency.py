@@ -41,7 +41,7 @@ frequencies come from the final checkpoint and are used for every checkpoint, so
 C_gen's norm is the norm of the weights that *become* the Fourier circuit.
 
 Efficiency (``efficiency``): ``cgen_efficiency = cgen_logit / cgen_param_norm`` and the same for
-C_mem. Logits are not linear in the norm (a 1-layer transformer's logit grows like a power of its
+C_mem; ``more_efficient_from`` finds the step from which C_gen stays the more efficient. Logits are not linear in the norm (a 1-layer transformer's logit grows like a power of its
 weight scale), so compare the two circuits' efficiencies with each other at one checkpoint, not a
 ratio across very different norms as a law.
 """
@@ -57,7 +57,6 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from analyses import fourier
-from analyses.fourier import cos_row, fourier_basis, sin_row
 from analyses.progress import project
 
 
@@ -77,8 +76,8 @@ def residue_projectors(p: int, freqs: list[int]) -> tuple[Float[Tensor, "p p"], 
     Returns:
         ``(P_key, P_other, P_const)``, float64 ``[p, p]``, symmetric, summing to the identity.
     """
-    basis = fourier_basis(p)
-    rows = [r for k in freqs for r in (cos_row(k), sin_row(k))]
+    basis = fourier.fourier_basis(p)
+    rows = [r for k in freqs for r in (fourier.cos_row(k), fourier.sin_row(k))]
     other = sorted(set(range(1, p)) - set(rows))
     key_b, other_b, const_b = basis[rows], basis[other], basis[:1]
     return key_b.T @ key_b, other_b.T @ other_b, const_b.T @ const_b

@@ -9,10 +9,10 @@ or a missing cache is analysed before the page is drawn.
 
 Figures: loss/accuracy with the phase boundaries; restricted, excluded, train and test loss; Gini
 coefficients and the sum of squared weights; C_gen/C_mem logits, each circuit's own parameter norm
-and their ratio (curves of every run overlaid, one colour per run). Then, for each run, its final checkpoint: Fourier norms of
-W_E and W_L per frequency, W_E's Fourier norms across training, neurons clustered by frequency and
-the attention of the four heads over (a, b). The Fourier figures are left out (with a note) for
-tasks the Fourier analysers do not apply to.
+and their ratio (curves of every run overlaid, one colour per run). Then, for each run, its final
+checkpoint: Fourier norms of W_E and W_L per frequency, W_E's Fourier norms across training, neurons
+clustered by frequency and the attention of the four heads over (a, b). The Fourier figures are
+left out (with a note) for tasks the Fourier analysers do not apply to.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ CAPTIONS = {
                "sum of squared weights down.",
     "efficiency": "Top: the correct-class logit (train split) of the key-frequency part of the logits (C_gen) and of the rest "
                   "(C_mem). Middle: each circuit's own parameter norm; 'shared' (attention, W_pos, the '=' embedding, constant "
-                  "components) counts in neither. Bottom: logit per unit of own norm (analyses.efficiency).",
+                  "components) counts in neither. Bottom: logit per unit of own norm (analyses.efficiency). Dotted lines: "
+                  "phase boundaries, and the step from which C_gen stays the more efficient circuit.",
     "fourier_norms": "A handful of frequencies (red: the key frequencies found by neuron clustering) carry almost all of "
                      "the embedding and neuron-to-logit norm; the others are near zero.",
     "fourier_training": "Rows are frequencies (* = key). Look for the key-frequency rows to brighten during circuit formation "
@@ -154,7 +155,8 @@ def efficiency_caption(views: list[RunView]) -> str:
     """The efficiency figure's caption: what its panels are, then the numbers of each run drawn."""
     parts = [CAPTIONS["efficiency"]]
     for v in views:
-        rows = [r for r in v.rows if math.isfinite(r.get("cgen_efficiency", math.nan)) and math.isfinite(r.get("cmem_efficiency", math.nan))]
+        rows = [r for r in v.rows
+                if math.isfinite(r.get("cgen_efficiency", math.nan)) and math.isfinite(r.get("cmem_efficiency", math.nan))]
         if not v.fourier or not rows:
             continue
         peak, last = max(rows, key=lambda r: r["cmem_efficiency"]), rows[-1]
