@@ -21,9 +21,16 @@ Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; a
     correct_logit         mean over the train split of logit[correct] - mean_c logit[c]
     cgen_logit            the same from the C_gen (key-frequency) part of the logits
     cmem_logit            the same from the C_mem part (the rest); cgen_logit + cmem_logit = correct_logit
-    cgen_logit_per_norm   cgen_logit / param_norm
-    cmem_logit_per_norm   cmem_logit / param_norm
     cgen_frac             fraction of the squared norm of the class-centred logits (all inputs) in C_gen
+    cgen_param_norm       norm of C_gen's parameters: the key-frequency components of W_E[:p] (token
+                          axis), W_U and b_U (class axis), and the MLP neurons with >= 85% of their
+                          variance in the key frequencies on the final checkpoint (analyses.efficiency)
+    cmem_param_norm       norm of C_mem's: the other non-constant frequency components of the same
+                          matrices and every other neuron; cgen^2 + cmem^2 = the attributed weights' norm^2
+    shared_param_norm     norm of the parameters in neither circuit: attention, W_pos, the '=' row,
+                          b_out, and the constant components; cgen^2 + cmem^2 + shared^2 = sum_sq_weights
+    cgen_efficiency       cgen_logit / cgen_param_norm: C_gen's correct-class logit per unit of its own norm
+    cmem_efficiency       cmem_logit / cmem_param_norm
 
 ``analysis/frequencies.csv`` (``FREQUENCY_TABLE``), one row per (checkpoint, frequency k = 1..(p-1)/2):
     step, freq, W_E_norm, W_L_norm (sqrt(cos^2 + sin^2) Fourier norms), excluded_loss (train loss
@@ -37,7 +44,9 @@ Fourier norm > max/4), ``neurons_per_frequency``, ``unclustered_neurons``, ``dea
 0.8 / 0.85 / 0.9, ``key_frequencies_by_step`` on the last three checkpoints, ``key_frequencies_stable``
 if all of them agree), ``phases`` (steps, with their definitions in ``phase_definitions`` and, where
 Fourier phases are left out, the reason in ``phases_note``), ``fourier_applies`` and ``note``,
-``steps_computed`` (by the last call) and ``tables``: the SHA-256 of each table written with it.
+``cmem_neurons`` (the neurons the circuit split gives to C_mem; the others
+are C_gen's), ``cgen_more_efficient_from`` (the step from which cgen_efficiency >= cmem_efficiency at
+every later checkpoint, or null), ``steps_computed`` (by the last call) and ``tables``: the SHA-256 of each table written with it.
 ``summary.json`` is written last and read as the manifest of the set: tables whose hash does not
 match it (left by an analysis that was interrupted between files) are not used, and a re-run
 recomputes them.
@@ -50,10 +59,10 @@ their loss on the test split shows how well the Fourier circuit alone already ge
 *excluded* logits are the logits minus the projection; their loss on the train split shows how
 much the model still fits the training set without the circuit (memorisation).
 
-Conventions: the key frequencies of the final checkpoint are used for every checkpoint (as Nanda et
-al. do). mod_add uses the sum directions cos/sin(w(a + b)), mod_sub the difference directions
-cos/sin(w(a - b)). For the other tasks (and even p) the Fourier columns are left empty and the
-command prints one line saying why.
+Conventions: the key frequencies of the final checkpoint, and its split of the neurons between
+C_gen and C_mem, are used for every checkpoint (as Nanda et al. do). mod_add uses the sum directions cos/sin(w(a + b)), mod_sub
+the difference directions cos/sin(w(a - b)). For the other tasks (and even p) the Fourier columns
+are left empty and the command prints one line saying why.
 
 Phases (steps; the full wording is in ``PHASE_DEFINITIONS`` and in the summary):
     memorised                first train_acc >= 0.99
@@ -74,9 +83,10 @@ rule, so the steps here need not match theirs, even for the same curves. The thr
 are only defined when key frequencies were found: without them the excluded loss is just the train
 loss and C_gen is empty, so they are ``None`` and ``phases_note`` says why.
 
-Incremental: a re-run analyses only checkpoints missing from the table. The key frequencies are
-recomputed when the final checkpoint changed; if they differ from the cached ones, every row is
-recomputed (the key-frequency columns depend on them), otherwise only the new rows.
+Incremental: a re-run analyses only checkpoints missing from the table. The key frequencies and
+the neuron split are recomputed when the final checkpoint changed; if either differs from the
+cached one, every row is recomputed (the key-frequency and circuit columns depend on them),
+otherwise only the new rows.
 
 Speed: one HookedTransformer is built and each checkpoint's tensors are loaded into it; the logits
 of all inputs come from one batched ``interp.model.fast_logits`` call; everything else works on
@@ -115,12 +125,13 @@ log = logging.getLogger(__name__)
 ANALYSIS_TABLE = "checkpoints.csv"
 FREQUENCY_TABLE = "frequencies.csv"
 SUMMARY_FILE = "summary.json"
-ANALYSIS_VERSION = 2  # bump when a column's meaning changes: cached tables are then recomputed
+ANALYSIS_VERSION = 3  # bump when a column's meaning changes: cached tables are then recomputed
 
 COLUMNS = [
     "step", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss",
     "sum_sq_weights", "param_norm", "gini_W_E", "gini_W_L", "logit_cos_sim", "correct_logit",
-    "cgen_logit", "cmem_logit", "cgen_logit_per_norm", "cmem_logit_per_norm", "cgen_frac",
+    "cgen_logit", "cmem_logit", "cgen_frac", "cgen_param_norm", "cmem_param_norm", "shared_param_norm",
+    "cgen_efficiency", "cmem_efficiency",
 ]
 FREQUENCY_COLUMNS = ["step", "freq", "W_E_norm", "W_L_norm", "excluded_loss"]
 INT_COLUMNS = {"step", "freq"}
@@ -157,7 +168,7 @@ FOURIER_PHASES = ("circuit_formation_start", "cgen_overtakes_cmem", "cleanup_sta
 class _Analyser:
     """Holds the run's tensors, one reusable model and the key-frequency directions."""
 
-    def __init__(self, run: Run, key_freqs: list[int]):
+    def __init__(self, run: Run, key_freqs: list[int], cmem_neurons: list[int]):
         cfg, data = run.config, run.dataset
         self.run, self.cfg, self.data = run, cfg, data
         with torch.no_grad():
@@ -173,6 +184,7 @@ class _Analyser:
                 raise RunError(f"{run.path}: inputs are not the row-major p^2 grid the Fourier analysers need")
             self.sign = fourier.DIRECTION_SIGN[cfg.task]
             self.dirs = fourier.directions(cfg.p, self.key_freqs, self.sign)
+            self.gen_neurons = efficiency.gen_neuron_mask(cfg.d_mlp, cmem_neurons)
 
     def load(self, step: int) -> None:
         path = runs.ckpt_path(self.run.path, step)
@@ -208,8 +220,11 @@ class _Analyser:
         wl = fourier.unembed_fourier_norms(fourier.neuron_logit_map(model))
         row["gini_W_E"], row["gini_W_L"] = progress.gini(we), progress.gini(wl)
         row["logit_cos_sim"] = progress.ideal_logit_cosine(logits, self.key_freqs, self.sign)
-        split = efficiency.circuit_logits(logits, labels, self.dirs, data.train_idx, row["param_norm"])
+        split = efficiency.circuit_logits(logits, labels, self.dirs, data.train_idx)
         row.update({k: v for k, v in split.items() if k != "correct_logit"})
+        row.update(efficiency.circuit_param_norms(model, self.key_freqs, self.gen_neurons))
+        row["cgen_efficiency"] = efficiency.efficiency(row["cgen_logit"], row["cgen_param_norm"])
+        row["cmem_efficiency"] = efficiency.efficiency(row["cmem_logit"], row["cmem_param_norm"])
 
         per_key = progress.excluded_loss_per_frequency(logits, labels, data.train_idx, self.key_freqs, self.sign)
         excluded = {k: per_key[i].item() for i, k in enumerate(self.key_freqs)}
@@ -227,9 +242,11 @@ def key_frequency_summary(run: Run, step: int) -> dict:
     across ``STABILITY_THRESHOLDS`` and the last ``STABILITY_CHECKPOINTS`` checkpoints up to ``step``."""
     p, eq = run.config.p, run.config.eq_token
     model = runs.load_checkpoint(run.path, step, run.config)
-    fracs, variance = fourier.neuron_spectrum(fourier.mlp_activations(model, p, eq))
+    acts = fourier.mlp_activations(model, p, eq)
+    fracs, variance = fourier.neuron_spectrum(acts)
     clusters = fourier.assign_clusters(fracs, variance)
     clustered = clusters.freq > 0
+    gen = efficiency.gen_neurons(acts, clusters.key_frequencies)
     by_threshold = {f"{t:g}": fourier.assign_clusters(fracs, variance, t).key_frequencies for t in STABILITY_THRESHOLDS}
     by_step = {}
     for s in [s for s in run.steps if s <= step][-STABILITY_CHECKPOINTS:]:
@@ -250,13 +267,14 @@ def key_frequency_summary(run: Run, step: int) -> dict:
         "key_frequencies_by_threshold": by_threshold,
         "key_frequencies_by_step": by_step,
         "key_frequencies_stable": all(x == clusters.key_frequencies for x in sets),
+        "cmem_neurons": torch.nonzero(~gen).flatten().tolist(),
     }
 
 
 KEY_FREQUENCY_FIELDS = ("key_frequencies", "key_frequencies_step", "key_frequencies_embedding", "neurons_per_frequency",
                         "unclustered_neurons", "dead_neurons", "small_clusters", "min_cluster_neurons", "cluster_threshold",
                         "mean_frac_explained_clustered", "key_frequencies_by_threshold", "key_frequencies_by_step",
-                        "key_frequencies_stable")  # what key_frequency_summary returns, cached in summary.json
+                        "key_frequencies_stable", "cmem_neurons")  # what key_frequency_summary returns, cached in summary.json
 
 
 # ---- phases ------------------------------------------------------------------------------------
@@ -445,12 +463,12 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool) -> tup
     cache = None if force else _load_cache(run_dir)
     summary = {"version": ANALYSIS_VERSION, "task": cfg.task, "p": cfg.p, "fourier_applies": note is None, "note": note}
     if note is None:
-        if cache and cache[2].get("key_frequencies_step") == final:
+        if cache and cache[2].get("key_frequencies_step") == final and all(k in cache[2] for k in KEY_FREQUENCY_FIELDS):
             summary.update({k: cache[2][k] for k in KEY_FREQUENCY_FIELDS if k in cache[2]})
         else:
             summary.update(key_frequency_summary(run, final))
-        if cache and cache[2].get("key_frequencies") != summary["key_frequencies"]:
-            log.info("key frequencies changed (%s -> %s): recomputing every checkpoint",
+        if cache and any(cache[2].get(k) != summary[k] for k in ("key_frequencies", "cmem_neurons")):
+            log.info("key frequencies or neuron clusters changed (key frequencies %s -> %s): recomputing every checkpoint",
                      cache[2].get("key_frequencies"), summary["key_frequencies"])
             cache = None
     key_freqs = summary.get("key_frequencies", [])
@@ -461,13 +479,15 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool) -> tup
         have_freq.setdefault(r["step"], []).append(r)
     todo = [s for s in run.steps if s not in have]
 
-    analyser = _Analyser(run, key_freqs)
+    analyser = _Analyser(run, key_freqs, summary.get("cmem_neurons", []))
     for step in tqdm(todo, desc=f"analyse {run_dir.name}", unit="ckpt", disable=not progress, dynamic_ncols=True):
         have[step], have_freq[step] = analyser(step)
 
     rows = [have[s] for s in run.steps]
     freq_rows = [r for s in run.steps for r in have_freq.get(s, [])]
     summary["phases"] = detect_phases(rows, fourier_phases=bool(key_freqs))
+    summary["cgen_more_efficient_from"] = efficiency.more_efficient_from(
+        [r["step"] for r in rows], [r["cgen_efficiency"] for r in rows], [r["cmem_efficiency"] for r in rows])
     summary["phase_definitions"] = PHASE_DEFINITIONS
     if note is None and not key_freqs:
         summary["phases_note"] = (f"no key frequency was found on the final checkpoint (step {final}): the excluded loss is "

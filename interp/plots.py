@@ -22,11 +22,13 @@ from plotly.subplots import make_subplots
 
 MAX_POINTS = 2000
 COLORS = qualitative.Plotly
+GEN_COLOR, MEM_COLOR = "#d62728", "#4a78a8"  # C_gen and C_mem in the figures of one run
 FONT = dict(family="DejaVu Sans, Liberation Sans, Arial, sans-serif", size=13)
 # Short labels of the phase boundaries of ``interp.analyze.PHASE_DEFINITIONS``.
 PHASE_LABELS = {
     "memorised": "memorised", "circuit_formation_start": "circuit formation", "cgen_overtakes_cmem": "C_gen > C_mem",
     "cleanup_start": "cleanup", "test_acc_0.9": "test acc 0.9", "grokked": "grokked",
+    "cgen_more_efficient_from": "C_gen more efficient",  # summary["cgen_more_efficient_from"], not a phase
 }
 
 Rows = Sequence[Mapping[str, float]]
@@ -235,22 +237,30 @@ def weight_measures(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, 
 
 
 def circuit_efficiency(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
-    """C_gen and C_mem correct-class logits, and the same per unit parameter norm.
+    """C_gen and C_mem: correct-class logits, each circuit's own parameter norm, and their ratio.
 
     Args:
         runs: ``{run name: rows of the analysis table}`` (``cgen_logit, cmem_logit``,
-            ``cgen_logit_per_norm, cmem_logit_per_norm``).
+            ``cgen_param_norm, cmem_param_norm, shared_param_norm``, ``cgen_efficiency, cmem_efficiency``).
         phases: as in ``training_curves``.
     """
-    return _curves(
+    fig = _curves(
         runs,
         [
             ("correct-class logit (train)", False, [("cgen_logit", "C_gen logit", "solid"), ("cmem_logit", "C_mem logit", "dash")]),
-            ("logit per unit parameter norm", False, [("cgen_logit_per_norm", "C_gen per norm", "solid"), ("cmem_logit_per_norm", "C_mem per norm", "dash")]),
+            ("parameter norm", False, [("cgen_param_norm", "C_gen norm", "solid"), ("cmem_param_norm", "C_mem norm", "dash"),
+                                       ("shared_param_norm", "shared norm (neither)", "dot")]),
+            ("logit per unit own norm", False, [("cgen_efficiency", "C_gen efficiency", "solid"),
+                                                ("cmem_efficiency", "C_mem efficiency", "dash")]),
         ],
-        "Circuit efficiency: C_gen vs C_mem",
+        "Circuit efficiency: each circuit's logit per unit of its own parameter norm",
         phases,
+        panel_height=260,
     )
+    if len(runs) == 1:  # one colour per circuit across the panels (several runs: one colour per run)
+        for t in fig.data:
+            t.line.color = GEN_COLOR if t.name.startswith("C_gen") else MEM_COLOR if t.name.startswith("C_mem") else "#888"
+    return fig
 
 
 # ---- one model ---------------------------------------------------------------------------------
@@ -349,6 +359,46 @@ def neuron_clusters(freq, frac_explained, threshold: float = 0.85, title: str = 
     fig = _layout(fig, title, height=440)
     fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1, xanchor="left", x=1.01))
     return fig
+
+
+def circuit_split(W_E_norms, W_U_norms, neuron_norms, gen_neurons, key_frequencies: Iterable[int] = (),
+                  title: str = "The weights of C_gen and C_mem") -> go.Figure:
+    """Which weights each circuit gets (red C_gen, blue C_mem): W_E and W_U per frequency, and the MLP neurons.
+
+    Args:
+        W_E_norms, W_U_norms: ``[(p - 1) // 2]`` Fourier norms per frequency of ``W_E[:p]`` over the
+            tokens and of ``W_U`` over the classes (index ``k - 1`` for frequency ``k``).
+        neuron_norms: ``[d_mlp]`` norm of each neuron's parameters (``W_in`` column, ``b_in``, ``W_out`` row).
+        gen_neurons: ``[d_mlp]`` True for C_gen's neurons.
+        key_frequencies: the frequencies that go to C_gen.
+        title: figure title.
+    """
+    keys = set(int(k) for k in key_frequencies)
+    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.12,
+                        subplot_titles=["W_E[:p] over the tokens", "W_U over the classes", "MLP neurons, largest first"])
+    for row, (norms, label) in enumerate(((W_E_norms, "W_E"), (W_U_norms, "W_U")), start=1):
+        y = _array(norms, 5)
+        k = np.arange(1, len(y) + 1)
+        for gen in (True, False):
+            m = np.array([(int(f) in keys) == gen for f in k])
+            fig.add_trace(go.Bar(x=k[m], y=y[m], marker_color=GEN_COLOR if gen else MEM_COLOR, name="C_gen" if gen else "C_mem",
+                                 legendgroup="gen" if gen else "mem", showlegend=False,
+                                 hovertemplate=f"{label}<br>frequency %{{x}}<br>norm %{{y:.4g}}<extra></extra>"), row=row, col=1)
+        fig.update_xaxes(title_text="frequency k", row=row, col=1)
+        fig.update_yaxes(title_text="norm", row=row, col=1)
+    n = _array(neuron_norms, 5)
+    g = np.asarray(_array(gen_neurons) > 0)
+    order = np.argsort(-n, kind="stable")
+    for gen in (True, False):
+        m = g[order] == gen
+        fig.add_trace(go.Bar(x=np.arange(len(n))[m], y=n[order][m], marker_color=GEN_COLOR if gen else MEM_COLOR,
+                             name=f"C_gen ({int(g.sum())} neurons)" if gen else f"C_mem ({int((~g).sum())} neurons)",
+                             legendgroup="gen" if gen else "mem", customdata=order[m], marker_line_width=0,
+                             hovertemplate="neuron %{customdata}<br>norm %{y:.4g}<extra></extra>"), row=3, col=1)
+    fig.update_xaxes(title_text="neuron rank by norm", row=3, col=1)
+    fig.update_yaxes(title_text="norm", row=3, col=1)
+    fig.update_layout(bargap=0.1)
+    return _layout(fig, title, height=820)
 
 
 def attention_grid(pattern, title: str = "Attention from '=' to token a, per head, over (a, b)") -> go.Figure:

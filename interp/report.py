@@ -8,11 +8,11 @@ analysis tables of each run (``interp.analyze``) are brought up to date first, s
 or a missing cache is analysed before the page is drawn.
 
 Figures: loss/accuracy with the phase boundaries; restricted, excluded, train and test loss; Gini
-coefficients and the sum of squared weights; C_gen/C_mem logits and logit per unit norm (curves of
-every run overlaid, one colour per run). Then, for each run, its final checkpoint: Fourier norms of
-W_E and W_L per frequency, W_E's Fourier norms across training, neurons clustered by frequency and
-the attention of the four heads over (a, b). The Fourier figures are left out (with a note) for
-tasks the Fourier analysers do not apply to.
+coefficients and the sum of squared weights; C_gen/C_mem logits, each circuit's own parameter norm
+and their ratio (curves of every run overlaid, one colour per run). Then, for each run, its final
+checkpoint: Fourier norms of W_E and W_L per frequency, W_E's Fourier norms across training, neurons
+clustered by frequency and the attention of the four heads over (a, b). The Fourier figures are
+left out (with a note) for tasks the Fourier analysers do not apply to.
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ COMPARE_FILE = "report_compare.html"  # default name of a report of several runs
 PLOTLY_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 CLUSTER_THRESHOLD = fourier.CLUSTER_THRESHOLD  # drawn on the neuron figure
 
-CAPTIONS = {  # captions that are not generated from the run's numbers (see the caption_* functions)
-    "efficiency": "The generalising circuit C_gen takes over the correct-class logit from the memorising C_mem, and yields "
-                  "more logit per unit of parameter norm: that is why weight decay favours it.",
+CAPTIONS = {  # what a figure's panels are; the numbers of the run drawn are appended (the caption_* functions)
+    "efficiency": "Top: the correct-class logit (train split) of the key-frequency part of the logits (C_gen) and of the rest "
+                  "(C_mem). Middle: each circuit's own parameter norm; 'shared' (attention, W_pos, the '=' embedding, constant "
+                  "components) counts in neither. Bottom: logit per unit of own norm (analyses.efficiency). Dotted lines: "
+                  "phase boundaries, and the step from which C_gen stays the more efficient circuit.",
 }
 
 
@@ -272,6 +274,24 @@ class Figure:
     caption: str
 
 
+def efficiency_caption(views: list[RunView]) -> str:
+    """The efficiency figure's caption: what its panels are, then the numbers of each run drawn."""
+    parts = [CAPTIONS["efficiency"]]
+    for v in views:
+        rows = [r for r in v.rows
+                if math.isfinite(r.get("cgen_efficiency", math.nan)) and math.isfinite(r.get("cmem_efficiency", math.nan))]
+        if not v.fourier or not rows:
+            continue
+        peak, last = max(rows, key=lambda r: r["cmem_efficiency"]), rows[-1]
+        start = v.summary.get("cgen_more_efficient_from")
+        who = (f"C_gen is the more efficient circuit from step {start} on" if start is not None
+               else "C_gen is not the more efficient circuit at the last checkpoint")
+        parts.append(f"{v.name + ': ' if len(views) > 1 else ''}C_mem's efficiency peaks at {peak['cmem_efficiency']:.3g} "
+                     f"(step {peak['step']}, C_gen {peak['cgen_efficiency']:.3g}); at step {last['step']} C_mem's is "
+                     f"{last['cmem_efficiency']:.3g} and C_gen's {last['cgen_efficiency']:.3g}; {who}.")
+    return " ".join(parts)
+
+
 def overlay_figures(views: list[RunView]) -> list[Figure]:
     """The curves of every run in one figure each."""
     phases = {v.name: v.summary.get("phases", {}) for v in views}
@@ -282,10 +302,13 @@ def overlay_figures(views: list[RunView]) -> list[Figure]:
     if keyed:
         out.append(Figure("progress", plots.progress_losses({v.name: v.rows for v in keyed}, phases),
                           caption_progress([v for v in views if v.fourier])))
-    for key, fn in (("weights", plots.weight_measures), ("efficiency", plots.circuit_efficiency)):
-        fig = fn(tables, phases)
+    # the efficiency figure also marks where C_gen becomes the more efficient circuit for good
+    eff_phases = {v.name: {**phases[v.name], "cgen_more_efficient_from": v.summary.get("cgen_more_efficient_from")} for v in views}
+    for key, fn, ph, caption in (("weights", plots.weight_measures, phases, caption_weights(views)),
+                                 ("efficiency", plots.circuit_efficiency, eff_phases, efficiency_caption(views))):
+        fig = fn(tables, ph)
         if fig.data:
-            out.append(Figure(key, fig, caption_weights(views) if key == "weights" else CAPTIONS[key]))
+            out.append(Figure(key, fig, caption))
     return out
 
 

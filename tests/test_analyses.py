@@ -245,20 +245,18 @@ def test_cgen_plus_cmem_is_the_full_logits():
     assert torch.allclose(gen + mem, logits, atol=1e-12)
     assert (gen * mem).sum().abs() < 1e-9  # orthogonal parts
     train = torch.randperm(P * P, generator=g)[:60]
-    out = efficiency.circuit_logits(logits, y, dirs, train, param_norm=2.0)
+    out = efficiency.circuit_logits(logits, y, dirs, train)
     full = efficiency.centred_correct_logit(logits[train], y[train]).mean().item()
     assert out["correct_logit"] == pytest.approx(full, rel=1e-12)
     assert out["cgen_logit"] + out["cmem_logit"] == pytest.approx(full, rel=1e-10)
     assert out["cgen_logit"] == pytest.approx(efficiency.centred_correct_logit(gen[train], y[train]).mean().item(), rel=1e-10)
-    assert out["cgen_logit_per_norm"] == pytest.approx(out["cgen_logit"] / 2.0)
-    assert out["cmem_logit_per_norm"] == pytest.approx(out["cmem_logit"] / 2.0)
     gc, lc = gen - gen.mean(1, keepdim=True), logits - logits.mean(1, keepdim=True)
     assert out["cgen_frac"] == pytest.approx((gc.pow(2).sum() / lc.pow(2).sum()).item(), rel=1e-10)
 
 
 def test_planted_logits_are_all_cgen():
     logits, y = planted_logits(), labels()
-    out = efficiency.circuit_logits(logits, y, fourier.directions(P, PLANTED), torch.arange(P * P), param_norm=1.0)
+    out = efficiency.circuit_logits(logits, y, fourier.directions(P, PLANTED), torch.arange(P * P))
     assert out["cmem_logit"] == pytest.approx(0.0, abs=1e-10) and out["cgen_frac"] == pytest.approx(1.0, abs=1e-12)
     # the planted logits peak at the correct class: cos(0) = 1, mean over classes 0
     assert out["cgen_logit"] == pytest.approx(4.0 + 2.5, rel=1e-10)

@@ -20,15 +20,18 @@ from interp.train import train
 from tests.conftest import tiny_config
 
 FOURIER_COLUMNS = ["restricted_loss", "excluded_loss", "gini_W_E", "gini_W_L", "logit_cos_sim", "cgen_logit",
-                   "cmem_logit", "cgen_logit_per_norm", "cmem_logit_per_norm", "cgen_frac"]
+                   "cmem_logit", "cgen_frac", "cgen_param_norm", "cmem_param_norm", "shared_param_norm",
+                   "cgen_efficiency", "cmem_efficiency"]
 
 
 def fixed_key_frequencies(monkeypatch, keys):
-    """Make the key frequencies ``keys["value"]`` (a tiny run of 40 steps has not formed any)."""
+    """Make the key frequencies ``keys["value"]`` (a tiny run of 40 steps has not formed any), and
+    C_mem's neurons ``keys.get("cmem", [])``."""
 
     def fake_summary(run, step):
         return {"key_frequencies": list(keys["value"]), "key_frequencies_step": step, "key_frequencies_embedding": [],
-                "neurons_per_frequency": {}, "unclustered_neurons": [], "mean_frac_explained_clustered": None}
+                "neurons_per_frequency": {}, "unclustered_neurons": [], "mean_frac_explained_clustered": None,
+                "cmem_neurons": list(keys.get("cmem", []))}
 
     monkeypatch.setattr(analyze, "key_frequency_summary", fake_summary)
 
@@ -54,7 +57,13 @@ def test_tables_of_a_tiny_run(tiny_copy):
             assert r[k] == pytest.approx(m[k], rel=1e-9), k
         assert r["sum_sq_weights"] == pytest.approx(r["param_norm"] ** 2, rel=1e-12)
         assert r["cgen_logit"] + r["cmem_logit"] == pytest.approx(r["correct_logit"], rel=1e-9, abs=1e-12)
-        assert all(math.isfinite(r[c]) for c in COLUMNS)
+        norms = [r["cgen_param_norm"], r["cmem_param_norm"], r["shared_param_norm"]]
+        assert sum(n ** 2 for n in norms) == pytest.approx(r["sum_sq_weights"], rel=1e-9)
+        assert r["cmem_efficiency"] == pytest.approx(r["cmem_logit"] / r["cmem_param_norm"], rel=1e-12)
+        # no key frequency and no clustered neuron yet: C_gen has no parameters, so no efficiency
+        assert r["cgen_param_norm"] == 0 and r["cgen_logit"] == 0 and math.isnan(r["cgen_efficiency"])
+        assert all(math.isfinite(r[c]) for c in COLUMNS if c != "cgen_efficiency")
+    assert summary["cgen_more_efficient_from"] is None
     assert summary["fourier_applies"] and summary["key_frequencies_step"] == 40
     assert set(summary["phases"]) == set(analyze.PHASE_DEFINITIONS)
     assert summary["steps_computed"] == run.steps
@@ -68,10 +77,20 @@ def test_tables_of_a_tiny_run(tiny_copy):
 
 
 def test_restricted_loss_of_the_final_checkpoint_by_hand(tiny_copy, monkeypatch):
-    fixed_key_frequencies(monkeypatch, {"value": [2, 5]})
+    fixed_key_frequencies(monkeypatch, {"value": [2, 5], "cmem": [0, 5, 7]})
     rows, summary = analyze_run(tiny_copy, write=False)
     run = load_run(tiny_copy)
     model, data = run.load_model(40), run.dataset
+    # C_mem's norm by hand: frequencies other than 2 and 5 (and not the constant) of W_E[:p] over the
+    # tokens and of W_U over the classes, plus neurons 0, 5 and 7 (the biases are frozen at zero)
+    p = run.config.p
+    B = fourier.fourier_basis(p)
+    other = B[[i for i in range(1, p) if i not in (3, 4, 9, 10)]]  # rows cos 2, sin 2, cos 5, sin 5 left out
+    W_E, W_U = model.W_E.detach().double()[:p], model.W_U.detach().double()
+    W_in, W_out = model.blocks[0].mlp.W_in.detach().double(), model.blocks[0].mlp.W_out.detach().double()
+    cmem_sq = (other @ W_E).pow(2).sum() + (W_U @ other.T).pow(2).sum() + W_in[:, [0, 5, 7]].pow(2).sum() + W_out[[0, 5, 7]].pow(2).sum()
+    assert rows[-1]["cmem_param_norm"] == pytest.approx(math.sqrt(cmem_sq.item()), rel=1e-9)
+    assert rows[-1]["cgen_efficiency"] == pytest.approx(rows[-1]["cgen_logit"] / rows[-1]["cgen_param_norm"], rel=1e-12)
     with torch.no_grad():
         logits = model(data.inputs)[:, -1]
     dirs = fourier.directions(run.config.p, summary["key_frequencies"], +1)
@@ -113,6 +132,19 @@ def test_a_new_final_checkpoint_recomputes_all_rows_only_if_the_key_frequencies_
     shutil.move(ckpt_path(tiny_copy, 40), hidden)
     rows, summary = analyze_run(tiny_copy)  # final checkpoint 30 now, with other key frequencies
     assert summary["steps_computed"] == [0, 10, 20, 30] and summary["key_frequencies"] == [3]
+
+
+def test_a_new_neuron_split_recomputes_all_rows(tiny_copy, tmp_path, monkeypatch):
+    keys = {"value": [2], "cmem": [1, 2]}
+    fixed_key_frequencies(monkeypatch, keys)
+    hidden = tmp_path / "hidden.safetensors"
+    shutil.move(ckpt_path(tiny_copy, 40), hidden)
+    before, _ = analyze_run(tiny_copy)
+    shutil.move(hidden, ckpt_path(tiny_copy, 40))
+    keys["cmem"] = [1, 2, 3]  # same key frequencies, one neuron moved from C_gen to C_mem
+    rows, summary = analyze_run(tiny_copy)
+    assert summary["steps_computed"] == [0, 10, 20, 30, 40]
+    assert rows[0]["cmem_param_norm"] > before[0]["cmem_param_norm"] and rows[0]["cgen_param_norm"] < before[0]["cgen_param_norm"]
 
 
 def test_cli_prints_the_key_frequencies_and_phases(tiny_copy, capsys):
@@ -268,8 +300,14 @@ def test_small_run_restricted_loss_falls_before_test_loss(small_run):
     assert peak["excluded_loss"] > 5 * start["excluded_loss"]  # excluded loss rises during circuit formation
     assert last["gini_W_E"] > peak["gini_W_E"] + 0.1 and last["gini_W_L"] > peak["gini_W_L"] + 0.1  # cleanup
     assert last["sum_sq_weights"] < 0.8 * peak["sum_sq_weights"]
-    # efficiency: at the end C_gen gives far more logit per unit norm than C_mem
-    assert last["cgen_logit_per_norm"] > 10 * last["cmem_logit_per_norm"] and last["cgen_frac"] > 0.9
+    # efficiency (each circuit's logit per unit of its own norm): C_mem is the more efficient circuit when the
+    # training set is memorised, C_gen becomes it before the model groks, and ends far ahead
+    mem = at[ph["memorised"]]
+    assert mem["cmem_efficiency"] > 2 * mem["cgen_efficiency"] > 0
+    assert ph["memorised"] < summary["cgen_more_efficient_from"] < ph["grokked"]
+    assert last["cgen_efficiency"] > 10 * last["cmem_efficiency"] and last["cgen_frac"] > 0.9
+    assert all(r["cgen_param_norm"] ** 2 + r["cmem_param_norm"] ** 2 + r["shared_param_norm"] ** 2
+               == pytest.approx(r["sum_sq_weights"], rel=1e-9) for r in rows)
     assert rows[0]["cgen_frac"] < 0.01
 
 

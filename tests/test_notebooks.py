@@ -18,12 +18,29 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_three_notebooks_are_there():
+def test_the_four_notebooks_are_there():
     assert [p.name for p in NOTEBOOKS] == [
         "01_train_and_watch_it_grok.ipynb",
         "02_fourier_circuit.ipynb",
         "03_progress_measures_and_efficiency.ipynb",
+        "04_circuit_efficiency.ipynb",
     ]
+
+
+def check_04(text: str, rows: list[dict], summary: dict) -> None:
+    """Notebook 4's efficiencies by hand are the analysis table's, and its norms add up."""
+    final = rows[-1]
+    found = re.findall(r"(cgen|cmem)_efficiency at step (\d+): by hand (\S+), analysis table (\S+)", text)
+    assert [c for c, *_ in found] == ["cgen", "cmem"], text
+    for c, step, by_hand, table in found:
+        assert int(step) == final["step"]
+        assert float(table) == final[f"{c}_efficiency"]
+        assert float(by_hand) == pytest.approx(final[f"{c}_efficiency"], rel=1e-5)  # float32 forward vs fast path
+    squares, total = re.search(r"sum of the three squared: (\S+); sum of squared weights: (\S+)", text).groups()
+    assert float(squares) == pytest.approx(float(total), rel=1e-9) and float(total) == pytest.approx(final["sum_sq_weights"], rel=1e-9)
+    more = summary["cgen_more_efficient_from"]
+    assert (f"C_gen is the more efficient circuit from step {more} on" if more is not None
+            else "C_gen is not the more efficient circuit at the last checkpoint") in text
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -83,7 +100,7 @@ def check_03(text: str, rows: list[dict], summary: dict) -> None:
     assert (float(m.group(1)), float(m.group(2))) == pytest.approx((start["train_loss"], start["test_loss"]), rel=1e-3)
 
 
-CHECKS = {"01": check_01, "02": check_02, "03": check_03}
+CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04}  # what a notebook prints vs the library
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

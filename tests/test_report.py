@@ -18,7 +18,7 @@ import pytest
 
 from interp import plots
 from interp.analyze import load_analysis
-from interp.report import COMPARE_FILE, main, write_report
+from interp.report import CAPTIONS, COMPARE_FILE, RunView, efficiency_caption, main, write_report
 from interp.runs import REPORT_FILE, ckpt_path
 from interp.train import train
 from tests.conftest import tiny_config
@@ -82,7 +82,8 @@ def test_out_and_several_runs_overlay(tiny_copy, tmp_path):
     assert write_report([tiny_copy, other]) == tiny_copy / COMPARE_FILE
     # the overlaid figures hold one set of traces per run, named after it
     runs = {"a": load_analysis(tiny_copy)[0], "b": load_analysis(other)[0]}
-    for fn, per_run in ((plots.training_curves, 4), (plots.progress_losses, 4), (plots.weight_measures, 3), (plots.circuit_efficiency, 4)):
+    # circuit_efficiency: 7 curves, but a tiny run has no key frequency, so no C_gen parameters and no C_gen efficiency
+    for fn, per_run in ((plots.training_curves, 4), (plots.progress_losses, 4), (plots.weight_measures, 3), (plots.circuit_efficiency, 6)):
         fig = fn(runs, {"a": {"memorised": 10}, "b": {"memorised": None}})
         metas = [t.meta for t in fig.data]
         assert metas.count("a") == per_run and metas.count("b") == per_run, fn.__name__
@@ -116,6 +117,24 @@ def test_captions_state_the_numbers_of_the_run_drawn(small_copy, tiny_copy):
     assert "0 of 64 are assigned" in report.caption_neurons(tiny)
     figs = report.overlay_figures([tiny])
     assert "progress" not in [f.key for f in figs]  # restricted/excluded loss are not drawn without key frequencies
+
+
+def test_efficiency_caption_states_the_numbers_of_the_run_drawn():
+    def row(step, gen, mem):
+        return {"step": step, "cgen_efficiency": gen, "cmem_efficiency": mem}
+
+    rows = [row(0, float("nan"), float("nan")), row(100, 0.25, 0.75), row(200, 0.5, 0.875), row(300, 1.5, 0.125)]
+    view = RunView("r", None, {}, rows, {"fourier_applies": True, "cgen_more_efficient_from": 300}, [])
+    caption = efficiency_caption([view])
+    assert caption.startswith(CAPTIONS["efficiency"])
+    assert "C_mem's efficiency peaks at 0.875 (step 200, C_gen 0.5); at step 300 C_mem's is 0.125 and C_gen's 1.5; " \
+           "C_gen is the more efficient circuit from step 300 on." in caption
+    view.summary["cgen_more_efficient_from"] = None
+    other = RunView("s", None, {}, rows[:3], {"fourier_applies": True, "cgen_more_efficient_from": None}, [])
+    caption = efficiency_caption([view, other])
+    assert "r: C_mem's efficiency peaks" in caption and "s: C_mem's efficiency peaks at 0.875" in caption
+    assert caption.count("C_gen is not the more efficient circuit at the last checkpoint") == 2
+    assert efficiency_caption([RunView("m", None, {}, rows, {"fourier_applies": False}, [])]) == CAPTIONS["efficiency"]
 
 
 def test_curves_are_thinned_and_labelled():
