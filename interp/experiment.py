@@ -24,7 +24,7 @@ from interp.cli import Parser
 from interp.config import ConfigError
 from interp.experiments import EXPERIMENTS, load
 from interp.speed import tune_allocator
-from interp.sweep import SweepError, check_device, run_sweep
+from interp.sweep import SweepError, check_backend_args, report_outcome, run_sweep
 
 SUMMARY_FILE = "summary.csv"
 
@@ -68,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     mod = load(args.name)
     prog = f"python -m interp.experiment {args.name}"
     try:
-        if args.pack < 1:
-            raise SweepError(f"--pack {args.pack}: must be >= 1")
-        if args.address and args.backend != "ray":
-            raise SweepError("--address: only used with --backend ray")
-        check_device(args.device)
+        check_backend_args(args)
         spec = mod.spec(args)
         tune_allocator()
         t = time.perf_counter()
@@ -83,14 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; re-run the same command to continue {args.out}", file=sys.stderr)
         return 130
-    text = write_summary(args.out, mod.summarise(args.out))
-    print(text, end="")
-    bad = [n for n, r in rows.items() if r["status"] != "ok"]
-    print(f"{args.out}: {len(rows) - len(bad)} of {len(rows)} members ok in {time.perf_counter() - t:.0f}s -> {args.out / SUMMARY_FILE}")
-    if bad:
-        print(f"{prog}: {len(bad)} members failed; reasons in {args.out / 'results.csv'}", file=sys.stderr)
-        return 1
-    return 0
+    print(write_summary(args.out, mod.summarise(args.out)), end="")
+    return report_outcome(prog, args.out, rows, time.perf_counter() - t, args.out / SUMMARY_FILE)
 
 
 if __name__ == "__main__":

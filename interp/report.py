@@ -437,10 +437,34 @@ def _generator_versions() -> str:
     return ", ".join(out)
 
 
-def render(views: list[RunView]) -> tuple[str, int]:
-    """The HTML page of ``views`` and its number of figures."""
+def _figure_html(n: int, f: Figure) -> str:
+    div = f.fig.to_html(full_html=False, include_plotlyjs=False, config=PLOTLY_CONFIG, div_id=f"fig-{n}-{f.key}", default_width="100%")
+    return f'<figure id="figure-{n}"><div class="plot">{div}</div><figcaption><b>Figure {n}.</b> {_e(f.caption)}</figcaption></figure>'
+
+
+def _page(title: str, meta: str, body: str) -> str:
+    """A whole self-contained page: plotly.js inlined, the generator tag, ``meta`` under the title."""
     from plotly.offline import get_plotlyjs
 
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="{GENERATOR}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>interp report: {_e(title)}</title>
+<style>{CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head><body><main>
+<h1>interp report: {_e(title)}</h1>
+<p class="meta">Generated {now} by <code>python -m interp.report</code> with {_e(_generator_versions())}.
+{meta}</p>
+{body}
+</main></body></html>
+"""
+
+
+def render(views: list[RunView]) -> tuple[str, int]:
+    """The HTML page of ``views`` and its number of figures."""
     sections: list[tuple[str, list[Figure], list[str]]] = []
     notes = [f"{v.name}: {v.summary.get('note')}" for v in views if not v.fourier and v.summary.get("note")]
     notes += [f"{v.name}: {v.summary['phases_note']}" for v in views if v.summary.get("phases_note")]
@@ -455,36 +479,20 @@ def render(views: list[RunView]) -> tuple[str, int]:
         parts += [f'<p class="note">{_e(x)}</p>' for x in sec_notes]
         for f in figs:
             n += 1
-            div = f.fig.to_html(full_html=False, include_plotlyjs=False, config=PLOTLY_CONFIG, div_id=f"fig-{n}-{f.key}",
-                                default_width="100%")
-            parts.append(f'<figure id="figure-{n}"><div class="plot">{div}</div><figcaption><b>Figure {n}.</b> {_e(f.caption)}</figcaption></figure>')
+            parts.append(_figure_html(n, f))
 
     names = ", ".join(v.name for v in views)
     defs = views[0].summary.get("phase_definitions", {})
     defs_html = "".join(f"<li><b>{_e(k)}</b>: {_e(d)}</li>" for k, d in defs.items())
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="generator" content="{GENERATOR}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>interp report: {_e(names)}</title>
-<style>{CSS}</style>
-<script type="text/javascript">{get_plotlyjs()}</script>
-</head><body><main>
-<h1>interp report: {_e(names)}</h1>
-<p class="meta">Generated {now} by <code>python -m interp.report</code> with {_e(_generator_versions())}.
-{len(views)} run(s), {n} figures. Per-model figures use each run's final checkpoint.</p>
-<div class="cols">
+    body = f"""<div class="cols">
 <section><h2>Runs</h2>
 {_run_table(views)}
 <details><summary>Phase boundaries: definitions</summary><ul>{defs_html}</ul></details></section>
 <section><h2>Configuration</h2>
 {_config_table(views)}</section>
 </div>
-{"".join(parts)}
-</main></body></html>
-"""
-    return page, n
+{"".join(parts)}"""
+    return _page(names, f"{len(views)} run(s), {n} figures. Per-model figures use each run's final checkpoint.", body), n
 
 
 def build_report(run_dirs: list[str | Path], force: bool = False, progress: bool = False) -> tuple[str, int]:
@@ -604,34 +612,12 @@ def sweep_figures(sweep_dir: Path) -> tuple[list[Figure], list[dict], list[dict]
 
 def render_sweep(sweep_dir: Path) -> tuple[str, int]:
     """The HTML page of a sweep (or experiment) directory and its number of figures."""
-    from plotly.offline import get_plotlyjs
-
     figs, results, summary = sweep_figures(sweep_dir)
-    parts = []
-    for n, f in enumerate(figs, start=1):
-        div = f.fig.to_html(full_html=False, include_plotlyjs=False, config=PLOTLY_CONFIG, div_id=f"fig-{n}-{f.key}", default_width="100%")
-        parts.append(f'<figure id="figure-{n}"><div class="plot">{div}</div><figcaption><b>Figure {n}.</b> {_e(f.caption)}</figcaption></figure>')
     name = sweep_dir.resolve().name
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="generator" content="{GENERATOR}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>interp report: {_e(name)}</title>
-<style>{CSS}</style>
-<script type="text/javascript">{get_plotlyjs()}</script>
-</head><body><main>
-<h1>interp report: sweep {_e(name)}</h1>
-<p class="meta">Generated {now} by <code>python -m interp.report</code> with {_e(_generator_versions())}.
-{len(results)} members finished, {len(figs)} figures. Each member is a run directory under <code>runs/</code>;
-<code>python -m interp.report {_e(name)}/runs/NAME</code> draws one of them in full.</p>
-{"<h2>Summary</h2>" + _csv_table(summary) if summary else ""}
-{"".join(parts)}
-<h2>Results</h2>
-{_csv_table(results)}
-</main></body></html>
-"""
-    return page, len(figs)
+    meta = (f"{len(results)} members finished, {len(figs)} figures. Each member is a run directory under <code>runs/</code>; "
+            f"<code>python -m interp.report {_e(name)}/runs/NAME</code> draws one of them in full.")
+    body = ("<h2>Summary</h2>" + _csv_table(summary) if summary else "") + "".join(_figure_html(n, f) for n, f in enumerate(figs, 1))
+    return _page(f"sweep {name}", meta, body + "<h2>Results</h2>" + _csv_table(results)), len(figs)
 
 
 def is_sweep(path: Path) -> bool:

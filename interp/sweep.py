@@ -432,16 +432,32 @@ def check_device(device: str) -> None:
         raise SweepError(f"--device {device}: only cpu and cuda are supported")
 
 
-def spec_from_args(args: argparse.Namespace) -> Spec:
-    """The sweep spec of a command line (raises ``SweepError``/``ConfigError`` on bad input)."""
-    base = {"task": args.task, **given_fields(args)}
-    explicit = {f for f in FIELD_NAMES if hasattr(args, f)}  # flags on the command line, not the preset's
-    TrainConfig(**base)  # the base must be valid on its own
+def check_backend_args(args: argparse.Namespace) -> None:
+    """``--pack``, ``--address`` and ``--device`` of ``interp.sweep`` and ``interp.experiment``."""
     if args.pack < 1:
         raise SweepError(f"--pack {args.pack}: must be >= 1")
     if args.address and args.backend != "ray":
         raise SweepError("--address: only used with --backend ray")
     check_device(args.device)
+
+
+def report_outcome(prog: str, out: Path, rows: dict[str, dict], seconds: float, table: Path) -> int:
+    """Print the one-line outcome of a sweep (stderr names the failed members); the exit status."""
+    bad = [n for n, r in rows.items() if r["status"] != "ok"]
+    print(f"{out}: {len(rows) - len(bad)} of {len(rows)} members ok in {seconds:.0f}s -> {table}")
+    if bad:
+        print(f"{prog}: {len(bad)} of {len(rows)} members failed ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
+              f"reasons in {out / RESULTS_FILE}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def spec_from_args(args: argparse.Namespace) -> Spec:
+    """The sweep spec of a command line (raises ``SweepError``/``ConfigError`` on bad input)."""
+    base = {"task": args.task, **given_fields(args)}
+    explicit = {f for f in FIELD_NAMES if hasattr(args, f)}  # flags on the command line, not the preset's
+    TrainConfig(**base)  # the base must be valid on its own
+    check_backend_args(args)
     grid = parse_grid(args.grid, base, explicit)
     return Spec({k: v for k, v in base.items() if k not in grid}, grid)
 
@@ -460,14 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; re-run the same command to continue the sweep in {args.out}", file=sys.stderr)
         return 130
-    bad = [n for n, r in rows.items() if r["status"] != "ok"]
-    ok = len(rows) - len(bad)
-    print(f"{args.out}: {ok} of {len(rows)} members ok in {time.perf_counter() - t:.0f}s -> {args.out / RESULTS_FILE}")
-    if bad:
-        print(f"python -m interp.sweep: {len(bad)} of {len(rows)} members failed ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
-              f"reasons in {args.out / RESULTS_FILE}", file=sys.stderr)
-        return 1
-    return 0
+    return report_outcome("python -m interp.sweep", args.out, rows, time.perf_counter() - t, args.out / RESULTS_FILE)
 
 
 if __name__ == "__main__":
