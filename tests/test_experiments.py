@@ -1,6 +1,5 @@
 """python -m interp.experiment: the datafrac summary (a known answer), its CLI, and the sweep report."""
 
-import csv
 import json
 from argparse import Namespace
 
