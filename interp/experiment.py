@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from interp.speed import tune_allocator
 from interp.sweep import SweepError, check_backend_args, report_outcome, run_sweep
 
 SUMMARY_FILE = "summary.csv"
+EXPERIMENT_FILE = "experiment.json"
 
 
 def _cell(v) -> str:
@@ -69,10 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"python -m interp.experiment {args.name}"
     try:
         check_backend_args(args)
-        spec = mod.spec(args)
-        tune_allocator()
-        t = time.perf_counter()
-        rows = run_sweep(spec, args.out, args.backend, args.address, args.pack, args.device, progress=not args.quiet)
+
+        def sweep(spec, stage: str = "") -> dict[str, dict]:
+            return run_sweep(spec, args.out / stage, args.backend, args.address, args.pack, args.device, progress=not args.quiet)
+
+        if hasattr(mod, "run"):
+            tune_allocator()
+            t = time.perf_counter()
+            rows = mod.run(args, sweep)
+        else:
+            spec = mod.spec(args)
+            tune_allocator()
+            t = time.perf_counter()
+            rows = sweep(spec)
     except (SweepError, ConfigError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -80,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; re-run the same command to continue {args.out}", file=sys.stderr)
         return 130
     print(write_summary(args.out, mod.summarise(args.out)), end="")
+    runs.write_text(args.out / EXPERIMENT_FILE, json.dumps({"experiment": args.name, "argv": argv if argv is not None else sys.argv[1:]}) + "\n")
     return report_outcome(prog, args.out, rows, time.perf_counter() - t, args.out / SUMMARY_FILE)
 
 

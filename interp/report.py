@@ -18,6 +18,7 @@ left out (with a note) for tasks the Fourier analysers do not apply to.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as _dt
 import html
 import importlib.metadata as md
@@ -557,6 +558,13 @@ def _csv_table(rows: list[dict]) -> str:
     return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
 
+def _read_csv(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def sweep_figures(sweep_dir: Path) -> tuple[list[Figure], list[dict], list[dict]]:
     """The figures of a sweep directory, its results rows and (for an experiment) its summary rows.
 
@@ -568,13 +576,7 @@ def sweep_figures(sweep_dir: Path) -> tuple[list[Figure], list[dict], list[dict]
 
     spec, members = load_sweep(sweep_dir)
     results = read_results(sweep_dir)
-    summary_path = sweep_dir / "summary.csv"
-    summary = []
-    if summary_path.is_file():
-        import csv
-
-        with open(summary_path, newline="") as f:
-            summary = list(csv.DictReader(f))
+    summary = _read_csv(sweep_dir / "summary.csv")
     varied = [k for k in spec.grid if k not in SEED_FIELDS] or list(spec.grid)
     x = varied[0]
     ok = [r for r in results if r["status"] == "ok"]
@@ -610,18 +612,47 @@ def sweep_figures(sweep_dir: Path) -> tuple[list[Figure], list[dict], list[dict]
     return figs, results, summary
 
 
+def _experiment_module(path: Path):
+    """The ``interp.experiments`` module that wrote ``path`` (its ``experiment.json``), or None."""
+    f = Path(path) / "experiment.json"
+    if not f.is_file():
+        return None
+    from interp.experiments import EXPERIMENTS, load
+
+    name = json.loads(f.read_text()).get("experiment")
+    return load(name) if name in EXPERIMENTS else None
+
+
 def render_sweep(sweep_dir: Path) -> tuple[str, int]:
-    """The HTML page of a sweep (or experiment) directory and its number of figures."""
-    figs, results, summary = sweep_figures(sweep_dir)
+    """The HTML page of a sweep (or experiment) directory and its number of figures.
+
+    An experiment's own figures (its module's ``figures``) come first; a directory that is itself
+    a sweep also gets the generic sweep figures.
+    """
+    mod = _experiment_module(sweep_dir)
+    figs = list(mod.figures(sweep_dir)) if mod is not None and hasattr(mod, "figures") else []
+    if (sweep_dir / "sweep.json").is_file():
+        more, results, summary = sweep_figures(sweep_dir)
+        figs += more
+    else:
+        results, summary = [], _read_csv(sweep_dir / "summary.csv")
     name = sweep_dir.resolve().name
-    meta = (f"{len(results)} members finished, {len(figs)} figures. Each member is a run directory under <code>runs/</code>; "
-            f"<code>python -m interp.report {_e(name)}/runs/NAME</code> draws one of them in full.")
+    if (sweep_dir / "sweep.json").is_file():
+        meta = (f"{len(results)} members finished, {len(figs)} figures. Each member is a run directory under <code>runs/</code>; "
+                f"<code>python -m interp.report {_e(name)}/runs/NAME</code> draws one of them in full.")
+        tail = "<h2>Results</h2>" + _csv_table(results)
+    else:
+        stages = sorted(d.name for d in sweep_dir.iterdir() if (d / "sweep.json").is_file())
+        meta = (f"{len(figs)} figures. The experiment's sweeps are {', '.join(f'<code>{_e(s)}/</code>' for s in stages) or 'none yet'}; "
+                f"<code>python -m interp.report {_e(name)}/STAGE</code> draws one of them.")
+        tail = ""
     body = ("<h2>Summary</h2>" + _csv_table(summary) if summary else "") + "".join(_figure_html(n, f) for n, f in enumerate(figs, 1))
-    return _page(f"sweep {name}", meta, body + "<h2>Results</h2>" + _csv_table(results)), len(figs)
+    return _page(f"{'experiment' if mod else 'sweep'} {name}", meta, body + tail), len(figs)
 
 
 def is_sweep(path: Path) -> bool:
-    return (Path(path) / "sweep.json").is_file()
+    """A sweep directory, or an experiment directory (possibly made of several sweeps)."""
+    return (Path(path) / "sweep.json").is_file() or (Path(path) / "experiment.json").is_file()
 
 
 # ---- command line ----------------------------------------------------------------------------

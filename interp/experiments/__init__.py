@@ -12,6 +12,19 @@ An experiment module defines:
     the rows of ``DIR/summary.csv``, computed from ``DIR/results.csv`` (and the members' run
     directories or analysis tables). It draws nothing: ``python -m interp.report DIR`` does.
 
+An experiment that needs more than one sweep (train dense networks, then derive masks from them and
+train the tickets; or continue from a given run) defines instead of ``spec``:
+
+``run(args, sweep) -> dict[str, dict]``
+    checks its inputs first (raising ``interp.sweep.SweepError`` or ``interp.config.ConfigError``
+    before anything is written), then calls ``sweep(spec, stage)`` once per stage: it runs or resumes
+    the sweep ``spec`` in ``DIR/stage`` with the command's backend flags and returns that sweep's
+    outcome rows by member name. ``run`` returns all stages' rows, keyed ``"stage/name"``.
+
+Optionally ``figures(out_dir) -> list[interp.report.Figure]``: the experiment's own figures, which
+``python -m interp.report DIR`` draws above the summary table (``DIR/experiment.json`` names the
+experiment, so the report knows which module to ask).
+
 A new experiment is a new module here and a line in ``EXPERIMENTS``.
 """
 
