@@ -125,7 +125,7 @@ class _Chunk:
 
     @functools.cached_property
     def crow(self) -> Tensor:
-        return torch.arange(0, self.cols.numel() + 1, self.cols.shape[1])
+        return torch.arange(0, self.cols.numel() + 1, self.cols.shape[1], device=self.cols.device)
 
     @functools.cached_property
     def perm(self) -> Tensor:
@@ -133,7 +133,7 @@ class _Chunk:
 
     @functools.cached_property
     def cols_t(self) -> Tensor:
-        return torch.arange(self.shape[0]).repeat_interleave(self.cols.shape[1])[self.perm]
+        return torch.arange(self.shape[0], device=self.cols.device).repeat_interleave(self.cols.shape[1])[self.perm]
 
     @functools.cached_property
     def offsets_t(self) -> Tensor:

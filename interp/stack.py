@@ -17,7 +17,10 @@ gradients and weights after 50 steps against ``interp.train`` and ``HookedTransf
 
 The forward uses the fast path's ideas (``interp.model``): only the ``=`` position is computed;
 keys, values and scores are computed once per token, not per example; each example's attention
-output is a mix of per-token rows weighted by its attention pattern (``embedding_bag``).
+output is a mix of per-token rows weighted by its attention pattern (``embedding_bag``). The
+per-token part (``stacked_tables``) is batched over members; the per-example part and the float64
+cross-entropy (``_HeadLoss``) compute their gradient in the forward, member by member and chunk by
+chunk so that the activations stay in cache, as the fast path's ``fast_loss`` does for one run.
 
 Every member writes an ordinary run directory, in exactly the files ``interp.train`` writes
 (config, split, metrics, checkpoints, and resume state with the AdamW moments under the same
@@ -44,7 +47,7 @@ from torch.autograd.function import once_differentiable
 
 from interp import runs
 from interp.config import TrainConfig
-from interp.model import _Chunk, build_model
+from interp.model import CHUNK_ROWS, _Chunk, build_model
 from interp.runs import RunError
 from interp.speed import flush_denormals
 from interp.tasks import Dataset, make_dataset
@@ -106,11 +109,10 @@ def mix_layout(a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], n_heads: int, d_voc
     return _Chunk(cols.contiguous(), 0, M * n, M * n_heads * R)
 
 
-def stacked_logits(
+def stacked_tables(
     P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], eq_token: int, attn_scale: float,
-    layout: _Chunk | None = None,
-) -> Float[Tensor, "M n d_vocab_out"]:
-    """Logits at the ``=`` position of ``[a, b, =]`` for every member, ``model(inputs)[:, -1]`` each.
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Everything of every member's forward that is per token, not per example (as ``interp.model._tables``).
 
     Args:
         P: stacked parameters by ``HookedTransformer`` name without the ``blocks.0.`` prefix
@@ -119,9 +121,12 @@ def stacked_logits(
         a, b: ``[M, n]`` operand tokens, per member.
         eq_token: token id of ``=``.
         attn_scale: the attention's score divisor (``sqrt(d_head)``).
-        layout: ``mix_layout(a, b, ...)``, if already built.
     Returns:
-        ``[M, n, d_vocab_out]`` float32 logits.
+        ``weights [M * n, 3 * n_heads]`` (each example's attention pattern, the mixing weights of
+        ``mix_layout``), ``table [M * n_heads * (2 * d_vocab + 1), d_mlp + d_vocab_out]`` (what a
+        (head, token row) adds to the MLP input and, around the MLP, to the logits), ``base_pre
+        [M, d_mlp]`` and ``base_logits [M, d_vocab_out]`` (the parts every example shares) and
+        ``W_L = W_out @ W_U [M, d_mlp, d_vocab_out]``.
     """
     W_E, W_pos = P["W_E"], P["W_pos"]
     M, V, _ = W_E.shape
@@ -135,24 +140,123 @@ def stacked_logits(
     scores = torch.einsum("mhre,mhe->mhr", k, q) / attn_scale  # [M, h, R]
     n = a.shape[1]
     rows = torch.stack([a, V + b, torch.full_like(a, 2 * V)], -1)  # [M, n, 3]
-    picked = scores.gather(2, rearrange(rows, "m n j -> m 1 (n j)").expand(-1, n_heads, -1))
-    pattern = rearrange(picked, "m h (n j) -> m h n j", j=3).softmax(-1)
+    picked = scores.gather(2, rearrange(rows, "m n j -> m 1 (j n)").expand(-1, n_heads, -1))
+    # a softmax over an axis of 3 is many times faster when that axis is not the last
+    pattern = rearrange(picked, "m h (j n) -> m h j n", j=3).softmax(2)
     # What the attention output adds to the MLP input and to the logits is linear in the pattern:
-    # tabulate it per (head, token row) with W_O folded into W_in and W_U, then mix 3 * n_heads rows
-    # per example weighted by its pattern (embedding_bag) instead of multiplying [n, d_model] by W_in.
-    vo = torch.einsum("mhre,mhed->mhrd", v, P["attn.W_O"])  # [M, h, R, d]
-    to_mlp = torch.einsum("mhrd,mdf->mhrf", vo, P["mlp.W_in"]).flatten(0, 2)  # [M * h * R, d_mlp]
-    to_logits = torch.einsum("mhrd,mdc->mhrc", vo, P["W_U"]).flatten(0, 2)  # [M * h * R, d_vocab_out]
-    layout = layout or mix_layout(a, b, n_heads, V)
-    weights = rearrange(pattern, "m h n j -> (m n) (h j)").contiguous()
+    # tabulate it per (head, token row) with W_O folded into W_in and W_U; each example then mixes
+    # 3 * n_heads rows weighted by its pattern (embedding_bag) instead of multiplying [n, d_model] by W_in.
+    W_OU = torch.einsum("mhed,mdf->mhef", P["attn.W_O"], torch.cat([P["mlp.W_in"], P["W_U"]], 2))  # [M, h, d_head, d_mlp + V]
+    table = torch.einsum("mhre,mhef->mhrf", v, W_OU).flatten(0, 2)  # [M * h * R, d_mlp + d_vocab_out]
+    weights = rearrange(pattern, "m h j n -> (m n) (h j)").contiguous()
     base = x_eq + P["attn.b_O"]  # the part of resid_mid shared by every example  [M, d]
-    d_mlp = to_mlp.shape[1]
-    mixed = _Mix.apply(weights, torch.cat([to_mlp, to_logits], 1), layout).view(M, n, -1)
-    pre, direct = mixed[..., :d_mlp], mixed[..., d_mlp:]
-    post = (pre + (torch.einsum("md,mdf->mf", base, P["mlp.W_in"]) + P["mlp.b_in"])[:, None]).relu()
-    W_L = torch.bmm(P["mlp.W_out"], P["W_U"])  # the MLP output only meets W_U  [M, d_mlp, d_vocab_out]
+    base_pre = torch.einsum("md,mdf->mf", base, P["mlp.W_in"]) + P["mlp.b_in"]
     base_logits = torch.einsum("md,mdc->mc", base + P["mlp.b_out"], P["W_U"]) + P["b_U"]
-    return torch.baddbmm(direct + base_logits[:, None], post, W_L)
+    W_L = torch.bmm(P["mlp.W_out"], P["W_U"])  # the MLP output only meets W_U  [M, d_mlp, d_vocab_out]
+    return weights, table, base_pre, base_logits, W_L
+
+
+def stacked_logits(
+    P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], eq_token: int, attn_scale: float,
+    layout: _Chunk | None = None,
+) -> Float[Tensor, "M n d_vocab_out"]:
+    """Logits at the ``=`` position of ``[a, b, =]`` for every member, ``model(inputs)[:, -1]`` each.
+
+    Arguments as ``stacked_tables``; ``layout`` is ``mix_layout(a, b, ...)`` if already built.
+    Returns ``[M, n, d_vocab_out]`` float32 logits. Differentiable; training uses ``stacked_loss``.
+    """
+    weights, table, base_pre, base_logits, W_L = stacked_tables(P, a, b, eq_token, attn_scale)
+    M, n = a.shape
+    layout = layout or mix_layout(a, b, P["attn.W_Q"].shape[1], P["W_E"].shape[1])
+    mixed = _Mix.apply(weights, table, layout).view(M, n, -1)
+    d_mlp = W_L.shape[1]
+    post = (mixed[..., :d_mlp] + base_pre[:, None]).relu()
+    return torch.baddbmm(mixed[..., d_mlp:] + base_logits[:, None], post, W_L)
+
+
+class _HeadLoss(torch.autograd.Function):
+    """Each member's weighted float64 cross-entropy of ``stacked_logits``' per-example part, with its
+    gradient computed in the forward, as ``interp.model._HeadLoss`` does for one model.
+
+    The work goes member by member and ``CHUNK_ROWS`` examples at a time, so that a chunk's
+    activations stay in cache from the forward to the gradient (the whole pack's would not), and a
+    member's padding is skipped. Each chunk: mix its table rows, ReLU, ``addmm`` by ``W_L``,
+    log-softmax in float64 and straight back, without autograd's bookkeeping. Differentiable once
+    only: a backward that builds a graph raises.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, table: Tensor, base_pre: Tensor, base_logits: Tensor, W_L: Tensor,
+                labels: Tensor, example_weights: Tensor, layout: "_Layout") -> Tensor:
+        M, n = labels.shape
+        d_mlp = W_L.shape[1]
+        loss = torch.zeros(M, dtype=torch.float64, device=labels.device)
+        g_weights, g_table = torch.zeros_like(weights), torch.zeros_like(table)
+        g_base_pre, g_base_logits, g_W_L = torch.zeros_like(base_pre), torch.zeros_like(base_logits), torch.zeros_like(W_L)
+        blocks = table.view(M, -1, table.shape[1])
+        g_blocks = g_table.view_as(blocks)
+
+        def member(m: int) -> None:  # writes only member m's slices of the outputs
+            T, W_L_m = blocks[m], W_L[m]
+            for c in layout.chunks[m]:
+                rows = slice(m * n + c.start, m * n + c.end)
+                w, y, ew = weights[rows], labels[m, c.start : c.end, None], example_weights[m, c.start : c.end, None]
+                mixed = c.mix(w, T)
+                post = torch.add(mixed[:, :d_mlp], base_pre[m]).relu_()
+                logp = torch.addmm(torch.add(mixed[:, d_mlp:], base_logits[m]), post, W_L_m).double().log_softmax(-1)
+                loss[m] -= (logp.gather(-1, y) * ew).sum()
+                # d loss_m / d logits = (softmax - onehot) * the example's weight (1 / n_m)
+                g = logp.exp_().scatter_add_(-1, y, logp.new_full(y.shape, -1.0)).mul_(ew).float()
+                g_W_L[m].addmm_(post.T, g)
+                g_pre = torch.ops.aten.threshold_backward(g @ W_L_m.T, post, 0)  # relu's backward
+                g_mixed = torch.cat([g_pre, g], 1)
+                g_weights[rows] = c.weights_grad(w, g_mixed, T)
+                g_blocks[m] += c.table_grad(w.flatten()[c.perm], g_mixed)
+                g_base_pre[m] += g_pre.sum(0)
+                g_base_logits[m] += g.sum(0)
+
+        for m in range(M):
+            member(m)
+        ctx.save_for_backward(g_weights, g_table, g_base_pre, g_base_logits, g_W_L)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: the caller wants to differentiate the gradient
+            raise RuntimeError("the stacked loss is differentiable once only (its gradient is computed in the forward)")
+        g_weights, g_table, g_base_pre, g_base_logits, g_W_L = ctx.saved_tensors
+        if not bool((grad == 1).all()):  # d (sum_m c_m loss_m): scale each member's part by its c_m
+            c = grad.float()
+            M = c.shape[0]
+            g_weights = (g_weights.view(M, -1) * c[:, None]).view_as(g_weights)
+            g_table = (g_table.view(M, -1) * c[:, None]).view_as(g_table)
+            g_base_pre, g_base_logits, g_W_L = g_base_pre * c[:, None], g_base_logits * c[:, None], g_W_L * c[:, None, None]
+        return g_weights, g_table, g_base_pre, g_base_logits, g_W_L, None, None, None
+
+
+class _Layout:
+    """``_HeadLoss``' chunks: for each member, ``_Chunk``s of at most ``CHUNK_ROWS`` of its real
+    (unpadded) examples, indexing rows of that member's own block of the table."""
+
+    def __init__(self, a: Tensor, b: Tensor, n_real: list[int], n_heads: int, d_vocab: int, chunk_rows: int = CHUNK_ROWS):
+        self.chunks = []
+        for m, n in enumerate(n_real):
+            cols = mix_layout(a[m : m + 1, :n], b[m : m + 1, :n], n_heads, d_vocab)
+            self.chunks.append([_Chunk(cols.cols, s, min(s + chunk_rows, n), cols.shape[1]) for s in range(0, n, chunk_rows)])
+
+
+def stacked_loss(
+    P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], labels: Int[Tensor, "M n"],
+    example_weights: Float[Tensor, "M n"], eq_token: int, attn_scale: float, layout: _Layout | None = None,
+) -> Float[Tensor, "M"]:
+    """``[M]`` each member's float64 cross-entropy ``sum_i example_weights[m, i] * nll[m, i]`` of
+    ``stacked_logits`` (weights ``1 / n_m``, 0 on padding, give the mean over its training set).
+    Differentiable once; the per-example part's gradient is computed in the forward (``_HeadLoss``)."""
+    weights, table, base_pre, base_logits, W_L = stacked_tables(P, a, b, eq_token, attn_scale)
+    if layout is None:
+        n_real = (example_weights > 0).sum(1).tolist()  # padding comes last and has weight 0
+        layout = _Layout(a, b, n_real, P["attn.W_Q"].shape[1], P["W_E"].shape[1])
+    return _HeadLoss.apply(weights, table, base_pre, base_logits, W_L, labels, example_weights, layout)
 
 
 def _short(name: str) -> str:
@@ -286,7 +390,8 @@ class Pack:
             x = m.data.inputs[m.data.train_idx]
             a[i, :n], b[i, :n], y[i, :n], w[i, :n] = x[:, 0], x[:, 1], m.data.train_labels, 1.0 / n
         self.a, self.b, self.y, self.w = a.to(dev), b.to(dev), y.to(dev), w.to(dev)
-        self.layout = mix_layout(self.a, self.b, cfg0.n_heads, cfg0.d_vocab)  # fixed batch: built once
+        n_real = [len(m.data.train_idx) for m in members]
+        self.layout = _Layout(self.a, self.b, n_real, cfg0.n_heads, cfg0.d_vocab)  # fixed batch: built once
         inputs = members[0].data.inputs  # the same for every member of a pack (same task and p)
         self.all_a = inputs[:, 0].expand(len(members), -1).to(dev)
         self.all_b = inputs[:, 1].expand(len(members), -1).to(dev)
@@ -302,9 +407,7 @@ class Pack:
 
     def losses(self) -> Tensor:
         """``[M]`` each member's mean float64 cross-entropy on its training set."""
-        logits = stacked_logits(self.params(), self.a, self.b, self.cfg0.eq_token, self.attn_scale, self.layout)
-        nll = -logits.double().log_softmax(-1).gather(-1, self.y[..., None]).squeeze(-1)
-        return (nll * self.w).sum(1)
+        return stacked_loss(self.params(), self.a, self.b, self.y, self.w, self.cfg0.eq_token, self.attn_scale, self.layout)
 
     def train_step(self) -> Tensor:
         """One full-batch step of every active member; returns the ``[M]`` losses before it."""

@@ -6,7 +6,7 @@ import torch
 from interp import load_run
 from interp.model import build_model, hooked_logits, loss_fn
 from interp.runs import ckpt_path, state_path
-from interp.stack import Member, Pack, adamw_step, pack_key, stackable, stacked_logits, train_pack
+from interp.stack import Member, Pack, _Layout, adamw_step, pack_key, stackable, stacked_logits, train_pack
 from interp.tasks import make_dataset
 from interp.train import train
 from tests.conftest import tiny_config
@@ -39,20 +39,31 @@ def test_stacked_logits_equal_hooked_forward():
         torch.testing.assert_close(got[i], hooked_logits(m, data.inputs), rtol=1e-5, atol=1e-5)
 
 
-def test_stack_loss_and_gradients_equal_each_lone_model():
+@pytest.mark.parametrize("chunk_rows, coef", [(2048, (1.0, 1.0, 1.0)), (16, (0.5, 2.0, -1.0))])
+def test_stack_loss_and_gradients_equal_each_lone_model(chunk_rows, coef):
+    """Also in several chunks per member, and for a weighted sum of the members' losses (the fused
+    loss scales each member's precomputed gradient by its own coefficient)."""
     pack = Pack([Member(c, None) for c in MEMBERS])
+    pack.layout = _Layout(pack.a, pack.b, [len(m.data.train_idx) for m in pack.members], MEMBERS[0].n_heads, MEMBERS[0].d_vocab, chunk_rows)
+    assert chunk_rows == 2048 or all(len(ch) > 1 for ch in pack.layout.chunks)
     losses = pack.losses()
-    losses.sum().backward()
+    (losses * torch.tensor(coef, dtype=torch.float64)).sum().backward()
     for i, cfg in enumerate(MEMBERS):
         model, data = build_model(cfg), make_dataset(cfg)
         loss = loss_fn(hooked_logits(model, data.inputs[data.train_idx]), data.train_labels)
-        loss.backward()
+        (loss * coef[i]).backward()
         assert losses[i].item() == pytest.approx(loss.item(), rel=1e-6)
         for name, p in model.named_parameters():
             if p.requires_grad:
                 torch.testing.assert_close(pack.P[name].grad[i], p.grad, rtol=1e-4, atol=1e-6, msg=f"member {i}: {name}")
             else:  # frozen biases are not trainable in the stack either
                 assert not pack.P[name].requires_grad
+
+
+def test_stacked_loss_refuses_a_second_derivative():
+    pack = Pack([Member(c, None) for c in MEMBERS[:2]])
+    with pytest.raises(RuntimeError, match="differentiable once only"):
+        torch.autograd.grad(pack.losses().sum(), [pack.P["embed.W_E"]], create_graph=True)
 
 
 def test_members_after_50_steps_match_interp_train(tmp_path):
