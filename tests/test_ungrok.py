@@ -113,18 +113,18 @@ def test_ungrok_bad_from(tiny_run, tmp_path, capsys, which, message):
 
 def test_ungrok_end_to_end_on_the_small_run(small_run, tmp_path, monkeypatch):
     """The small preset's run (p = 59, grokked) continued for 100 steps at two D' x two weight decays."""
-    monkeypatch.setattr(ungrok, "DECAY_TIMES", 0.3)  # 0.3 / (lr 3e-3 * wd 1) = 100 steps
+    monkeypatch.setattr(ungrok, "DECAY_TIMES", 0.6)  # 0.6 / (lr 3e-3 * wd 2) = 100 steps
     monkeypatch.setattr(ungrok, "SEEDS", [1])
-    monkeypatch.setattr(ungrok, "d_prime_grid", lambda p, quick=False: [100, 200])
+    monkeypatch.setattr(ungrok, "d_prime_grid", lambda p: [100, 200])
     out = tmp_path / "u"
     assert experiment_main(["ungrok", "--from", str(small_run), "--out", str(out), "--quiet"]) == 0
     rows = list(csv_rows(out / "summary.csv"))
-    assert [(float(r["wd"]), int(r["train_size"])) for r in rows] == [(1.0, 100), (1.0, 200), (2.0, 100), (2.0, 200)]
+    assert [(float(r["wd"]), int(r["train_size"])) for r in rows] == [(wd, s) for wd in ungrok.WDS for s in (100, 200)]
     assert all(r["seeds"] == "1" and r["budget"] == "100" and float(r["min_final_train_acc"]) >= 0 for r in rows)
     last = runs.checkpoint_steps(small_run)[-1]
-    member = out / ungrok.STAGE / "runs" / "wd2.0_train_size100_data_seed1"
+    member = out / ungrok.STAGE / "runs" / f"wd{ungrok.WDS[1]}_train_size100_data_seed1"
     cfg = runs.read_config(member)
-    assert cfg.init_from == f"{small_run.resolve()}@{last}" and (cfg.train_size, cfg.wd, cfg.p, cfg.d_model) == (100, 2.0, 59, 64)
+    assert cfg.init_from == f"{small_run.resolve()}@{last}" and (cfg.train_size, cfg.wd, cfg.p, cfg.d_model) == (100, ungrok.WDS[1], 59, 64)
     start, src = load_file(runs.ckpt_path(member, 0)), load_file(runs.ckpt_path(small_run, last))
     assert all(torch.equal(start[k], src[k]) for k in src)  # it starts from the grokked weights
     assert runs.read_metrics(member)[0]["test_acc"] > 0.95  # which generalise on the new split too

@@ -1,4 +1,4 @@
-"""Ungrokking (Varma et al. 2023): a grokked network, trained on on a smaller training set, loses its test accuracy.
+"""Ungrokking (Varma et al. 2023): a grokked network, trained on a smaller training set, loses its test accuracy.
 
 The circuit-efficiency account of grokking says that below a critical training-set size D_crit the
 memorising circuit is the cheaper way (in parameter norm) to fit the training set, so weight decay
@@ -8,21 +8,20 @@ fresh) on random training subsets of size D' drawn from all p^2 pairs (``train_s
 ``data_seed`` draws the subset; test accuracy is measured on the pairs outside it), at two weight
 decays, with the learning rate, betas and model shape of the source run.
 
-Grid. p = 113: 7 geometric D' in [390, 1494] (3-12 % of the pairs), as in the paper; another p:
-the same range scaled by p^2 / 113^2. 2 subset seeds, weight decay 1 and 2.
+Grid: 7 geometric D' in [390, 1494] for p = 113 (3-12 % of the pairs, as in the paper), the same
+range scaled by p^2 / 113^2 for another p; weight decay 2 and 3; 2 subset seeds (3 with ``--quick``).
 
 Step budget. AdamW's decoupled decay shrinks a weight that the loss does not hold up by
-``1 - lr * wd`` per step, i.e. by 1/e in ``1 / (lr * wd)`` steps (1 000 steps at lr 1e-3, wd 1).
-Each member trains ``DECAY_TIMES`` = 5 such times at the smaller weight decay (10 at the larger):
-5 000 steps from a default p = 113 run (lr 1e-3). The paper trains much longer on its other tasks,
-so whether the final accuracy has settled is part of the summary (``median_change_last_fifth``:
-the test accuracy's change over the last fifth of the budget).
+``1 - lr * wd`` per step, i.e. by 1/e in ``1 / (lr * wd)`` steps. Each member trains ``DECAY_TIMES``
+= 3 such times at the smaller weight decay (4.5 at the larger): 1 500 steps from a default p = 113
+run (lr 1e-3), 500 from the small preset (lr 3e-3). The weight decays are 2 and 3 rather than the
+usual 1 so that this budget fits in about an hour on a 2-core CPU for p = 113. The paper trains far
+longer, so whether the accuracy has settled is part of the summary (``median_change_last_fifth``:
+the median test accuracy's change over the last fifth of the budget).
 
-``--quick``: without ``--from`` it first trains its own source run, the small preset (p = 59,
-d_model 64, d_mlp 256, lr 3e-3, 40 % of the pairs, 3 000 steps; it groks around step 2 200), in
-``DIR/source``, then continues it at 5 geometric D' in [150, 1400] (4-40 % of 59^2: the small model
-needs far more of its pairs than the p = 113 model, see the datafrac experiment), 2 subset seeds,
-weight decay 1 and 2, 5 decay times (1 700 steps at lr 3e-3). The continued members live in
+``--quick``: without ``--from`` it first trains its own source run in ``DIR/source``, the small preset
+(p = 59, d_model 64, d_mlp 256, lr 3e-3, weight decay 1, 40 % of the pairs, 3 000 steps; it groks
+around step 2 200), then continues it (D' from 106 to 407). The continued members live in
 ``DIR/continue``.
 
 Summary (``DIR/summary.csv``): per (weight decay, D'): seeds, median/min/max final test accuracy,
@@ -44,9 +43,9 @@ from interp.sweep import RUNS_DIR, Spec, SweepError, load_sweep, read_results
 DESCRIPTION = "ungrokking: continue a grokked run on smaller training sets, final test accuracy vs D' (Varma et al. 2023)"
 SOURCE_STAGE, STAGE = "source", "continue"
 GROKKED = 0.99  # the source's test accuracy at its last checkpoint must be at least this
-DECAY_TIMES = 5  # step budget: this many 1 / (lr * wd) at the smallest weight decay
-WDS = [1.0, 2.0]
-SEEDS = [1, 2]
+DECAY_TIMES = 3  # step budget: this many 1 / (lr * wd) at the smallest weight decay
+WDS = [2.0, 3.0]
+SEEDS, QUICK_SEEDS = [1, 2], [1, 2, 3]
 SUMMARY_COLUMNS = ["wd", "train_size", "frac_of_pairs", "seeds", "median_final_test_acc", "min_final_test_acc", "max_final_test_acc",
                    "median_final_train_acc", "min_final_train_acc", "median_change_last_fifth", "budget"]
 
@@ -57,9 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "Required without --quick; with --quick and no --from the experiment trains its own small source run first")
 
 
-def d_prime_grid(p: int, quick: bool = False) -> list[int]:
-    """The training-set sizes D': geometric, 7 in [390, 1494] scaled by p^2/113^2 (``--quick``: 5 in [150, 1400])."""
-    lo, hi, n = (150, 1400, 5) if quick else (390 * p * p / 113**2, 1494 * p * p / 113**2, 7)
+def d_prime_grid(p: int) -> list[int]:
+    """The training-set sizes D': 7 geometric values in [390, 1494] scaled by p^2 / 113^2."""
+    lo, hi, n = 390 * p * p / 113**2, 1494 * p * p / 113**2, 7
     return sorted({round(lo * (hi / lo) ** (i / (n - 1))) for i in range(n)})
 
 
@@ -87,10 +86,11 @@ def check_source(path: Path) -> tuple[TrainConfig, int]:
 
 def continue_spec(src: TrainConfig, path: Path, step: int, quick: bool) -> Spec:
     """The continued members: ``src``'s model and optimiser settings, started from its checkpoint ``step``."""
-    steps = math.ceil(DECAY_TIMES / (src.lr * min(WDS)) / 100) * 100
-    grid = {"wd": WDS, "train_size": d_prime_grid(src.p, quick), "data_seed": SEEDS}
-    base = {**src.to_dict(), "init_from": f"{Path(path).resolve()}@{step}", "steps": steps, "eval_every": 50 if quick else 100,
-            "save_every": steps // 4, "init_scale": 1.0, "fixed_norm": False, "label_noise": 0.0, "warmup": 0}
+    steps = math.ceil(round(DECAY_TIMES / (src.lr * min(WDS)) / 100, 6)) * 100
+    grid = {"wd": WDS, "train_size": d_prime_grid(src.p), "data_seed": QUICK_SEEDS if quick else SEEDS}
+    every = 25 if quick else 100
+    base = {**src.to_dict(), "init_from": f"{Path(path).resolve()}@{step}", "steps": steps, "eval_every": every,
+            "save_every": max(every, steps // 3 // every * every), "init_scale": 1.0, "fixed_norm": False, "label_noise": 0.0, "warmup": 0}
     return Spec({k: v for k, v in base.items() if k not in grid}, grid)
 
 
