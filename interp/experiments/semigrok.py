@@ -17,10 +17,11 @@ ends in full generalisation within the budget is delayed grokking with a partial
 paper's semi-grokking, which holds its partial level to the end of long training.
 
 ``--quick`` (p = 59, the small preset's model: d_model 64, d_mlp 256, lr 3e-3, weight decay 1):
-training sizes 1000, 1060, 1120, 1180 (29-34 % of the 3 481 pairs; the datafrac experiment's
-quick run finds none of 3 seeds generalising within 4 000 steps at 1 044 pairs and 2 of 3 at
-1 218), 2 model seeds, 6 000 steps. The full version (p = 113, the default model): 1300, 1532,
-1750, 2000 pairs, 2 seeds, 40 000 steps; many hours on a CPU.
+training sizes 1040, 1120, 1200 (30-34 % of the 3 481 pairs: the datafrac experiment's quick run
+finds none of 3 seeds generalising within 4 000 steps at 1 044 pairs and 2 of 3 at 1 218), 2 model
+seeds, 3 000 steps (what fits in 20 minutes on a loaded 2-core CPU; the paper's plateaus last far
+longer). The full version (p = 113, the default model): 1300, 1532, 1750, 2000 pairs, 2 seeds,
+40 000 steps; about a day on a 2-core CPU.
 
 Summary (``DIR/summary.csv``): one row per member.
 """
@@ -46,8 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def spec(args: argparse.Namespace) -> Spec:
     if args.quick:
-        base = {**{k: v for k, v in PRESETS["small"].items() if k != "frac"}, "steps": 6000, "eval_every": 50, "save_every": 1500}
-        grid = {"train_size": [1000, 1060, 1120, 1180], "seed": [1, 2]}
+        base = {**{k: v for k, v in PRESETS["small"].items() if k != "frac"}, "steps": 3000, "eval_every": 50, "save_every": 1000}
+        grid = {"train_size": [1040, 1120, 1200], "seed": [1, 2]}
     else:
         base = {"p": 113, "steps": 40000, "eval_every": 100, "save_every": 5000}
         grid = {"train_size": [1300, 1532, 1750, 2000], "seed": [1, 2]}
