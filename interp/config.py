@@ -82,6 +82,7 @@ class TrainConfig:
     filter_window: int = field(default=100, metadata={"help": "MA filter: number of recent gradients averaged"})
     loss: str = field(default="softmax", metadata={"help": "'softmax' cross-entropy or 'stablemax' cross-entropy (Prieto et al. 2025), float64; evaluation reports the same loss"})
     optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
+    init_from: str | None = field(default=None, metadata={"help": "start from another run's weights instead of the seeded init: RUN_DIR (its last checkpoint) or RUN_DIR@STEP; its model shape must match; the optimiser starts fresh (init_scale still multiplies the weights)"})
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -129,6 +130,8 @@ class TrainConfig:
             bad("filter_lambda", "must be a finite number >= 0")
         if self.filter_window < 1:
             bad("filter_window", "must be >= 1")
+        if self.init_from is not None and not self.init_from.strip():
+            bad("init_from", "must name a run directory (RUN_DIR or RUN_DIR@STEP)")
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
@@ -156,6 +159,17 @@ class TrainConfig:
     def n_examples(self) -> int:
         """Number of input pairs: p^2 (p(p - 1) for mod_div, which leaves out b = 0)."""
         return self.p * (self.p - 1) if self.task == "mod_div" else self.p * self.p
+
+    @property
+    def init_source(self) -> tuple[str, int | None] | None:
+        """``init_from`` split into the run directory and the step (``None``: its last checkpoint).
+
+        The text after the last ``@`` is the step when it is all digits; otherwise ``@`` is part of the name.
+        """
+        if self.init_from is None:
+            return None
+        head, sep, tail = self.init_from.rpartition("@")
+        return (head, int(tail)) if sep and tail.isdigit() else (self.init_from, None)
 
     @property
     def n_train(self) -> int:
@@ -193,9 +207,15 @@ def _parse_optional_int(text: str) -> int | None:
     return None if text.strip().lower() == "none" else int(text)
 
 
+def _parse_optional_str(text: str) -> str | None:
+    return None if text.strip().lower() == "none" else text
+
+
 _parse_bool.__name__ = "boolean"  # argparse names the expected type by __name__
 _parse_optional_int.__name__ = "integer (or none)"
-_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _parse_bool, "int | None": _parse_optional_int}
+_parse_optional_str.__name__ = "text (or none)"
+_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _parse_bool, "int | None": _parse_optional_int,
+                                             "str | None": _parse_optional_str}
 
 
 def value_parser(name: str) -> Callable[[str], Any]:

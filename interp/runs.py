@@ -129,7 +129,8 @@ def default_run_name(cfg: TrainConfig) -> str:
     parts = [f"{cfg.task}_p{cfg.p}"]
     for k, v in cfg.to_dict().items():
         if k not in skip and v != getattr(base, k):
-            parts.append(f"{k}{v}")
+            parts.append(f"from-{Path(cfg.init_source[0]).name}" + (f"@{cfg.init_source[1]}" if cfg.init_source[1] is not None else "")
+                         if k == "init_from" else f"{k}{v}")
     return "_".join(parts)
 
 
@@ -293,6 +294,59 @@ def load_checkpoint(run_dir: Path, step: int, config: TrainConfig | None = None)
         model = build_model(config)
     load_state_dict_into(model, state, path)
     model.eval()
+    return model
+
+
+# Config fields that fix the tensors of a model: ``init_from`` needs them equal in both runs.
+MODEL_FIELDS = ("p", "d_model", "n_heads", "d_mlp", "freeze_biases")
+
+
+def init_checkpoint(cfg: TrainConfig) -> Path | None:
+    """The checkpoint file ``cfg.init_from`` names (``None`` without ``init_from``), checked.
+
+    Raises:
+        ConfigError: naming ``--init-from`` (one line), if its directory is not a run, the step has
+            no checkpoint, or the run's model differs from ``cfg``'s in a ``MODEL_FIELDS`` field or
+            in its vocabulary (the task's input and output tokens).
+    """
+    if cfg.init_source is None:
+        return None
+    run_dir, step = cfg.init_source
+    flag = f"--init-from {cfg.init_from}"
+    try:
+        src = read_config(run_dir)
+    except RunError as e:
+        raise ConfigError(f"{flag}: not a run directory ({e})") from None
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        raise ConfigError(f"{flag}: the run has no checkpoints")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise ConfigError(f"{flag}: the run has no checkpoint at step {step} (it has {len(steps)} from step {steps[0]} to {steps[-1]})")
+    for name in (*MODEL_FIELDS, "d_vocab", "d_vocab_out"):
+        if getattr(src, name) != getattr(cfg, name):
+            raise ConfigError(f"{flag}: its model has {name} {getattr(src, name)!r}, this config {getattr(cfg, name)!r} "
+                              f"({', '.join(MODEL_FIELDS)} and the vocabulary must match)")
+    return ckpt_path(run_dir, step)
+
+
+def init_model(cfg: TrainConfig) -> HookedTransformer:
+    """The model a new run starts from: ``build_model(cfg)``, with ``cfg.init_from``'s checkpoint
+    weights loaded in its place when given (then multiplied by ``cfg.init_scale``, as a seeded init is).
+
+    Raises:
+        ConfigError: ``init_from`` is bad (see ``init_checkpoint``); RunError: its checkpoint is corrupt.
+    """
+    path = init_checkpoint(cfg)
+    model = build_model(cfg)
+    if path is not None:
+        state, _ = read_tensors(path)
+        load_state_dict_into(model, state, path)
+        if cfg.init_scale != 1.0:
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.mul_(cfg.init_scale)
     return model
 
 

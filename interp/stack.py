@@ -9,7 +9,8 @@ every member at once: the per-step Python and kernel-launch overhead that domina
 paid once per pack instead of once per run.
 
 What a member computes is what the same config computes alone in ``interp.train``: the same
-initial weights (each member's model is built by ``interp.model.build_model``), the same full-batch
+initial weights (each member's model is built by ``interp.runs.init_model``: the seeded init, or the
+checkpoint ``init_from`` names), the same full-batch
 float64 cross-entropy on its own training set, the same AdamW update (``adamw_step`` is torch's
 formula with per-member hyper-parameters). Members with fewer training examples are padded to the
 largest and the padding carries zero weight in the loss. ``tests/test_stack.py`` checks losses,
@@ -349,10 +350,11 @@ class Pack:
         opt_state: list[dict] = []
         for m in members:
             m.data = make_dataset(m.config)
-            model = build_model(m.config)
+            resuming = m.out is not None and saved_step(m.out) > 0
+            model = build_model(m.config) if resuming else runs.init_model(m.config)  # init_from's weights, when given
             opt = make_optimizer(model, m.config)
             step, elapsed = 0, 0.0
-            if m.out is not None and saved_step(m.out) > 0:
+            if resuming:
                 meta, _ = load_state(runs.state_path(m.out), model, opt)
                 step, elapsed = int(meta["step"]), float(meta.get("elapsed", 0.0))
                 m.metrics = [r for r in runs.read_metrics(m.out) if r["step"] <= step]

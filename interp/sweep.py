@@ -140,13 +140,13 @@ def check_values(spec: Spec) -> None:
     refused here: those members fail, the others run.
     """
     try:
-        TrainConfig(**spec.base)
+        runs.init_checkpoint(TrainConfig(**spec.base))  # and init_from names a checkpoint that fits
     except ConfigError as e:
         raise SweepError(str(e)) from None
     for field, values in spec.grid.items():
         for v in values:
             try:
-                TrainConfig(**{**spec.base, field: v})
+                runs.init_checkpoint(TrainConfig(**{**spec.base, field: v}))
             except ConfigError as e:
                 raise SweepError(f"--grid {field.replace('_', '-')}={v!r}: {e}") from None
 

@@ -160,13 +160,14 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
     # set-up
     dataset = make_dataset(cfg)
-    model = build_model(cfg)
+    resuming = resume and state_file.exists()
+    model = build_model(cfg) if resuming else runs.init_model(cfg)  # init_from's weights, when given
     params, opt = optim.trainable(model), make_optimizer(model, cfg)
     grad_filter = optim.make_grad_filter(cfg, params)
     norm0 = optim.total_norm(params)  # --fixed-norm's target: the norm at step 0
     cfg = cfg.replace(engine="fast" if use_fast(cfg, model) else "hooked")  # what config.json records
     forward, train_loss, loss = logits_fn(model, cfg), loss_closure(model, cfg, dataset), criterion(cfg.loss)
-    if resume and state_file.exists():
+    if resuming:
         meta, extra = load_state(state_file, model, opt)
         try:
             norm0 = optim.load_option_state(extra, grad_filter, norm0)

@@ -1,0 +1,195 @@
+"""The ungrok and semigrok experiments: summaries and captions with known answers, plateau detection
+on synthetic curves, bad input, and one tiny real ungrok run end to end."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from interp import runs
+from interp.experiment import main as experiment_main
+from interp.experiments import semigrok, ungrok
+from interp.report import main as report_main
+from interp.sweep import Spec, expand, write_results
+from interp.train import train
+from tests.conftest import tiny_config
+
+
+def fake_sweep(out, spec, outcomes, curves):
+    """A sweep directory for ``spec``: ``outcomes[name]`` updates each member's results row, ``curves[name]``
+    is its metrics (list of (step, train_acc, test_acc))."""
+    members = expand(spec)
+    out.mkdir(parents=True)
+    (out / "sweep.json").write_text(json.dumps({"spec": spec.to_dict(), "members": [{"name": m.name} for m in members]}))
+    rows = {}
+    for m in members:
+        curve = curves[m.name]
+        rows[m.name] = {"status": "ok", "train_99_step": None, "test_99_step": None, "final_step": curve[-1][0], "final_train_acc": curve[-1][1],
+                        "final_test_acc": curve[-1][2], "final_test_loss": 0.1, "final_param_norm": 9.0, "wall_s": 1.0, "reason": "",
+                        **outcomes.get(m.name, {})}
+        runs.write_metrics(out / "runs" / m.name, [{"step": s, "train_acc": a, "test_acc": b} for s, a, b in curve])
+    write_results(out, spec, members, rows)
+
+
+# ---- ungrok ------------------------------------------------------------------------------------------
+FINAL = {  # (wd, D') -> final test accuracy of seeds 1, 2, 3
+    (1.0, 20): [0.1, 0.2, 0.3], (1.0, 40): [0.5, 0.6, 0.7], (1.0, 80): [0.95, 1.0, 1.0],
+    (2.0, 20): [0.05, 0.1, 0.15], (2.0, 40): [0.8, 0.85, 0.9], (2.0, 80): [1.0, 1.0, 1.0],
+}
+
+
+def fake_ungrok(out):
+    spec = Spec({"task": "mod_add", "p": 13, "steps": 500, "init_from": "/nowhere/src@100"},
+                {"wd": [1.0, 2.0], "train_size": [20, 40, 80], "data_seed": [1, 2, 3]})
+    curves = {}
+    for m in expand(spec):
+        key = (m.values["wd"], m.values["train_size"])
+        final = FINAL[key][m.values["data_seed"] - 1]
+        train_final = 0.98 if key == (2.0, 80) and m.values["data_seed"] == 2 else 1.0
+        at_400 = final + 0.1 if key == (1.0, 20) else final  # still falling over the last fifth at (1, 20)
+        curves[m.name] = [(0, 1.0, 1.0), (400, 1.0, at_400), (500, train_final, final)]
+    fake_sweep(out / ungrok.STAGE, spec, {}, curves)
+
+
+def test_ungrok_summary_known_answer(tmp_path):
+    fake_ungrok(tmp_path)
+    rows = ungrok.summarise(tmp_path)
+    assert [(r["wd"], r["train_size"]) for r in rows] == sorted(FINAL)
+    by = {(r["wd"], r["train_size"]): r for r in rows}
+    r = by[(1.0, 40)]
+    assert (r["seeds"], r["median_final_test_acc"], r["min_final_test_acc"], r["max_final_test_acc"]) == (3, 0.6, 0.5, 0.7)
+    assert r["frac_of_pairs"] == pytest.approx(40 / 169) and r["budget"] == 500
+    assert by[(1.0, 20)]["median_change_last_fifth"] == pytest.approx(-0.1) and by[(1.0, 40)]["median_change_last_fifth"] == 0
+    assert (by[(2.0, 80)]["median_final_train_acc"], by[(2.0, 80)]["min_final_train_acc"]) == (1.0, 0.98)
+
+
+def test_ungrok_caption_states_what_the_numbers_show(tmp_path):
+    fake_ungrok(tmp_path)
+    text = ungrok.caption(ungrok.summarise(tmp_path))
+    assert "after 500 steps" in text and "(20, 40, 80)" in text and "median over 3 subset seeds" in text
+    # wd 1: medians 0.2, 0.6, 1.0 -> crosses 0.5 at 20 * 2**0.75 = 33.6; wd 2: 0.1, 0.85, 1 -> 20 * 2**(0.4 / 0.75) = 29.0
+    assert "Weight decay 1: median from 0.20 to 1.00; below 0.9 at D' = 20, 40; it crosses 0.5 near D' = 34." in text
+    assert "Weight decay 2: median from 0.10 to 1.00; below 0.9 at D' = 20, 40; it crosses 0.5 near D' = 29." in text
+    assert "do not overlap at D' = 40 (they overlap at 2 of 3 D')" in text  # [0.5, 0.7] vs [0.8, 0.9]
+    assert "The lowest final train accuracy is 0.980." in text
+    assert "changed by at most 0.10" in text and "still moving" in text
+
+
+def test_ungrok_crossing_and_grid():
+    assert ungrok.crossing([(10, 0.0), (100, 1.0)], 0.5) == pytest.approx(10**1.5)
+    assert ungrok.crossing([(10, 0.6), (100, 1.0)], 0.5) is None
+    assert ungrok.d_prime_grid(113) == [390, 488, 610, 763, 955, 1194, 1494]
+    assert ungrok.d_prime_grid(59)[0] == round(390 * 59**2 / 113**2) and len(ungrok.d_prime_grid(59)) == 7
+
+
+def test_ungrok_report_draws_its_figures(tmp_path):
+    fake_ungrok(tmp_path)
+    from interp.experiment import write_summary
+
+    write_summary(tmp_path, ungrok.summarise(tmp_path))
+    (tmp_path / "experiment.json").write_text(json.dumps({"experiment": "ungrok"}))
+    assert report_main([str(tmp_path), "--quiet"]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "Ungrokking: final test accuracy against D&#x27;" in page or "Ungrokking: final test accuracy against D'" in page
+    assert "it crosses 0.5 near D&#x27; = 34" in page or "it crosses 0.5 near D' = 34" in page
+
+
+@pytest.mark.parametrize("which, message", [
+    ("tiny", "not a grokked run (test accuracy {acc} at its last step 40)"),
+    ("empty", "not a run directory"),
+    (None, "--from: required without --quick"),
+])
+def test_ungrok_bad_from(tiny_run, tmp_path, capsys, which, message):
+    src = {"tiny": tiny_run, "empty": tmp_path}.get(which)
+    out = tmp_path / "e"
+    args = ["ungrok", "--out", str(out)] + (["--from", str(src)] if src else [])
+    assert experiment_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    acc = f"{runs.read_metrics(tiny_run)[-1]['test_acc']:.4g}"
+    assert len(err) == 1 and message.format(acc=acc) in err[0], err
+    assert not out.exists()
+
+
+def test_ungrok_end_to_end_on_the_small_run(small_run, tmp_path, monkeypatch):
+    """The small preset's run (p = 59, grokked) continued for 100 steps at two D' x two weight decays."""
+    monkeypatch.setattr(ungrok, "DECAY_TIMES", 0.6)  # 0.6 / (lr 3e-3 * wd 2) = 100 steps
+    monkeypatch.setattr(ungrok, "SEEDS", [1])
+    monkeypatch.setattr(ungrok, "d_prime_grid", lambda p: [100, 200])
+    out = tmp_path / "u"
+    assert experiment_main(["ungrok", "--from", str(small_run), "--out", str(out), "--quiet"]) == 0
+    rows = list(csv_rows(out / "summary.csv"))
+    assert [(float(r["wd"]), int(r["train_size"])) for r in rows] == [(wd, s) for wd in ungrok.WDS for s in (100, 200)]
+    assert all(r["seeds"] == "1" and r["budget"] == "100" and float(r["min_final_train_acc"]) >= 0 for r in rows)
+    last = runs.checkpoint_steps(small_run)[-1]
+    member = out / ungrok.STAGE / "runs" / f"wd{ungrok.WDS[1]}_train_size100_data_seed1"
+    cfg = runs.read_config(member)
+    assert cfg.init_from == f"{small_run.resolve()}@{last}" and (cfg.train_size, cfg.wd, cfg.p, cfg.d_model) == (100, ungrok.WDS[1], 59, 64)
+    start, src = load_file(runs.ckpt_path(member, 0)), load_file(runs.ckpt_path(small_run, last))
+    assert all(torch.equal(start[k], src[k]) for k in src)  # it starts from the grokked weights
+    assert runs.read_metrics(member)[0]["test_acc"] > 0.95  # which generalise on the new split too
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        yield from csv.DictReader(f)
+
+
+# ---- semigrok ----------------------------------------------------------------------------------------
+def _curve(test):
+    """Evaluations every 10 steps for 1000 steps: train accuracy 1 from step 50, test accuracy ``test(step)``."""
+    steps = list(range(0, 1001, 10))
+    return steps, [0.5 if s < 50 else 1.0 for s in steps], [test(s) for s in steps]
+
+
+def test_plateau_found_on_a_curve_that_has_one():
+    wobble = lambda s: 0.02 * ((s // 10) % 3 - 1)  # noqa: E731  +-0.02
+    pl = semigrok.find_plateau(*_curve(lambda s: 0.02 if s < 200 else 0.55 + wobble(s) if s < 800 else 1.0))
+    assert pl["seen"] and (pl["start"], pl["end"], pl["length"], pl["train_step"]) == (200, 790, 590, 50)
+    assert pl["mean"] == pytest.approx(0.55, abs=0.01) and pl["to_end"] is False
+
+
+def test_no_plateau_when_test_accuracy_jumps_straight_to_one():
+    pl = semigrok.find_plateau(*_curve(lambda s: 0.02 if s < 300 else 0.5 if s == 300 else 1.0))
+    assert not pl["seen"] and pl["length"] == 0
+
+
+def test_plateau_too_short_is_reported_but_not_seen():
+    pl = semigrok.find_plateau(*_curve(lambda s: 0.6 if 500 <= s < 700 else 0.02 if s < 500 else 1.0))
+    assert not pl["seen"] and (pl["start"], pl["length"]) == (500, 190)  # 190 < 25 % of 1000
+    assert semigrok.find_plateau(*_curve(lambda s: 0.6 if 500 <= s < 700 else 0.02 if s < 500 else 1.0), min_frac=0.15)["seen"]
+
+
+def test_plateau_needs_train_accuracy_and_a_narrow_band():
+    steps, _, test = _curve(lambda s: 0.5)
+    assert semigrok.find_plateau(steps, [0.9] * len(steps), test)["train_step"] is None  # never memorised: no plateau
+    zigzag = semigrok.find_plateau(*_curve(lambda s: 0.25 if (s // 10) % 2 else 0.85))  # in [0.2, 0.9] but not flat
+    assert not zigzag["seen"] and zigzag["length"] == 0
+    before = semigrok.find_plateau(*_curve(lambda s: 0.5 if s < 50 else 1.0))  # partial accuracy only before memorising
+    assert before["start"] is None and not before["seen"]
+    to_end = semigrok.find_plateau(*_curve(lambda s: 0.02 if s < 300 else 0.7))
+    assert to_end["seen"] and to_end["to_end"] and to_end["length"] == 700
+
+
+def fake_semigrok(out, plateau: bool):
+    spec = Spec({"task": "mod_add", "p": 13, "steps": 1000}, {"train_size": [40, 50], "seed": [1]})
+    flat = _curve(lambda s: 0.02 if s < 300 else 0.7)
+    jump = _curve(lambda s: 0.02 if s < 300 else 1.0)
+    curves = {"train_size40_seed1": list(zip(*(flat if plateau else jump))), "train_size50_seed1": list(zip(*jump))}
+    fake_sweep(out, spec, {"train_size50_seed1": {"test_99_step": 300}}, curves)
+
+
+def test_semigrok_summary_and_caption_known_answer(tmp_path):
+    fake_semigrok(tmp_path / "a", plateau=True)
+    rows = semigrok.summarise(tmp_path / "a")
+    assert [(r["train_size"], r["plateau"], r["plateau_start"], r["plateau_length"], r["plateau_to_end"]) for r in rows] == [
+        (40, True, 300, 700, True), (50, False, None, None, None)]
+    assert rows[0]["plateau_mean_test_acc"] == pytest.approx(0.7) and rows[1]["test_99_step"] == 300 and rows[0]["train_99_step"] == 50
+    text = semigrok.caption(rows)
+    assert "2 members at training sizes 40, 50, 1000 steps each" in text
+    assert "D = 40, seed 1: plateau at mean test accuracy 0.70 from step 300 for 700 steps, and lasts to the end of the run." in text
+    assert "1 of the 1 plateaus last to the end" in text
+    fake_semigrok(tmp_path / "b", plateau=False)
+    assert "No member showed such a plateau within this budget: semi-grokking was not elicited here." in semigrok.caption(semigrok.summarise(tmp_path / "b"))
