@@ -82,6 +82,8 @@ class TrainConfig:
     filter_window: int = field(default=100, metadata={"help": "MA filter: number of recent gradients averaged"})
     loss: str = field(default="softmax", metadata={"help": "'softmax' cross-entropy or 'stablemax' cross-entropy (Prieto et al. 2025), float64; evaluation reports the same loss"})
     optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
+    # ---- pruning (README "Grokking tickets"; interp.prune)
+    mask_from: str | None = field(default=None, metadata={"help": "safetensors file of 0/1 masks, one per masked weight named by parameter name (e.g. blocks.0.mlp.W_in); masked weights start at 0 and stay exactly 0; '{seed}' in the path is replaced by --seed; the run keeps a copy as masks.safetensors"})
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -129,6 +131,8 @@ class TrainConfig:
             bad("filter_lambda", "must be a finite number >= 0")
         if self.filter_window < 1:
             bad("filter_window", "must be >= 1")
+        if self.mask_from is not None and not self.mask_from.strip():
+            bad("mask_from", "must be a file path (or none)")
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
@@ -162,6 +166,11 @@ class TrainConfig:
         """Training-set size: ``train_size`` if given, else ``int(frac * n_examples)``."""
         return self.train_size if self.train_size is not None else int(self.frac * self.n_examples)
 
+    @property
+    def mask_path(self) -> str | None:
+        """``mask_from`` with ``{seed}`` replaced by the model seed (one spec, a mask per seed)."""
+        return None if self.mask_from is None else self.mask_from.replace("{seed}", str(self.seed))
+
     # ---- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -193,9 +202,15 @@ def _parse_optional_int(text: str) -> int | None:
     return None if text.strip().lower() == "none" else int(text)
 
 
+def _parse_optional_str(text: str) -> str | None:
+    return None if text.strip().lower() == "none" else text
+
+
 _parse_bool.__name__ = "boolean"  # argparse names the expected type by __name__
 _parse_optional_int.__name__ = "integer (or none)"
-_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _parse_bool, "int | None": _parse_optional_int}
+_parse_optional_str.__name__ = "string (or none)"
+_PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _parse_bool, "int | None": _parse_optional_int,
+                                             "str | None": _parse_optional_str}
 
 
 def value_parser(name: str) -> Callable[[str], Any]:
