@@ -37,7 +37,7 @@ Stages (each a sweep directory under ``DIR``; seeds vary the initial weights, th
 ``--quick`` (p = 59, the small preset; dense 3 000 steps): every arm, 3 seeds. The full version
 (p = 113, the canonical model; dense 15 000 steps): ticket, dense and the two rescaled controls,
 3 seeds; ``--all-arms`` adds the others. ``--arm-steps`` is the arms' step budget (default: the dense
-budget with ``--quick``, 4 000 at full size). ``DIR/summary.csv`` has a row per arm: steps to 95% train
+budget with ``--quick``, 3 000 at full size). ``DIR/summary.csv`` has a row per arm: steps to 95% train
 accuracy (t_mem) and to 95% test accuracy (t_gen), median and range over seeds, and how many seeds
 never generalised within the budget (counted as later than any that did: a median is empty when half
 or more never did).
@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--p", type=int, default=None, help="modulus (default: 59 with --quick, else 113)")
     p.add_argument("--k", type=float, default=0.6, help="pruning rate: the fraction of the weight matrices' entries removed, in (0, 1) (default: 0.6, the paper's)")
     p.add_argument("--scope", choices=prune.SCOPES, default="global", help="magnitude threshold over all weight matrices together, or per matrix (default: global)")
-    p.add_argument("--arm-steps", type=int, default=None, help="step budget of the arms (default: the dense budget with --quick, 4000 at full size)")
+    p.add_argument("--arm-steps", type=int, default=None, help="step budget of the arms (default: the dense budget with --quick, 3000 at full size)")
     p.add_argument("--all-arms", action="store_true", help="at full size also run the ticket from memorisation and mid-transition, pruning at init and the ticket without weight decay")
 
 
@@ -100,7 +100,7 @@ def arms(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def arm_steps(args: argparse.Namespace, dense: Spec) -> int:
-    steps = args.arm_steps if args.arm_steps is not None else (dense.base["steps"] if args.quick else 4000)
+    steps = args.arm_steps if args.arm_steps is not None else (dense.base["steps"] if args.quick else 3000)
     if steps < 1:
         raise ConfigError(f"--arm-steps {steps}: must be >= 1")
     return steps
