@@ -83,6 +83,8 @@ class TrainConfig:
     loss: str = field(default="softmax", metadata={"help": "'softmax' cross-entropy or 'stablemax' cross-entropy (Prieto et al. 2025), float64; evaluation reports the same loss"})
     optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
     init_from: str | None = field(default=None, metadata={"help": "start from another run's weights instead of the seeded init: RUN_DIR (its last checkpoint) or RUN_DIR@STEP; its model shape must match; the optimiser starts fresh (init_scale still multiplies the weights)"})
+    # ---- pruning (README "Grokking tickets"; interp.prune)
+    mask_from: str | None = field(default=None, metadata={"help": "safetensors file of 0/1 masks, one per masked weight named by parameter name (e.g. blocks.0.mlp.W_in); masked weights start at 0 and stay exactly 0; '{seed}' in the path is replaced by --seed; the run keeps a copy as masks.safetensors"})
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -132,6 +134,8 @@ class TrainConfig:
             bad("filter_window", "must be >= 1")
         if self.init_from is not None and not self.init_from.strip():
             bad("init_from", "must name a run directory (RUN_DIR or RUN_DIR@STEP)")
+        if self.mask_from is not None and not self.mask_from.strip():
+            bad("mask_from", "must be a file path (or none)")
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
@@ -175,6 +179,11 @@ class TrainConfig:
     def n_train(self) -> int:
         """Training-set size: ``train_size`` if given, else ``int(frac * n_examples)``."""
         return self.train_size if self.train_size is not None else int(self.frac * self.n_examples)
+
+    @property
+    def mask_path(self) -> str | None:
+        """``mask_from`` with ``{seed}`` replaced by the model seed (one spec, a mask per seed)."""
+        return None if self.mask_from is None else self.mask_from.replace("{seed}", str(self.seed))
 
     # ---- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -506,3 +506,31 @@ def member_curves(members: Mapping[str, Rows], groups: Mapping[str, str], column
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", exponentformat="power")
     return _layout(fig, title, height=420)
+
+
+def median_curves(groups: Mapping[str, Sequence[Rows]], column: str, y_title: str, title: str) -> go.Figure:
+    """One line per group: the median over its members of ``column`` at each step, with a band from
+    the lowest to the highest member (e.g. one group per method, one member per seed).
+
+    Args:
+        groups: ``{label: [metric rows of each member]}``; a step counts the members that have it.
+    """
+    fig = go.Figure()
+    for i, (label, members) in enumerate(groups.items()):
+        by_step: dict[int, list[float]] = {}
+        for rows in members:
+            for r in rows:
+                v = r.get(column)
+                if v is not None and math.isfinite(v):
+                    by_step.setdefault(int(r["step"]), []).append(float(v))
+        steps = [s for s, _ in thin(sorted(by_step.items()), 1000)]
+        med = [float(np.median(by_step[s])) for s in steps]
+        lo, hi = [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
+        c = color(i)
+        fig.add_trace(go.Scatter(x=steps + steps[::-1], y=_array(hi + lo[::-1], 5), fill="toself", fillcolor=c, opacity=0.15,
+                                 line=dict(width=0), legendgroup=label, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=steps, y=_array(med, 5), mode="lines", name=f"{label} ({len(members)})", legendgroup=label,
+                                 line=dict(color=c, width=2), hovertemplate=f"{label}<br>step %{{x}}<br>median %{{y:.4g}}<extra></extra>"))
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text=y_title)
+    return _layout(fig, title, height=460)

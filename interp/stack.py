@@ -46,7 +46,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from interp import runs
+from interp import prune, runs
 from interp.config import TrainConfig
 from interp.model import CHUNK_ROWS, _Chunk, build_model
 from interp.runs import RunError
@@ -65,7 +65,8 @@ def stackable(cfg: TrainConfig) -> bool:
     """Whether ``cfg`` can train in a stack (else the sweep trains it alone with ``interp.train``).
 
     The stack implements the fast path's model (1 layer, ``[a, b, =]``), the softmax cross-entropy
-    and plain AdamW; ``init_scale`` is part of the initial weights, so it stacks too. Gradient
+    and plain AdamW; ``init_scale`` is part of the initial weights, so it stacks too, and so does
+    ``mask_from`` (each member its own masks, or none). Gradient
     filters, StableMax, ⊥AdamW, fixed-norm training and the hooked engine train alone.
     """
     return (cfg.engine != "hooked" and cfg.grad_filter == "none" and cfg.loss == "softmax"
@@ -295,6 +296,7 @@ class Member:
     data: Dataset | None = None
     metrics: list[dict] = field(default_factory=list)
     failed: str | None = None  # the reason, once failed
+    masks: dict[str, Tensor] = field(default_factory=dict)  # --mask-from's masks (interp.prune), once loaded
 
 
 NEXT_STATE = "state.next.safetensors"  # a pack's new resume state, before all members have it
@@ -352,6 +354,8 @@ class Pack:
             m.data = make_dataset(m.config)
             resuming = m.out is not None and saved_step(m.out) > 0
             model = build_model(m.config) if resuming else runs.init_model(m.config)  # init_from's weights, when given
+            m.masks = prune.run_masks(m.config, m.out, model, resume=m.out is not None)
+            prune.apply_masks(dict(model.named_parameters()), m.masks)
             opt = make_optimizer(model, m.config)
             step, elapsed = 0, 0.0
             if resuming:
@@ -372,6 +376,9 @@ class Pack:
             self.P = {n: torch.stack([ps[n].detach() for ps in all_params]).to(dev) for n in all_params[0]}
             for n in self.names:
                 self.P[n].requires_grad_(True)
+            # stacked 0/1 masks of the weights any member masks (ones for the members that do not)
+            masked = sorted({n for m in members for n in m.masks})
+            self.masks = {n: torch.stack([m.masks.get(n, torch.ones_like(self.P[n][0])) for m in members]).to(dev) for n in masked}
             # AdamW moments in interp.train's order (state index i = i-th trainable parameter)
             self.exp_avg = [torch.stack([self._moment(st, i, "exp_avg", n) for st in opt_state]).to(dev) for i, n in enumerate(self.names)]
             self.exp_avg_sq = [torch.stack([self._moment(st, i, "exp_avg_sq", n) for st in opt_state]).to(dev) for i, n in enumerate(self.names)]
@@ -418,10 +425,14 @@ class Pack:
         loss = self.losses()
         loss.sum().backward()
         with torch.no_grad():
+            for n, mask in self.masks.items():  # masked weights: no gradient, no update (interp.prune)
+                self.P[n].grad.mul_(mask)
             params = [self.P[n] for n in self.names]
             grads = [p.grad for p in params]
             step = torch.full((len(self.members),), float(self.step + 1), dtype=torch.float64, device=self.device)
             adamw_step(params, grads, self.exp_avg, self.exp_avg_sq, step, lr, self.wd, self.beta1, self.beta2)
+            for n, mask in self.masks.items():
+                self.P[n].mul_(mask)
             for p in params:
                 p.grad = None
         self.step += 1
@@ -513,6 +524,8 @@ def train_pack(members: list[Member], device: str | torch.device = "cpu",
     if pack.step == 0:
         for m in members:
             runs.init_run_dir(m.out, m.config.replace(engine="fast"), m.data)  # the stack is the fast path
+            if m.masks:
+                prune.write_masks(m.out / prune.MASKS_FILE, m.masks)
         record()
         checkpoint()
     with flush_denormals():

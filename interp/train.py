@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from interp import optim, runs
+from interp import optim, prune, runs
 from interp.cli import Parser
 from interp.config import PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
 from interp.model import build_model, criterion, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
@@ -162,9 +162,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     dataset = make_dataset(cfg)
     resuming = resume and state_file.exists()
     model = build_model(cfg) if resuming else runs.init_model(cfg)  # init_from's weights, when given
+    masks = prune.run_masks(cfg, out, model, resume)  # --mask-from: {name: 0/1 mask}; checked before anything is written
+    named = dict(model.named_parameters())
+    prune.apply_masks(named, masks)
     params, opt = optim.trainable(model), make_optimizer(model, cfg)
     grad_filter = optim.make_grad_filter(cfg, params)
-    norm0 = optim.total_norm(params)  # --fixed-norm's target: the norm at step 0
+    norm0 = optim.total_norm(params)  # --fixed-norm's target: the norm at step 0 (after masking)
     cfg = cfg.replace(engine="fast" if use_fast(cfg, model) else "hooked")  # what config.json records
     forward, train_loss, loss = logits_fn(model, cfg), loss_closure(model, cfg, dataset), criterion(cfg.loss)
     if resuming:
@@ -185,6 +188,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     else:  # fresh run (or a run killed before its first save)
         step, elapsed, metrics = 0, 0.0, []
         runs.init_run_dir(out, cfg, dataset)
+        if masks:
+            prune.write_masks(out / prune.MASKS_FILE, masks)
 
     def checkpoint() -> None:
         runs.save_checkpoint(out, step, model)
@@ -210,10 +215,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
             train_loss().backward()
+            for n, m in masks.items():  # masked weights get no gradient (so AdamW's moments stay 0 there)
+                named[n].grad.mul_(m)
             grad_filter.apply()  # Grokfast: g <- g + lambda * low-pass(g); nothing for 'none'
             if cfg.optimizer == "orthoadamw":
                 optim.orthogonalize(params)  # ⊥Grad: g <- g - (g.w / w.w) w, per tensor
             opt.step()
+            prune.apply_masks(named, masks)  # and no update: exactly 0 whatever the optimiser did
             if cfg.fixed_norm:
                 optim.rescale_to_norm(params, norm0)
             opt.zero_grad(set_to_none=True)
