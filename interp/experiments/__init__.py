@@ -30,7 +30,7 @@ A new experiment is a new module here and a line in ``EXPERIMENTS``.
 
 from importlib import import_module
 
-EXPERIMENTS = ("datafrac",)
+EXPERIMENTS = ("datafrac", "omnigrok", "accelerate")
 
 
 def load(name: str):
