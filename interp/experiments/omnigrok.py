@@ -128,6 +128,9 @@ def lu_caption(rows: list[dict]) -> str:
            f"Train loss goes from {train[alphas[0]]:.3g} at alpha = {alphas[0]:g} to {train[alphas[-1]]:.3g} at alpha = {alphas[-1]:g}, "
            f"lowest ({train[a_tr]:.3g}) at alpha = {a_tr:g}. Test loss is lowest ({test[a_te]:.3g}) at alpha = {a_te:g}; "
            f"it is {test[alphas[0]]:.3g} at alpha = {alphas[0]:g} and {test[alphas[-1]]:.3g} at alpha = {alphas[-1]:g}. ")
+    low = [a for a in alphas if train[a] < 0.1]
+    if low and all(train[a] < 0.1 for a in alphas if a >= low[0]):
+        cap += f"From alpha = {low[0]:g} on, train loss stays below 0.1 (at most {max(train[a] for a in alphas if a >= low[0]):.3g}). "
     if alphas[0] < a_te < alphas[-1]:
         cap += "Test loss is higher on both sides of its minimum (the U of the LU picture)."
     else:
@@ -136,28 +139,19 @@ def lu_caption(rows: list[dict]) -> str:
 
 
 def gap_caption(rows: list[dict], alpha: float = 0.8) -> str:
-    """The train/test delay of the fixed-norm run at ``alpha`` next to the others."""
-    def delay(r):
-        return None if r["train_99_step"] is None or r["test_99_step"] is None else r["test_99_step"] - r["train_99_step"]
+    """Train and test 99% steps of the fixed-norm run at ``alpha``, then of the others."""
+    def when(step):
+        return "never" if step is None else f"step {step}"
+
+    def line(r):
+        return (f"alpha {r['init_scale']:g} seed {r['seed']}: train 99% {when(r['train_99_step'])}, test 99% {when(r['test_99_step'])} "
+                f"(final train accuracy {r['final_train_acc']:.3f}, test {r['final_test_acc']:.3f})")
 
     at = [r for r in rows if r["init_scale"] == alpha]
-    if not at:
-        return f"No fixed-norm run at alpha = {alpha:g} finished."
-    parts = []
-    for r in at:
-        d = delay(r)
-        if r["train_99_step"] is None:
-            parts.append(f"seed {r['seed']}: train accuracy never reached 99% (final {r['final_train_acc']:.3f})")
-        elif d is None:
-            parts.append(f"seed {r['seed']}: train accuracy reached 99% at step {r['train_99_step']}, test accuracy never did "
-                         f"(final {r['final_test_acc']:.3f}, train {r['final_train_acc']:.3f})")
-        else:
-            parts.append(f"seed {r['seed']}: train 99% at step {r['train_99_step']}, test 99% at step {r['test_99_step']} "
-                         f"({d} steps later)")
-    others = [(r["init_scale"], delay(r)) for r in rows if r["init_scale"] != alpha]
-    rest = "; ".join(f"alpha {a:g}: {'never' if d is None else d}" for a, d in sorted(others))
-    return (f"Test accuracy of every fixed-norm run against step. At alpha = {alpha:g}: " + "; ".join(parts) +
-            f". Steps from train 99% to test 99% at the other alphas ('never': one of them was not reached): {rest}.")
+    head = (f"Test accuracy of every fixed-norm run against step ({rows[0]['steps']} steps). "
+            + ("; ".join(line(r) for r in at) + ". " if at else f"No run at alpha = {alpha:g} finished. "))
+    rest = sorted((r for r in rows if r["init_scale"] != alpha), key=lambda r: (r["init_scale"], r["seed"]))
+    return head + "The others: " + "; ".join(line(r) for r in rest) + "."
 
 
 def digits_caption(rows: list[dict]) -> str:
@@ -169,13 +163,14 @@ def digits_caption(rows: list[dict]) -> str:
             parts.append(head + f"train accuracy never reached 99% in {r['steps']} steps (final {r['final_train_acc']:.3f})")
             continue
         s = (f"memorised (train accuracy >= 99%) at step {r['mem_step']} with test accuracy {r['plateau_test_acc']:.3f} "
-             f"and the norm down from {r['norm0']:.1f} to {r['mem_norm']:.1f}")
+             f"and the norm at {r['mem_norm']:.1f} ({r['norm0']:.1f} at step 0)")
         if r["jump_step"] is None:
             s += (f"; test accuracy rose by less than 0.1 after that (best {r['top_test_acc']:.3f}), no jump; "
                   f"final norm {r['final_norm']:.1f}")
         else:
-            s += (f"; test accuracy jumped (half of its rise to {r['top_test_acc']:.3f} covered) at step {r['jump_step']}, "
-                  f"{r['delay']:.1f}x the memorisation step, with the norm at {r['jump_norm']:.1f}; final norm {r['final_norm']:.1f}")
+            s += (f"; test accuracy then rose from {r['plateau_test_acc']:.3f} to {r['top_test_acc']:.3f}, half of that rise covered "
+                  f"at step {r['jump_step']} ({r['delay']:.1f}x the memorisation step) with the norm at {r['jump_norm']:.1f}; "
+                  f"final norm {r['final_norm']:.1f}")
         parts.append(head + s)
     r = rows[0]
     return (f"{r['stage'].capitalize()} MLP ({r['n_train']} training images, initial weights x {r['init_scale']:g}, {r['loss']} loss), "
