@@ -426,6 +426,15 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+def check_analysable(run: Run) -> None:
+    """Refuse (``RunError``) a run whose model is not the modular-arithmetic transformer these
+    analyses are about (the digits MLP): its losses, accuracies and weight norm are in its metrics."""
+    cfg = run.config
+    if cfg.model_kind != "transformer":
+        raise RunError(f"{run.path}: a {cfg.task} run trains the {cfg.model_kind.upper()}, not the modular-arithmetic transformer "
+                       f"that this analysis is about; its losses, accuracies and weight norm are in {runs.METRICS_FILE}")
+
+
 def analyze_run(
     run_dir: str | Path, force: bool = False, progress: bool = False, write: bool = True, threads: int | None = 1
 ) -> tuple[list[dict], dict]:
@@ -444,8 +453,8 @@ def analyze_run(
         the summary (see the module docstring); ``summary["steps_computed"]`` lists the checkpoints
         this call analysed.
     Raises:
-        RunError: the run directory, its config, split or a checkpoint is missing or corrupt (nothing
-        is written then).
+        RunError: the run directory, its config, split or a checkpoint is missing or corrupt, or the
+        run is not of the transformer (``check_analysable``); nothing is written then.
     """
     with torch_threads(threads):
         return _analyze_run(Path(run_dir), force, progress, write)
@@ -454,6 +463,7 @@ def analyze_run(
 def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool) -> tuple[list[dict], dict]:
     t0 = time.perf_counter()
     run = runs.load_run(run_dir)
+    check_analysable(run)
     if not run.steps:
         raise RunError(f"{run_dir / runs.CKPT_DIR}: run has no checkpoints")
     cfg = run.config

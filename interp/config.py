@@ -13,10 +13,15 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-TASK_NAMES = ("mod_add", "mod_sub", "mod_mul", "mod_div", "x2_y2", "x2_xy_y2", "x3_xy")
+MODULAR_TASKS = ("mod_add", "mod_sub", "mod_mul", "mod_div", "x2_y2", "x2_xy_y2", "x3_xy")
+# Tasks that are not modular arithmetic train a different model (``TrainConfig.model_kind``):
+# 'digits' is scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes) for a small MLP.
+MLP_TASKS = ("digits",)
+TASK_NAMES = MODULAR_TASKS + MLP_TASKS
+DIGITS_EXAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
 ENGINES = ("auto", "fast", "hooked")
 GRAD_FILTERS = ("none", "ema", "ma")
-LOSSES = ("softmax", "stablemax")
+LOSSES = ("softmax", "stablemax", "mse")
 OPTIMIZERS = ("adamw", "orthoadamw")
 
 
@@ -25,6 +30,11 @@ PRESETS: dict[str, dict] = {
     # A small run that groks in about 30 s on a 2-core CPU (default seeds): train accuracy reaches
     # 99% by step ~100, test accuracy plateaus at 0.3-0.5 and jumps to >= 95% around step 2200.
     "small": dict(p=59, frac=0.4, d_model=64, d_mlp=256, lr=3e-3, wd=1.0, steps=3000, eval_every=50, save_every=50),
+    # Omnigrok's recipe on the digits MLP (64-200-200-10, python -m interp.train digits --preset digits):
+    # 1000 training images, initial weights (biases too) x 8, MSE against one-hot targets, AdamW whose
+    # weight decay pulls the norm down (lr x wd = 1e-4 per step, so that this happens in ~10^4 steps).
+    "digits": dict(train_size=1000, d_mlp=200, init_scale=8.0, freeze_biases=False, loss="mse", lr=2e-3, wd=0.05,
+                   steps=12000, eval_every=100, save_every=1000),
 }
 
 
@@ -68,7 +78,7 @@ class TrainConfig:
     data_seed: int = field(default=598, metadata={"help": "seed of the train/test split"})
     d_model: int = field(default=128, metadata={"help": "residual stream width"})
     n_heads: int = field(default=4, metadata={"help": "attention heads (d_head = d_model / n_heads)"})
-    d_mlp: int = field(default=512, metadata={"help": "MLP hidden width"})
+    d_mlp: int = field(default=512, metadata={"help": "MLP hidden width (digits: the width of both hidden layers of the 64-d_mlp-d_mlp-10 MLP)"})
     freeze_biases: bool = field(default=True, metadata={"help": "keep every bias at zero, as the TransformerLens demo does"})
     eval_every: int = field(default=100, metadata={"help": "evaluate train/test loss and accuracy every N steps"})
     save_every: int = field(default=100, metadata={"help": "write a checkpoint (and resume state) every N steps"})
@@ -80,7 +90,7 @@ class TrainConfig:
     filter_alpha: float = field(default=0.98, metadata={"help": "EMA filter: mu <- alpha * mu + (1 - alpha) * g, alpha in [0, 1)"})
     filter_lambda: float = field(default=2.0, metadata={"help": "gradient filter gain: g <- g + lambda * filtered g, lambda >= 0"})
     filter_window: int = field(default=100, metadata={"help": "MA filter: number of recent gradients averaged"})
-    loss: str = field(default="softmax", metadata={"help": "'softmax' cross-entropy or 'stablemax' cross-entropy (Prieto et al. 2025), float64; evaluation reports the same loss"})
+    loss: str = field(default="softmax", metadata={"help": "'softmax' cross-entropy, 'stablemax' cross-entropy (Prieto et al. 2025) or 'mse' (mean squared error against one-hot targets, Omnigrok), float64; evaluation reports the same loss"})
     optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
     init_from: str | None = field(default=None, metadata={"help": "start from another run's weights instead of the seeded init: RUN_DIR (its last checkpoint) or RUN_DIR@STEP; its model shape must match; the optimiser starts fresh (init_scale still multiplies the weights)"})
     # ---- pruning (README "Grokking tickets"; interp.prune)
@@ -119,6 +129,8 @@ class TrainConfig:
             bad("n_heads", f"must divide d_model = {self.d_model}")
         if self.engine not in ENGINES:
             bad("engine", f"must be one of {', '.join(ENGINES)}")
+        if self.model_kind == "mlp" and self.engine == "fast":
+            bad("engine", f"the {self.task} MLP has no fast path; use auto or hooked (both train its plain forward)")
         if not (math.isfinite(self.init_scale) and self.init_scale > 0):
             bad("init_scale", "must be a finite number > 0")
         if self.fixed_norm and self.wd != 0:
@@ -139,6 +151,11 @@ class TrainConfig:
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
+    def model_kind(self) -> str:
+        """'transformer' (the modular tasks: ``interp.model``) or 'mlp' (digits: ``interp.mlp``)."""
+        return "mlp" if self.task in MLP_TASKS else "transformer"
+
+    @property
     def d_head(self) -> int:
         return self.d_model // self.n_heads
 
@@ -149,7 +166,8 @@ class TrainConfig:
 
     @property
     def d_vocab_out(self) -> int:
-        return self.p
+        """Number of classes: the residues 0..p-1 (digits: 10)."""
+        return DIGITS_CLASSES if self.task == "digits" else self.p
 
     @property
     def n_ctx(self) -> int:
@@ -161,7 +179,9 @@ class TrainConfig:
 
     @property
     def n_examples(self) -> int:
-        """Number of input pairs: p^2 (p(p - 1) for mod_div, which leaves out b = 0)."""
+        """Number of input pairs: p^2 (p(p - 1) for mod_div, which leaves out b = 0); digits: 1797 images."""
+        if self.task == "digits":
+            return DIGITS_EXAMPLES
         return self.p * (self.p - 1) if self.task == "mod_div" else self.p * self.p
 
     @property

@@ -54,10 +54,17 @@ def hooked_config(cfg: TrainConfig) -> HookedTransformerConfig:
 def build_model(cfg: TrainConfig) -> HookedTransformer:
     """A freshly initialised ``HookedTransformer`` (seeded with ``cfg.seed``), biases frozen if asked.
 
+    For a task that is not modular arithmetic (``cfg.model_kind == "mlp"``: digits) it is the
+    ``interp.mlp.DigitsMLP`` instead, built with the same conventions.
+
     Every initial parameter is multiplied by ``cfg.init_scale`` (the biases start at zero, so this
     scales the weights). The global RNG state is restored afterwards: building a model has no side
     effect on seeding.
     """
+    if cfg.model_kind == "mlp":
+        from interp.mlp import build_mlp
+
+        return build_mlp(cfg)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # transformer-lens 3.x warns that HookedTransformer goes away in 4.0; we pin <4.
         warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
@@ -343,6 +350,13 @@ def stablemax_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tenso
     return (s.sum(-1).log() - s.gather(-1, labels[:, None]).squeeze(-1).log()).mean()
 
 
+def mse_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> Tensor:
+    """Mean squared error between the logits and one-hot targets, averaged over examples and classes
+    (``torch.nn.MSELoss`` on one-hot targets, as Omnigrok trains its MLPs), in float64."""
+    x = logits.to(torch.float64)
+    return (x - F.one_hot(labels, x.shape[-1]).to(torch.float64)).square().mean()
+
+
 def criterion(name: str):
-    """The loss function named by ``TrainConfig.loss``: ``loss_fn`` ('softmax') or ``stablemax_loss``."""
-    return {"softmax": loss_fn, "stablemax": stablemax_loss}[name]
+    """The loss function named by ``TrainConfig.loss``: ``loss_fn`` ('softmax'), ``stablemax_loss`` or ``mse_loss``."""
+    return {"softmax": loss_fn, "stablemax": stablemax_loss, "mse": mse_loss}[name]

@@ -534,3 +534,56 @@ def median_curves(groups: Mapping[str, Sequence[Rows]], column: str, y_title: st
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(title_text=y_title)
     return _layout(fig, title, height=460)
+
+
+# ---- weight norm and accelerators (interp.experiments.omnigrok, .accelerate) --------------------
+def accuracy_and_norm(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, int | None]] | None = None,
+                      title: str = "Accuracy and weight norm during training") -> go.Figure:
+    """Train/test accuracy and the parameter norm against step, marked steps (``phases``) drawn.
+
+    Args:
+        runs: ``{run name: metric rows}`` with ``step, train_acc, test_acc, param_norm``.
+        phases: ``{run name: {label: step or None}}``.
+    """
+    return _curves(
+        runs,
+        [
+            ("accuracy", False, [("train_acc", "train accuracy", "dash"), ("test_acc", "test accuracy", "solid")]),
+            ("parameter norm", False, [("param_norm", "parameter L2 norm", "solid")]),
+        ],
+        title,
+        phases,
+    )
+
+
+def xy_lines(series: Mapping[str, tuple[Sequence[float], Sequence[float | None]]], x_title: str, y_title: str, title: str,
+             log_x: bool = False, log_y: bool = False) -> go.Figure:
+    """One marked line per named series ``{name: (xs, ys)}`` (``None`` in ys: a gap)."""
+    fig = go.Figure()
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        fig.add_trace(go.Scatter(x=list(xs), y=[None if y is None else float(np.float32(y)) for y in ys], mode="lines+markers",
+                                 name=name, line=dict(color=color(i), width=2), marker=dict(size=8)))
+    fig.update_xaxes(title_text=x_title, type="log" if log_x else "linear")
+    fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", exponentformat="power")
+    return _layout(fig, title, height=420)
+
+
+def generalised_fraction(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], budget: float, title: str,
+                         y_title: str = "fraction of seeds generalised") -> go.Figure:
+    """Step functions ``1 - S(t)`` per arm from Kaplan-Meier ``(event_times, survival)``, from 0 to ``budget``.
+
+    An arm whose curve stays below 1 at ``budget`` had seeds that never generalised (censored).
+    """
+    fig = go.Figure()
+    for i, (name, (times, surv)) in enumerate(curves.items()):
+        xs, ys = [0.0], [0.0]
+        for t, s in zip(times, surv):
+            xs.append(float(t))
+            ys.append(1.0 - float(s))
+        xs.append(float(budget))
+        ys.append(ys[-1])
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line_shape="hv", name=name, line=dict(color=color(i), width=2),
+                                 hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.3g}}<extra></extra>"))
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text=y_title, range=[-0.02, 1.02])
+    return _layout(fig, title, height=420)

@@ -40,7 +40,7 @@ from transformer_lens import HookedTransformer
 from analyses import fourier
 from interp import plots, runs
 from interp.cli import Parser
-from interp.analyze import analyze_run, fmt_num, fmt_set, fmt_step, load_frequency_table
+from interp.analyze import analyze_run, check_analysable, fmt_num, fmt_set, fmt_step, load_frequency_table
 from interp.config import ConfigError
 from interp.runs import Run, RunError
 from interp.sweep import SweepError, load_sweep, read_results
@@ -506,7 +506,7 @@ def build_report(run_dirs: list[str | Path], force: bool = False, progress: bool
     """
     paths = [Path(d) for d in run_dirs]
     for p in paths:
-        runs.load_run(p)
+        check_analysable(runs.load_run(p))
     names = _unique_names(paths)
     views = [collect(p, name, force=force, progress=progress) for p, name in zip(paths, names)]
     return render(views)

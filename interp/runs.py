@@ -36,7 +36,7 @@ from transformer_lens import HookedTransformer
 
 from interp.config import ConfigError, TrainConfig
 from interp.model import build_model
-from interp.tasks import Dataset, all_pairs
+from interp.tasks import Dataset, all_examples
 
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.safetensors"
@@ -126,7 +126,7 @@ def default_run_name(cfg: TrainConfig) -> str:
     """``<task>_p<p>`` plus ``_<field><value>`` for each model/data/optimiser field off its default."""
     base = TrainConfig(task=cfg.task, p=cfg.p)
     skip = {"task", "p", "steps", "eval_every", "save_every", "engine"}
-    parts = [f"{cfg.task}_p{cfg.p}"]
+    parts = [cfg.task if cfg.model_kind == "mlp" else f"{cfg.task}_p{cfg.p}"]  # p means nothing to the digits MLP
     for k, v in cfg.to_dict().items():
         if k not in skip and v != getattr(base, k):
             parts.append(f"from-{Path(cfg.init_source[0]).name}" + (f"@{cfg.init_source[1]}" if cfg.init_source[1] is not None else "")
@@ -220,7 +220,7 @@ def read_split(run_dir: Path, cfg: TrainConfig) -> Dataset:
     """
     path = Path(run_dir) / SPLIT_FILE
     tensors, _ = read_tensors(path)
-    inputs, labels = all_pairs(cfg)
+    inputs, labels = all_examples(cfg)
     n = len(labels)
     try:
         train_idx, test_idx = tensors["train_idx"], tensors["test_idx"]

@@ -66,10 +66,10 @@ def stackable(cfg: TrainConfig) -> bool:
 
     The stack implements the fast path's model (1 layer, ``[a, b, =]``), the softmax cross-entropy
     and plain AdamW; ``init_scale`` is part of the initial weights, so it stacks too, and so does
-    ``mask_from`` (each member its own masks, or none). Gradient
-    filters, StableMax, ⊥AdamW, fixed-norm training and the hooked engine train alone.
+    ``mask_from`` (each member its own masks, or none). Gradient filters, StableMax, MSE, ⊥AdamW,
+    fixed-norm training, the hooked engine and the digits MLP train alone.
     """
-    return (cfg.engine != "hooked" and cfg.grad_filter == "none" and cfg.loss == "softmax"
+    return (cfg.model_kind == "transformer" and cfg.engine != "hooked" and cfg.grad_filter == "none" and cfg.loss == "softmax"
             and cfg.optimizer == "adamw" and not cfg.fixed_norm)
 
 

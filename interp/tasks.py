@@ -7,6 +7,9 @@ is a seeded permutation of that enumeration: the first ``cfg.n_train`` indices (
 With p = 113, frac 0.3 and data seed 598 this is exactly the split of the TransformerLens grokking demo
 (``torch.manual_seed(598); torch.randperm(p * p)``).
 
+The ``digits`` task (``tasks.digits``) is not algorithmic: scikit-learn's bundled 8x8 handwritten
+digits, 1797 images as 64 pixel intensities in [0, 1] with labels 0..9, split the same way.
+
 Label noise (``label_noise`` > 0, e.g. for memorisation-only runs): the same generator, after the
 permutation, draws one uniform random label per position of the permutation; the first
 ``round(label_noise * n_train)`` training examples (in split order) take them. Test labels stay true.
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.config import TrainConfig
@@ -46,8 +49,8 @@ class Dataset:
     """All examples of a task and their split.
 
     Attributes:
-        inputs: ``[N, 3]`` token triples ``[a, b, =]``.
-        labels: ``[N]`` the answer ``c`` in 0..p-1.
+        inputs: ``[N, 3]`` token triples ``[a, b, =]`` (digits: ``[N, 64]`` float images).
+        labels: ``[N]`` the answer ``c`` in 0..p-1 (digits: the digit 0..9).
         train_idx: indices into ``inputs`` of the training examples, in split order.
         test_idx: the remaining indices.
         train_labels: ``[n_train]`` the labels training uses, in split order: ``labels[train_idx]``
@@ -100,9 +103,26 @@ def split_indices(n: int, n_train: int, data_seed: int, n_classes: int) -> tuple
     return perm[:n_train], perm[n_train:], random_labels
 
 
+def digits() -> tuple[Float[Tensor, "1797 64"], Int[Tensor, "1797"]]:
+    """scikit-learn's bundled 8x8 handwritten digits (shipped with the package, no download): the
+    1797 images as float32 rows of 64 pixel intensities scaled from 0..16 to [0, 1], and their
+    labels 0..9, in scikit-learn's order."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return torch.tensor(d.data / 16.0, dtype=torch.float32), torch.tensor(d.target, dtype=torch.long)
+
+
+def all_examples(cfg: TrainConfig) -> tuple[Tensor, Int[Tensor, "N"]]:
+    """Every example of ``cfg.task`` and its label: ``all_pairs`` for the modular tasks, ``digits()``."""
+    return digits() if cfg.task == "digits" else all_pairs(cfg)
+
+
 def make_dataset(cfg: TrainConfig) -> Dataset:
-    """The inputs, labels and seeded train/test split that ``cfg`` describes (with its label noise)."""
-    inputs, labels = all_pairs(cfg)
+    """The inputs, labels and seeded train/test split that ``cfg`` describes (with its label noise).
+
+    The digits task splits its 1797 images the same way (seeded permutation, first ``n_train``)."""
+    inputs, labels = all_examples(cfg)
     train_idx, test_idx, random_labels = split_indices(len(labels), cfg.n_train, cfg.data_seed, cfg.d_vocab_out)
     train_labels = labels[train_idx].clone()
     n_noisy = round(cfg.label_noise * len(train_idx))

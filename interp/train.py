@@ -65,8 +65,9 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def use_fast(cfg: TrainConfig, model: HookedTransformer) -> bool:
-    """Whether ``cfg.engine`` trains ``model`` through the fast path (``auto``: where it applies)."""
-    if cfg.engine == "hooked":
+    """Whether ``cfg.engine`` trains ``model`` through the fast path (``auto``: where it applies;
+    never for the digits MLP, whose plain forward is recorded as 'hooked')."""
+    if cfg.engine == "hooked" or cfg.model_kind == "mlp":
         return False
     if cfg.engine == "fast" and not fast_applies(model):
         raise ConfigError("--engine fast: the fast forward does not apply to this model")
@@ -74,7 +75,10 @@ def use_fast(cfg: TrainConfig, model: HookedTransformer) -> bool:
 
 
 def logits_fn(model: HookedTransformer, cfg: TrainConfig):
-    """The forward used for evaluation: ``tokens [batch, 3] -> logits [batch, d_vocab_out]``."""
+    """The forward used for evaluation: ``tokens [batch, 3] -> logits [batch, d_vocab_out]``
+    (the digits MLP: ``images [batch, 64] -> logits [batch, 10]``)."""
+    if cfg.model_kind == "mlp":
+        return model
     if use_fast(cfg, model):
         return lambda tokens: fast_logits(model, tokens[:, 0], tokens[:, 1], cfg.eq_token)
     return lambda tokens: hooked_logits(model, tokens)
@@ -87,6 +91,8 @@ def loss_closure(model: HookedTransformer, cfg: TrainConfig, data: Dataset):
     """
     x, y = data.inputs[data.train_idx], data.train_labels
     loss = criterion(cfg.loss)
+    if cfg.model_kind == "mlp":
+        return lambda: loss(model(x), y)
     if use_fast(cfg, model) and cfg.loss == "softmax":
         return lambda: fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token)
     if use_fast(cfg, model):

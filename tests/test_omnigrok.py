@@ -1,0 +1,261 @@
+"""The digits MLP task, the MSE loss, the jump and survival estimates, and the omnigrok / accelerate experiments."""
+
+import html
+import json
+from argparse import Namespace
+
+import pytest
+import torch
+from scipy import stats
+
+from analyses.timing import first_step, kaplan_meier, km_median, late_jump, survival_at
+from interp import load_run
+from interp.analyze import main as analyze_main
+from interp.config import ConfigError, TrainConfig
+from interp.experiment import main as experiment_main
+from interp.experiments import accelerate, omnigrok
+from interp.mlp import DigitsMLP
+from interp.model import build_model, mse_loss
+from interp.report import main as report_main
+from interp.runs import default_run_name, read_metrics
+from interp.stack import stackable
+from interp.sweep import Spec, expand, read_results, write_results
+from interp.tasks import make_dataset
+from interp.train import main as train_main
+from interp.train import train
+from tests.conftest import tiny_config
+
+
+def digits_config(**overrides) -> TrainConfig:
+    base = dict(task="digits", train_size=300, d_mlp=16, steps=30, eval_every=10, save_every=10, lr=3e-3, loss="mse")
+    return TrainConfig(**{**base, **overrides})
+
+
+# ---- the digits task ------------------------------------------------------------------------------
+def test_digits_dataset_is_the_bundled_images_split_by_the_seed():
+    cfg = digits_config(train_size=1000)
+    d = make_dataset(cfg)
+    assert d.inputs.shape == (1797, 64) and d.inputs.dtype == torch.float32
+    assert d.inputs.min() == 0 and d.inputs.max() == 1 and sorted(d.labels.unique().tolist()) == list(range(10))
+    assert len(d.train_idx) == 1000 and len(d.test_idx) == 797
+    assert sorted(torch.cat([d.train_idx, d.test_idx]).tolist()) == list(range(1797))
+    assert cfg.n_examples == 1797 and cfg.d_vocab_out == 10 and cfg.model_kind == "mlp"
+    assert not torch.equal(make_dataset(cfg.replace(data_seed=1)).train_idx, d.train_idx)
+
+
+def test_digits_mlp_shape_init_scale_and_frozen_biases():
+    m1, m8 = build_model(digits_config(init_scale=1.0, freeze_biases=False)), build_model(digits_config(init_scale=8.0, freeze_biases=False))
+    assert isinstance(m1, DigitsMLP) and m1(torch.zeros(5, 64)).shape == (5, 10)
+    assert [tuple(layer.weight.shape) for layer in m1.layers] == [(16, 64), (16, 16), (10, 16)]
+    for (n, p1), (_, p8) in zip(m1.named_parameters(), m8.named_parameters()):
+        assert torch.equal(p8, p1 * 8), n  # every initial parameter x alpha, same seed
+    frozen = build_model(digits_config())  # freeze_biases defaults to True: biases zero and not trained
+    assert all(not p.requires_grad and not p.any() for n, p in frozen.named_parameters() if n.endswith("bias"))
+
+
+def test_mse_loss_known_answer():
+    logits = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.5]])
+    labels = torch.tensor([0, 1])
+    # errors against one-hot: row 0 all zero; row 1: (0, 1, 0.5) -> (0 + 1 + 0.25) / 6 elements
+    assert mse_loss(logits, labels).item() == pytest.approx(1.25 / 6, abs=1e-15)
+    assert mse_loss(logits, labels).dtype == torch.float64
+    ref = torch.nn.MSELoss()(logits.double(), torch.nn.functional.one_hot(labels, 3).double())
+    assert mse_loss(logits, labels).item() == pytest.approx(ref.item(), abs=1e-15)
+
+
+def test_a_digits_run_trains_loads_and_resumes_exactly(tmp_path):
+    cfg = digits_config(freeze_biases=False, init_scale=2.0)
+    out = train(cfg, tmp_path / "d", progress=False)
+    run = load_run(out)
+    assert run.config == cfg.replace(engine="hooked") and run.steps == [0, 10, 20, 30]
+    assert json.loads((out / "config.json").read_text())["config"]["task"] == "digits"
+    model = run.load_model()
+    with torch.no_grad():
+        logits = model(run.inputs)
+    last = run.metrics[-1]
+    test_acc = (logits[run.test_idx].argmax(-1) == run.labels[run.test_idx]).double().mean().item()
+    assert test_acc == pytest.approx(last["test_acc"]) and mse_loss(logits[run.train_idx], run.labels[run.train_idx]).item() == pytest.approx(last["train_loss"])
+    half = train(cfg.replace(steps=20), tmp_path / "r", progress=False)
+    train(cfg, half, resume=True, progress=False)
+    a, b = load_run(half).load_model(), model
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_digits_is_named_without_p_and_never_stacks():
+    assert default_run_name(digits_config(steps=15000, eval_every=100, save_every=100, train_size=1000)).startswith("digits_")
+    assert "_p113" not in default_run_name(digits_config())
+    assert not stackable(digits_config()) and stackable(tiny_config())
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    return train(digits_config(), tmp_path_factory.mktemp("dg") / "d", progress=False)
+
+
+@pytest.mark.parametrize("main", [analyze_main, report_main])
+def test_transformer_analyses_refuse_a_digits_run_in_one_line(main, digits_run, capsys):
+    before = sorted(p.name for p in digits_run.iterdir())
+    assert main([str(digits_run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "digits run trains the MLP" in err[0] and "Traceback" not in err[0]
+    assert sorted(p.name for p in digits_run.iterdir()) == before  # nothing written
+
+
+def test_digits_fast_engine_is_bad_input(tmp_path, capsys):
+    assert train_main(["digits", "--engine", "fast", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--engine 'fast'" in err[0] and not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match="--fixed-norm True: needs --wd 0"):
+        digits_config(fixed_norm=True, wd=0.1)
+
+
+# ---- late jump and survival ------------------------------------------------------------------------
+def _rows(test_acc, train_acc, every=100):
+    return [{"step": i * every, "train_acc": tr, "test_acc": te, "param_norm": 100.0 - i} for i, (tr, te) in enumerate(zip(train_acc, test_acc))]
+
+
+def test_late_jump_known_answer():
+    train = [0.1, 0.5, 0.995, 1, 1, 1, 1, 1, 1, 1]
+    test = [0.1, 0.2, 0.3, 0.3, 0.31, 0.35, 0.5, 0.8, 0.9, 0.88]
+    j = late_jump(_rows(test, train))
+    # memorised at step 200 (index 2); plateau 0.3, top 0.9, half-way 0.6 -> first at index 7 (0.8)
+    assert (j["mem_step"], j["plateau_test_acc"], j["top_test_acc"]) == (200, 0.3, 0.9)
+    assert (j["jump_step"], j["jump_test_acc"], j["jump_norm"], j["delay"]) == (700, 0.8, 93.0, 3.5)
+    assert (j["norm0"], j["mem_norm"], j["final_norm"]) == (100.0, 98.0, 91.0)
+
+
+def test_late_jump_without_a_rise_or_without_memorisation():
+    flat = late_jump(_rows([0.5, 0.55, 0.56, 0.58], [0.2, 1, 1, 1]))
+    assert flat["mem_step"] == 100 and flat["jump_step"] is None and flat["top_test_acc"] == 0.58
+    never = late_jump(_rows([0.5, 0.9], [0.2, 0.9]))
+    assert never["mem_step"] is None and never["jump_step"] is None and never["final_norm"] == 99.0
+    assert first_step(_rows([0.5, 0.9], [0.2, 0.9]), "test_acc", 0.9) == 100
+
+
+def test_kaplan_meier_known_answers_and_scipy():
+    # 4 seeds: events at 100, 200, 300 and one censored at 150; by hand S = 3/4, then 3/4 * 1/2, then 0
+    t, s = kaplan_meier([100, 300, 200, 150], [True, True, True, False])
+    assert t == [100, 200, 300] and s == pytest.approx([0.75, 0.375, 0.0])
+    assert km_median(t, s) == 200 and survival_at(t, s, 199) == 0.75 and survival_at(t, s, 200) == 0.375
+    # one budget, two never generalised: S is simply 1 - events / n and the median is past the budget
+    t, s = kaplan_meier([400, 1000, 1000, 600, 1000], [True, False, False, True, False])
+    assert s == pytest.approx([0.8, 0.6]) and km_median(t, s) is None
+    assert kaplan_meier([5, 5], [False, False]) == ([], [])
+    ref = stats.ecdf(stats.CensoredData(uncensored=[3, 7, 7, 9], right=[5, 8]))
+    t, s = kaplan_meier([3, 7, 7, 9, 5, 8], [True, True, True, True, False, False])
+    assert s == pytest.approx([float(ref.sf.evaluate(x)) for x in t])
+    with pytest.raises(ValueError):
+        kaplan_meier([1, 2], [True])
+
+
+# ---- accelerate: summary from fake sweep directories ------------------------------------------------
+def fake_arm(out, arm, fields, steps_to_99, budget=1000):
+    spec = Spec({"task": "mod_add", "p": 13, "steps": budget, **fields}, {"seed": list(range(1, len(steps_to_99) + 1))})
+    members = expand(spec)
+    d = out / arm
+    d.mkdir(parents=True)
+    (d / "sweep.json").write_text(json.dumps({"spec": spec.to_dict(), "members": [{"name": m.name} for m in members]}))
+    rows = {m.name: {"status": "ok", "train_99_step": 50, "test_99_step": t, "final_step": budget, "final_train_acc": 1.0,
+                     "final_test_acc": 1.0 if t else 0.3, "final_test_loss": 0.1, "final_param_norm": 9.0, "wall_s": 1.0, "reason": ""}
+            for m, t in zip(members, steps_to_99)}
+    write_results(d, spec, members, rows)
+
+
+def test_accelerate_summary_known_answer(tmp_path):
+    fake_arm(tmp_path, "adamw", {"lr": 1e-3}, [400, 600, None])
+    fake_arm(tmp_path, "adamw_lr3x", {"lr": 3e-3}, [200, 300, 500])
+    fake_arm(tmp_path, "grokfast_ema", {"lr": 1e-3, "grad_filter": "ema"}, [100, 150, None])
+    fake_arm(tmp_path, "stablemax", {"lr": 1e-3, "loss": "stablemax", "wd": 0.0}, [None, None, 900])
+    rows = {r["arm"]: r for r in accelerate.summarise(tmp_path)}
+    assert list(rows) == ["adamw", "adamw_lr3x", "grokfast_ema", "stablemax"]
+    assert (rows["adamw"]["median_test_99_step"], rows["adamw"]["censored"], rows["adamw"]["test_99_steps"]) == (600, 1, "400;600;>1000")
+    assert rows["adamw_lr3x"]["median_test_99_step"] == 300 and rows["adamw_lr3x"]["speedup_vs_best_baseline"] == 1.0
+    assert rows["grokfast_ema"]["speedup_vs_best_baseline"] == 2.0 and rows["adamw"]["speedup_vs_best_baseline"] == 0.5
+    sm = rows["stablemax"]
+    assert (sm["generalised"], sm["censored"], sm["median_test_99_step"], sm["speedup_vs_best_baseline"]) == (1, 2, None, None)
+    assert (sm["min_test_99_step"], sm["max_test_99_step"], sm["wd"]) == (900, 900, 0.0)
+    assert "wd=0.0" in sm["changes"] and "loss=stablemax" in sm["changes"] and rows["adamw"]["changes"] == "-"
+    cap = accelerate.summary_caption(list(rows.values()))
+    assert "The better baseline is adamw_lr3x (median 300)" in cap and "grokfast_ema's 2.00x" in cap
+    assert "stablemax 1/3 (median beyond the budget)" in cap and "No ticket arm was run" in cap
+
+
+def test_accelerate_arms_change_one_thing_each_and_use_the_papers_weight_decay():
+    base, seeds = accelerate.settings(Namespace(quick=True, p=None))
+    a = accelerate.arms(base)
+    assert a["adamw"] == {} and a["adamw_lr3x"] == {"lr": pytest.approx(3 * base["lr"])}
+    assert a["orthoadamw"]["wd"] == 0.0 and a["stablemax"]["wd"] == 0.0 and "ticket" not in a
+    assert accelerate.ticket_arm(base) is None  # the hook is not wired in yet
+    full = accelerate.specs(Namespace(quick=False, p=None))
+    assert full["adamw"].base["p"] == 113 and full["adamw_lr3x"].base["lr"] == pytest.approx(3e-3) and len(seeds) >= 3
+
+
+# ---- omnigrok: summary and captions from fake data ---------------------------------------------------
+def test_lu_caption_reports_the_minimum_and_whether_it_is_inside():
+    rows = [{"init_scale": a, "seed": 1, "steps": 500, "final_train_loss": tr, "final_test_loss": te}
+            for a, tr, te in [(0.5, 2.0, 3.0), (1.0, 0.1, 0.5), (2.0, 0.01, 2.0)]]
+    cap = omnigrok.lu_caption(rows)
+    assert "Test loss is lowest (0.5) at alpha = 1" in cap and "Test loss is higher on both sides" in cap
+    assert "Train loss goes from 2 at alpha = 0.5 to 0.01 at alpha = 2" in cap
+    rows[2]["final_test_loss"] = 0.1
+    assert "so this grid shows no U" in omnigrok.lu_caption(rows)
+
+
+# ---- real end-to-end runs of both experiments, tiny ----------------------------------------------------
+def test_omnigrok_end_to_end_tiny(tmp_path, monkeypatch, capsys):
+    lu = {**tiny_config().to_dict(), "wd": 0.0, "fixed_norm": True, "steps": 40, "save_every": 40}
+    lu.pop("init_scale"), lu.pop("seed")
+    digits = {**digits_config(steps=60, save_every=60).to_dict(), "init_scale": 4.0, "freeze_biases": False}
+    digits.pop("wd"), digits.pop("seed")
+    monkeypatch.setattr(omnigrok, "settings", lambda args: {
+        "lu": Spec(lu, {"init_scale": [0.5, 1.0, 2.0], "seed": [1]}),
+        "digits": Spec(digits, {"wd": [0.5, 0.0], "seed": [1]})})
+    out = tmp_path / "e"
+    assert experiment_main(["omnigrok", "--quick", "--out", str(out), "--quiet"]) == 0
+    rows = omnigrok.summarise(out)
+    assert [(r["stage"], r["init_scale"], r["wd"]) for r in rows] == [
+        ("lu", 0.5, 0.0), ("lu", 1.0, 0.0), ("lu", 2.0, 0.0), ("digits", 4.0, 0.5), ("digits", 4.0, 0.0)]
+    members = omnigrok.member_rows(out, "lu") + omnigrok.member_rows(out, "digits")
+    assert rows == [{k: m[k] for k in omnigrok.SUMMARY_COLUMNS} for m in members]
+    for m in members:
+        metrics = read_metrics(out / m["stage"] / m["run"])
+        assert m["final_test_loss"] == metrics[-1]["test_loss"] and m["norm0"] == metrics[0]["param_norm"]
+        assert m == {**m, **late_jump(metrics)}
+        if m["stage"] == "lu":  # the norm is held at its step-0 value
+            assert m["final_norm"] == pytest.approx(m["norm0"], rel=1e-5)
+    lu_rows = [r for r in rows if r["stage"] == "lu"]
+    assert lu_rows[2]["norm0"] == pytest.approx(4 * lu_rows[0]["norm0"], rel=1e-6)  # alpha 2 vs 0.5
+    dg = {r["wd"]: r for r in rows if r["stage"] == "digits"}
+    assert dg[0.5]["final_norm"] < dg[0.0]["final_norm"]  # weight decay pulls the norm down
+    assert (out / "summary.csv").read_text().splitlines()[0] == ",".join(omnigrok.SUMMARY_COLUMNS)
+    assert report_main([str(out), "--quiet"]) == 0
+    page = html.unescape((out / "report.html").read_text())
+    assert "Final loss against the fixed weight norm (LU)" in page
+    assert f"Test loss is lowest ({min(r['final_test_loss'] for r in lu_rows):.3g})" in page
+    assert "Digits MLP (300 training images, initial weights x 4, mse loss)" in page
+    assert "wd 0.5, seed 1: " in page and "wd 0, seed 1: " in page
+
+
+def test_accelerate_end_to_end_tiny_and_bad_p(tmp_path, monkeypatch, capsys):
+    base = {**tiny_config().to_dict(), "steps": 60, "save_every": 60}
+    base.pop("seed")
+    monkeypatch.setattr(accelerate, "settings", lambda args: (base, [1, 2]))
+    out = tmp_path / "a"
+    assert experiment_main(["accelerate", "--quick", "--out", str(out), "--quiet"]) == 0
+    rows = {r["arm"]: r for r in accelerate.summarise(out)}
+    assert list(rows) == list(accelerate.arms(base))
+    for arm, r in rows.items():
+        res = read_results(out / arm)
+        reached = sorted(int(x["test_99_step"]) for x in res if x["test_99_step"] != "")
+        assert (r["seeds"], r["generalised"], r["budget"]) == (2, len(reached), 60)
+        assert r["min_test_99_step"] == (reached[0] if reached else None)
+    assert rows["orthoadamw"]["wd"] == 0.0 and rows["adamw_lr3x"]["lr"] == pytest.approx(3 * base["lr"])
+    assert report_main([str(out), "--quiet"]) == 0
+    page = html.unescape((out / "report.html").read_text())
+    assert "Fraction of seeds with test accuracy >= 99% against step" in page and "No ticket arm was run" in page
+    monkeypatch.undo()
+    capsys.readouterr()
+    bad = tmp_path / "b"
+    assert experiment_main(["accelerate", "--quick", "--p", "1", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--p 1" in err[0] and not bad.exists()
