@@ -11,7 +11,7 @@ from scipy import stats
 from analyses.timing import first_step, kaplan_meier, km_median, late_jump, survival_at
 from interp import load_run
 from interp.analyze import main as analyze_main
-from interp.config import ConfigError, TrainConfig
+from interp.config import PRESETS, ConfigError, TrainConfig
 from interp.experiment import main as experiment_main
 from interp.experiments import accelerate, omnigrok
 from interp.mlp import DigitsMLP
@@ -259,3 +259,35 @@ def test_accelerate_end_to_end_tiny_and_bad_p(tmp_path, monkeypatch, capsys):
     assert experiment_main(["accelerate", "--quick", "--p", "1", "--out", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--p 1" in err[0] and not bad.exists()
+
+
+def test_accelerate_ticket_arm_from_a_tickets_directory(tmp_path, capsys):
+    """--tickets adds the tickets' final masks as an arm, only for a tickets run of the same model."""
+    import json as _json
+    from argparse import Namespace
+
+    from interp.experiment import main as experiment_main
+    from interp.sweep import SweepError
+
+    base = {**PRESETS["small"], "task": "mod_add", "steps": 4000, "eval_every": 50, "save_every": 4000}
+    tickets = tmp_path / "t"
+    (tickets / "dense").mkdir(parents=True)
+    (tickets / "masks").mkdir()
+    (tickets / "dense" / "sweep.json").write_text(_json.dumps({"spec": {"base": {**base, "save_every": 100, "steps": 3000}}}))
+    for s in (1, 2):
+        (tickets / "masks" / f"ticket_seed{s}.safetensors").write_bytes(b"")
+    args = Namespace(quick=True, p=None, tickets=tickets)
+    with pytest.raises(SweepError, match=r"no ticket masks for seed\(s\) \[3\]"):
+        accelerate.specs(args)
+    (tickets / "masks" / "ticket_seed3.safetensors").write_bytes(b"")
+    spec = accelerate.specs(args)["ticket"]
+    assert spec.base["mask_from"] == str(tickets.resolve() / "masks" / "ticket_seed{seed}.safetensors")
+    assert TrainConfig(**{**spec.base, "seed": 2}).mask_path == str(tickets.resolve() / "masks" / "ticket_seed2.safetensors")
+    assert "ticket" not in accelerate.specs(Namespace(quick=True, p=None, tickets=None))
+    # a tickets run of another model or optimiser is refused before anything is written
+    (tickets / "dense" / "sweep.json").write_text(_json.dumps({"spec": {"base": {**base, "lr": 1e-3}}}))
+    out = tmp_path / "a"
+    assert experiment_main(["accelerate", "--quick", "--tickets", str(tickets), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lr 0.001 there, 0.003 here" in err[0]
+    assert not out.exists()

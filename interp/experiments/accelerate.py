@@ -13,7 +13,10 @@ stablemax        StableMax cross-entropy, weight decay 0 (Prieto et al. 2025 run
 orthoadamw       ⊥AdamW: the gradient's component along each weight removed, weight decay 0
                  (as in Prieto et al., whose point is grokking without weight decay)
 init_x0.5        initial weights x 0.5 (Omnigrok: a smaller initial norm)
-(best ticket)    not wired in yet: see ``ticket_arm``
+ticket           with ``--tickets DIR``: the tickets experiment's final-checkpoint ticket of each seed
+                 (its masks, ``DIR/masks/ticket_seed<s>.safetensors``; the same seed rebuilds the same
+                 initial weights, so this is the rewound ticket); DIR must have trained the same
+                 model on the same split with the same optimiser
 ===============  ===========================================================================
 
 Outcome per seed: the first step with test accuracy >= 99% (``test_99_step``). A seed that never got
@@ -37,7 +40,7 @@ from pathlib import Path
 from analyses.timing import kaplan_meier, km_median
 from interp import runs
 from interp.config import PRESETS, TrainConfig
-from interp.sweep import Spec, check_values, read_results
+from interp.sweep import Spec, SweepError, check_values, read_results
 
 DESCRIPTION = "Grokfast, StableMax, ⊥AdamW and a small init against a tuned AdamW baseline: steps to 99% test, censored"
 BASELINES = ("adamw", "adamw_lr3x")
@@ -45,7 +48,7 @@ SUMMARY_COLUMNS = ["arm", "changes", "lr", "wd", "seeds", "generalised", "censor
                    "max_test_99_step", "test_99_steps", "speedup_vs_best_baseline", "budget"]
 
 
-def arms(base: dict) -> dict[str, dict]:
+def arms(base: dict, tickets: Path | None = None) -> dict[str, dict]:
     """``{arm: the config fields it changes}`` for a base config (``adamw_lr3x``: 3x the base's lr)."""
     out = {
         "adamw": {},
@@ -56,24 +59,40 @@ def arms(base: dict) -> dict[str, dict]:
         "orthoadamw": {"optimizer": "orthoadamw", "wd": 0.0},
         "init_x0.5": {"init_scale": 0.5},
     }
-    ticket = ticket_arm(base)
+    ticket = ticket_arm(base, tickets)
     if ticket is not None:
         out["ticket"] = ticket
     return out
 
 
-# ---- HOOK: the 'best ticket' arm -----------------------------------------------------------------
-# NOT IMPLEMENTED HERE. The tickets experiment (interp/experiments/tickets.py, config field
-# ``mask_from``) is built separately; once it is merged, this function returns the config fields of
-# the best ticket's arm, e.g. {"mask_from": "<path of its masks>"} (and an ``add_arguments`` flag to
-# point at them). While it returns None the comparison has no ticket arm, and says so.
-def ticket_arm(base: dict) -> dict | None:
-    """The config fields of the 'best ticket' arm, or None while tickets are not wired in."""
-    return None
+# ---- the ticket arm ---------------------------------------------------------------------------
+TICKET_MATCH = ("task", "p", "frac", "train_size", "data_seed", "d_model", "n_heads", "d_mlp", "lr", "wd", "beta1", "beta2", "warmup")
+
+
+def ticket_arm(base: dict, tickets: Path | None) -> dict | None:
+    """The ticket arm's config fields (``mask_from`` with a ``{seed}`` placeholder), or None without ``--tickets``.
+
+    Raises:
+        SweepError: ``tickets`` is not a tickets experiment whose dense runs share ``base``'s model,
+        split and optimiser, or lacks a seed's masks.
+    """
+    if tickets is None:
+        return None
+    dense_sweep = Path(tickets) / "dense" / "sweep.json"
+    if not dense_sweep.is_file():
+        raise SweepError(f"--tickets {tickets}: not a tickets experiment directory (no dense/sweep.json)")
+    dense = TrainConfig(**{"seed": 1, **json.loads(dense_sweep.read_text())["spec"]["base"]})
+    mine = TrainConfig(**base)
+    diff = [f"{f} {getattr(dense, f)} there, {getattr(mine, f)} here" for f in TICKET_MATCH if getattr(dense, f) != getattr(mine, f)]
+    if diff:
+        raise SweepError(f"--tickets {tickets}: its dense runs differ from this comparison's base ({'; '.join(diff)})")
+    return {"mask_from": str(Path(tickets).resolve() / "masks" / "ticket_seed{seed}.safetensors")}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--p", type=int, default=None, help="modulus (default: 59 with --quick, else 113)")
+    p.add_argument("--tickets", type=Path, default=None, metavar="DIR",
+                   help="a finished `interp.experiment tickets` directory of the same model: adds its tickets as an arm")
 
 
 def settings(args: argparse.Namespace) -> tuple[dict, list[int]]:
@@ -89,7 +108,13 @@ def settings(args: argparse.Namespace) -> tuple[dict, list[int]]:
 
 def specs(args: argparse.Namespace) -> dict[str, Spec]:
     base, seeds = settings(args)
-    return {arm: Spec({**base, **fields}, {"seed": seeds}) for arm, fields in arms(base).items()}
+    tickets = getattr(args, "tickets", None)
+    all_arms = arms(base, tickets)
+    if "ticket" in all_arms:
+        missing = [s for s in seeds if not Path(all_arms["ticket"]["mask_from"].format(seed=s)).is_file()]
+        if missing:
+            raise SweepError(f"--tickets {tickets}: no ticket masks for seed(s) {missing} (masks/ticket_seed<s>.safetensors)")
+    return {arm: Spec({**base, **fields}, {"seed": seeds}) for arm, fields in all_arms.items()}
 
 
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
@@ -176,7 +201,7 @@ def summary_caption(rows: list[dict]) -> str:
     else:
         cap += "Neither baseline reached a median within the budget, so no speed-up is computed. "
     if not any(r["arm"] == "ticket" for r in rows):
-        cap += "No ticket arm was run (tickets are not wired into this comparison yet)."
+        cap += "No ticket arm was run (it needs --tickets DIR, a finished tickets experiment of the same model)."
     return cap
 
 
