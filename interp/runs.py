@@ -129,7 +129,7 @@ def default_run_name(cfg: TrainConfig) -> str:
     parts = [f"{cfg.task}_p{cfg.p}"]
     for k, v in cfg.to_dict().items():
         if k not in skip and v != getattr(base, k):
-            parts.append(f"{k}{v}")
+            parts.append(f"{k}{Path(v).name if isinstance(v, str) and '/' in v else v}")  # a file field: its name only
     return "_".join(parts)
 
 
