@@ -129,8 +129,10 @@ def default_run_name(cfg: TrainConfig) -> str:
     parts = [cfg.task if cfg.model_kind == "mlp" else f"{cfg.task}_p{cfg.p}"]  # p means nothing to the digits MLP
     for k, v in cfg.to_dict().items():
         if k not in skip and v != getattr(base, k):
-            parts.append(f"from-{Path(cfg.init_source[0]).name}" + (f"@{cfg.init_source[1]}" if cfg.init_source[1] is not None else "")
-                         if k == "init_from" else f"{k}{v}")
+            if k == "init_from":
+                parts.append(f"from-{Path(cfg.init_source[0]).name}" + (f"@{cfg.init_source[1]}" if cfg.init_source[1] is not None else ""))
+            else:
+                parts.append(f"{k}{Path(v).name if isinstance(v, str) and '/' in v else v}")  # a file field: its name only
     return "_".join(parts)
 
 

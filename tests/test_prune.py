@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from interp import load_run, prune
+from interp import load_run, prune, runs
 from interp.config import ConfigError
 from interp.model import build_model
 from interp.stack import Member, train_pack
@@ -160,6 +160,10 @@ def test_fixed_norm_keeps_the_masked_initial_norm(tmp_path):
     run = load_run(train(cfg.replace(mask_from=str(tmp_path / "m.safetensors")), tmp_path / "run", progress=False))
     assert run.metrics[-1]["param_norm"] == pytest.approx(run.metrics[0]["param_norm"], rel=1e-5)
     assert masked_zero(run.path, masks)
+
+
+def test_default_run_name_of_a_masked_run_is_one_directory():
+    assert runs.default_run_name(tiny_config(mask_from="/x/y/ticket_seed{seed}.safetensors")).endswith("_mask_fromticket_seed{seed}.safetensors")
 
 
 def test_seed_placeholder_picks_each_seeds_masks(tmp_path):

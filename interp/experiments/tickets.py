@@ -57,7 +57,7 @@ from torch.func import functional_call
 
 from interp import plots, prune, runs
 from interp.config import PRESETS, ConfigError, TrainConfig
-from interp.model import build_model, hooked_logits, loss_fn
+from interp.model import build_model, loss_fn
 from interp.sweep import RUNS_DIR, Spec, read_results
 from interp.tasks import make_dataset
 
@@ -284,8 +284,11 @@ def figures(out: Path) -> list:
     parts = [f"Test accuracy against step, the median over seeds per method (band: lowest to highest seed); "
              f"t_gen is the first evaluation with test accuracy >= {THRESHOLD:.0%}."]
     for m, r in summary.items():
-        speed = f", {r['speedup_vs_dense']:g}x the dense network's speed" if r["speedup_vs_dense"] and m != "dense" else ""
-        parts.append(f"{m}: median t_gen {_fmt(r['median_t_gen'])} over {r['seeds']} seeds "
-                     f"({r['never']} never within {r['budget']} steps){speed}.")
+        reached = f"{r['generalised']} of {r['seeds']} seeds generalised within {r['budget']} steps"
+        if r["median_t_gen"] is None:
+            parts.append(f"{m}: {reached}, so no median.")
+            continue
+        speed = f", {r['speedup_vs_dense']:g}x sooner than dense" if r["speedup_vs_dense"] and m != "dense" else ""
+        parts.append(f"{m}: median t_gen {_fmt(r['median_t_gen'])} ({reached}{speed}).")
     fig = plots.median_curves(curves, "test_acc", "test accuracy", "Test accuracy of each method (median over seeds)")
     return [Figure("tickets-test-acc", fig, " ".join(parts))]
