@@ -311,10 +311,20 @@ def _init_ray(address: str | None):
         host = address.rpartition(":")[0]
         if host in ("127.0.0.1", "localhost"):
             kwargs["_node_ip_address"] = "127.0.0.1"  # keep every connection on loopback
-        ray.init(address=address, **kwargs)
+        kwargs["address"] = address
     else:
-        ray.init(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
-    return ray
+        kwargs.update(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1")
+    for attempt in (1, 2):  # Ray gives its local services a fixed 30 s to start; a busy machine can miss that once
+        try:
+            ray.init(**kwargs)
+            return ray
+        except Exception as e:  # noqa: BLE001 - ray raises a bare Exception for this
+            ray.shutdown()
+            if "timed out during startup" not in str(e):
+                raise
+            if attempt == 2:
+                raise SweepError(f"--backend ray: Ray did not start ({str(e).splitlines()[0]})") from None
+            log.warning("Ray did not start within its 30 s (a busy machine?); trying once more")
 
 
 def _run_local(packs, device, on_done, on_progress):

@@ -185,7 +185,7 @@ def test_accelerate_arms_change_one_thing_each_and_use_the_papers_weight_decay()
     a = accelerate.arms(base)
     assert a["adamw"] == {} and a["adamw_lr3x"] == {"lr": pytest.approx(3 * base["lr"])}
     assert a["orthoadamw"]["wd"] == 0.0 and a["stablemax"]["wd"] == 0.0 and "ticket" not in a
-    assert accelerate.ticket_arm(base) is None  # the hook is not wired in yet
+    assert accelerate.ticket_arm(base, None) is None  # no --tickets: no ticket arm
     full = accelerate.specs(Namespace(quick=False, p=None))
     assert full["adamw"].base["p"] == 113 and full["adamw_lr3x"].base["lr"] == pytest.approx(3e-3) and len(seeds) >= 3
 
