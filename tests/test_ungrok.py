@@ -12,8 +12,6 @@ from interp.experiment import main as experiment_main
 from interp.experiments import semigrok, ungrok
 from interp.report import main as report_main
 from interp.sweep import Spec, expand, write_results
-from interp.train import train
-from tests.conftest import tiny_config
 
 
 def fake_sweep(out, spec, outcomes, curves):
@@ -148,7 +146,13 @@ def test_plateau_found_on_a_curve_that_has_one():
     wobble = lambda s: 0.02 * ((s // 10) % 3 - 1)  # noqa: E731  +-0.02
     pl = semigrok.find_plateau(*_curve(lambda s: 0.02 if s < 200 else 0.55 + wobble(s) if s < 800 else 1.0))
     assert pl["seen"] and (pl["start"], pl["end"], pl["length"], pl["train_step"]) == (200, 790, 590, 50)
-    assert pl["mean"] == pytest.approx(0.55, abs=0.01) and pl["to_end"] is False
+    assert pl["mean"] == pytest.approx(0.55, abs=0.01) and abs(pl["drift"]) < 0.02 and pl["to_end"] is False
+
+
+def test_a_slow_rise_through_the_band_is_not_a_plateau():
+    ramp = semigrok.find_plateau(*_curve(lambda s: 0.02 if s < 300 else min(0.2 + (s - 300) / 4000, 1.0)))  # 0.2 -> 0.375
+    assert ramp["length"] == 700 and ramp["drift"] == pytest.approx(0.13, abs=0.01) and not ramp["seen"]
+    assert semigrok.find_plateau(*_curve(lambda s: 0.02 if s < 300 else min(0.2 + (s - 300) / 4000, 1.0)), max_drift=0.2)["seen"]
 
 
 def test_no_plateau_when_test_accuracy_jumps_straight_to_one():
@@ -189,7 +193,7 @@ def test_semigrok_summary_and_caption_known_answer(tmp_path):
     assert rows[0]["plateau_mean_test_acc"] == pytest.approx(0.7) and rows[1]["test_99_step"] == 300 and rows[0]["train_99_step"] == 50
     text = semigrok.caption(rows)
     assert "2 members at training sizes 40, 50, 1000 steps each" in text
-    assert "D = 40, seed 1: plateau at mean test accuracy 0.70 from step 300 for 700 steps, and lasts to the end of the run." in text
+    assert "D = 40, seed 1: plateau at mean test accuracy 0.70 from step 300 for 700 steps, and lasts to the end of the run" in text
     assert "1 of the 1 plateaus last to the end" in text
     fake_semigrok(tmp_path / "b", plateau=False)
     assert "No member showed such a plateau within this budget: semi-grokking was not elicited here." in semigrok.caption(semigrok.summarise(tmp_path / "b"))

@@ -10,8 +10,10 @@ for a long step budget, and looks in each member's test-accuracy curve for such 
 
 Plateau (``find_plateau``): the longest stretch of consecutive evaluations, after the train
 accuracy first reached 0.99, in which every test accuracy lies in [0.2, 0.9] and the highest and
-lowest differ by at most 0.2; it counts when it lasts at least 25 % of the step budget. Its start,
-length, mean level and whether it lasts to the end of the run are reported, together with the
+lowest differ by at most 0.2; it counts when it lasts at least 25 % of the step budget and does
+not trend (the mean test accuracy of its last quarter is within 0.05 of its first quarter's: a slow
+steady rise through the band is not a plateau). Its start, length, mean level, drift and whether it
+lasts to the end of the run are reported, together with the
 member's final test accuracy and the step it reached 99 % test accuracy, if it did: a plateau that
 ends in full generalisation within the budget is delayed grokking with a partial stage, not the
 paper's semi-grokking, which holds its partial level to the end of long training.
@@ -38,7 +40,7 @@ from interp.config import PRESETS
 from interp.sweep import Spec, read_results
 
 DESCRIPTION = "semi-grokking: long runs near the critical training-set size, plateaus of partial test accuracy (Varma et al. 2023)"
-LOW, HIGH, BAND, MIN_FRAC, TRAIN_LEVEL = 0.2, 0.9, 0.2, 0.25, 0.99
+LOW, HIGH, BAND, MIN_FRAC, MAX_DRIFT, TRAIN_LEVEL = 0.2, 0.9, 0.2, 0.25, 0.05, 0.99
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +59,7 @@ def spec(args: argparse.Namespace) -> Spec:
 
 def find_plateau(steps: Sequence[int], train_acc: Sequence[float], test_acc: Sequence[float], budget: int | None = None,
                  low: float = LOW, high: float = HIGH, band: float = BAND, min_frac: float = MIN_FRAC,
-                 train_level: float = TRAIN_LEVEL) -> dict:
+                 max_drift: float = MAX_DRIFT, train_level: float = TRAIN_LEVEL) -> dict:
     """The longest plateau of partial test accuracy in one run's evaluations (pure; see the module docstring).
 
     Args:
@@ -65,13 +67,13 @@ def find_plateau(steps: Sequence[int], train_acc: Sequence[float], test_acc: Seq
         budget: the run's step budget (default: the last step); a plateau must last ``min_frac`` of it.
     Returns:
         ``seen`` (bool), ``start``, ``end`` (steps of its first and last evaluation), ``length``
-        (``end - start``), ``mean`` (its mean test accuracy), ``to_end`` (it lasts to the last
-        evaluation) and ``train_step`` (first step with train accuracy >= ``train_level``); the
+        (``end - start``), ``mean`` (its mean test accuracy), ``drift`` (mean of its last quarter of
+        evaluations minus mean of its first quarter), ``to_end`` (it lasts to the last evaluation) and ``train_step`` (first step with train accuracy >= ``train_level``); the
         plateau fields are ``None`` when no stretch qualifies, the longest stretch's when one does
         but is too short.
     """
     budget = budget if budget is not None else (steps[-1] if len(steps) else 0)
-    out = {"seen": False, "start": None, "end": None, "length": None, "mean": None, "to_end": None, "train_step": None}
+    out = {"seen": False, "start": None, "end": None, "length": None, "mean": None, "drift": None, "to_end": None, "train_step": None}
     t0 = next((i for i, a in enumerate(train_acc) if a >= train_level), None)
     if t0 is None:
         return out
@@ -92,8 +94,11 @@ def find_plateau(steps: Sequence[int], train_acc: Sequence[float], test_acc: Seq
     if best is None:
         return out
     length, i, j = best
-    out.update(start=steps[i], end=steps[j], length=length, mean=statistics.fmean(test_acc[i : j + 1]), to_end=j == len(steps) - 1,
-               seen=budget > 0 and length >= min_frac * budget)
+    stretch = list(test_acc[i : j + 1])
+    q = max(1, len(stretch) // 4)
+    drift = statistics.fmean(stretch[-q:]) - statistics.fmean(stretch[:q])
+    out.update(start=steps[i], end=steps[j], length=length, mean=statistics.fmean(stretch), drift=drift, to_end=j == len(steps) - 1,
+               seen=budget > 0 and length >= min_frac * budget and abs(drift) <= max_drift)
     return out
 
 
@@ -109,7 +114,7 @@ def summarise(out: Path) -> list[dict]:
         pl = find_plateau([x["step"] for x in m], [x["train_acc"] for x in m], [x["test_acc"] for x in m], budget)
         rows.append({"train_size": int(r["train_size"]), "seed": int(r["seed"]), "budget": budget, "train_99_step": pl["train_step"],
                      "plateau": pl["seen"], "plateau_start": pl["start"], "plateau_length": pl["length"],
-                     "plateau_mean_test_acc": pl["mean"], "plateau_to_end": pl["to_end"],
+                     "plateau_mean_test_acc": pl["mean"], "plateau_drift": pl["drift"], "plateau_to_end": pl["to_end"],
                      "test_99_step": int(r["test_99_step"]) if r["test_99_step"] != "" else None,
                      "final_test_acc": float(r["final_test_acc"])})
     return rows
@@ -123,12 +128,13 @@ def caption(rows: list[dict]) -> str:
     seen = [r for r in rows if yes(r["plateau"])]
     sizes = sorted({int(r["train_size"]) for r in rows})
     out = [f"{len(rows)} members at training sizes {', '.join(map(str, sizes))}, {max(int(r['budget']) for r in rows)} steps each. "
-           f"A plateau is at least {MIN_FRAC:.0%} of the budget with test accuracy in [{LOW}, {HIGH}] (spread <= {BAND}) after train accuracy reached {TRAIN_LEVEL}."]
+           f"A plateau is at least {MIN_FRAC:.0%} of the budget with test accuracy in [{LOW}, {HIGH}] (spread <= {BAND}, drift <= {MAX_DRIFT}) "
+           f"after train accuracy reached {TRAIN_LEVEL}."]
     if not seen:
         out.append("No member showed such a plateau within this budget: semi-grokking was not elicited here.")
     else:
         for r in seen:
-            end = ("and lasts to the end of the run" if yes(r["plateau_to_end"]) else
+            end = ("and lasts to the end of the run (a longer run would show whether it holds)" if yes(r["plateau_to_end"]) else
                    f"then test accuracy leaves it (final {float(r['final_test_acc']):.2f}"
                    + (f", 99 % at step {r['test_99_step']})" if str(r["test_99_step"]) not in ("", "None") else ")"))
             out.append(f"D = {r['train_size']}, seed {r['seed']}: plateau at mean test accuracy {float(r['plateau_mean_test_acc']):.2f} "

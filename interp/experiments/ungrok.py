@@ -174,7 +174,8 @@ def caption(rows: list[dict]) -> str:
         pts = [(int(_num(r, "train_size")), _num(r, "median_final_test_acc")) for r in rows if _num(r, "wd") == wd]
         below = [x for x, y in sorted(pts) if y < 0.9]
         part = f"Weight decay {wd:g}: median from {min(y for _, y in pts):.2f} to {max(y for _, y in pts):.2f}; "
-        part += f"below 0.9 at D' = {', '.join(map(str, below))}" if below else "at or above 0.9 at every D'"
+        part += ("below 0.9 at every D'" if len(below) == len(pts) else f"below 0.9 at D' = {', '.join(map(str, below))}" if below
+                 else "at or above 0.9 at every D'")
         c = crossing(pts, 0.5)
         if c is not None:
             part += f"; it crosses 0.5 near D' = {c:.0f}"
