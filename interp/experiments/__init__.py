@@ -33,6 +33,19 @@ from importlib import import_module
 EXPERIMENTS = ("datafrac", "ungrok", "semigrok", "tickets", "omnigrok", "accelerate")
 
 
+def run_stages(specs: dict, sweep) -> dict[str, dict]:
+    """The common ``run``: check every stage's spec (``{stage: interp.sweep.Spec}``) before the first
+    one writes anything, then run them in order; rows keyed ``"stage/name"``."""
+    from interp.sweep import check_values
+
+    for spec in specs.values():
+        check_values(spec)
+    rows = {}
+    for stage, spec in specs.items():
+        rows.update({f"{stage}/{name}": r for name, r in sweep(spec, stage).items()})
+    return rows
+
+
 def load(name: str):
     """The experiment module ``name`` (one of ``EXPERIMENTS``)."""
     return import_module(f"interp.experiments.{name}")

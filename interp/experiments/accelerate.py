@@ -40,7 +40,8 @@ from pathlib import Path
 from analyses.timing import kaplan_meier, km_median
 from interp import runs
 from interp.config import PRESETS, TrainConfig
-from interp.sweep import Spec, SweepError, check_values, read_results
+from interp.experiments import run_stages
+from interp.sweep import Spec, SweepError, read_results
 
 DESCRIPTION = "Grokfast, StableMax, ⊥AdamW and a small init against a tuned AdamW baseline: steps to 99% test, censored"
 BASELINES = ("adamw", "adamw_lr3x")
@@ -118,13 +119,7 @@ def specs(args: argparse.Namespace) -> dict[str, Spec]:
 
 
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
-    all_specs = specs(args)
-    for spec in all_specs.values():  # every arm's input is checked before the first one writes anything
-        check_values(spec)
-    rows = {}
-    for arm, spec in all_specs.items():
-        rows.update({f"{arm}/{name}": r for name, r in sweep(spec, arm).items()})
-    return rows
+    return run_stages(specs(args), sweep)
 
 
 # ---- summary ------------------------------------------------------------------------------------

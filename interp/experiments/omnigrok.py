@@ -35,7 +35,8 @@ from pathlib import Path
 from analyses.timing import late_jump
 from interp import runs
 from interp.config import PRESETS
-from interp.sweep import RUNS_DIR, Spec, check_values, load_sweep, read_results
+from interp.experiments import run_stages
+from interp.sweep import RUNS_DIR, Spec, load_sweep, read_results
 
 DESCRIPTION = "weight norm: train/test loss against a fixed norm (LU) and grokking induced on digits (Omnigrok)"
 STAGES = ("lu", "digits")
@@ -63,13 +64,7 @@ def settings(args: argparse.Namespace) -> dict[str, Spec]:
 
 
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
-    specs = settings(args)
-    for spec in specs.values():  # every stage's input is checked before the first one writes anything
-        check_values(spec)
-    rows = {}
-    for stage, spec in specs.items():
-        rows.update({f"{stage}/{name}": r for name, r in sweep(spec, stage).items()})
-    return rows
+    return run_stages(settings(args), sweep)
 
 
 def _f(r: dict, key: str) -> float | None:
