@@ -30,7 +30,7 @@ A new experiment is a new module here and a line in ``EXPERIMENTS``.
 
 from importlib import import_module
 
-EXPERIMENTS = ("datafrac",)
+EXPERIMENTS = ("datafrac", "dcrit")
 
 
 def load(name: str):
