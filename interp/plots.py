@@ -587,3 +587,45 @@ def generalised_fraction(curves: Mapping[str, tuple[Sequence[float], Sequence[fl
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(title_text=y_title, range=[-0.02, 1.02])
     return _layout(fig, title, height=420)
+
+
+# ---- critical dataset size ---------------------------------------------------------------------------
+def crossing_panels(panels: Sequence[Mapping], title: str) -> go.Figure:
+    """Side-by-side log-log panels of two families' measure against training-set size, with a fit, a level
+    and a crossing (``interp.experiments.dcrit``).
+
+    Args:
+        panels: each ``{"title", "series": [(name, xs, ys, flagged)], "fit": (xs, ys) or None,
+            "level": y or None, "crossing": (x, lo, hi) or None}``; series are markers (crosses when
+            ``flagged``), the fit dotted, the level dashed, the crossing a line over a shaded interval.
+        title: the figure's title.
+    Lines are traces, not shapes: shape coordinates on log axes would have to be given in log10 units.
+    """
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p["title"] for p in panels], horizontal_spacing=0.1)
+    names = list(dict.fromkeys(s[0].removesuffix(" (flagged)") for p in panels for s in p["series"]))
+    for col, p in enumerate(panels, start=1):
+        first = col == 1
+        xs_all = [x for s in p["series"] for x in s[1]]
+        ys_all = [y for s in p["series"] for y in s[2]] + ([p["level"]] if p["level"] else [])
+        for name, xs, ys, flagged in p["series"]:
+            c = color(names.index(name.removesuffix(" (flagged)")))
+            fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="markers", name=name, legendgroup=name, showlegend=first,
+                                     marker=dict(color=c, size=8, symbol="x" if flagged else "circle", opacity=0.5 if flagged else 0.8)),
+                          row=1, col=col)
+        if p.get("fit"):
+            fig.add_trace(go.Scatter(x=list(p["fit"][0]), y=list(p["fit"][1]), mode="lines", name="fit", legendgroup="fit",
+                                     showlegend=first, line=dict(color=color(0), dash="dot")), row=1, col=col)
+        if p.get("level") and xs_all:
+            fig.add_trace(go.Scatter(x=[min(xs_all), max(xs_all)], y=[p["level"]] * 2, mode="lines", name="level", legendgroup="level",
+                                     showlegend=first, line=dict(color=color(1), dash="dash")), row=1, col=col)
+        if p.get("crossing") and ys_all:
+            x, lo, hi = p["crossing"]
+            y0, y1 = min(ys_all), max(ys_all)
+            fig.add_trace(go.Scatter(x=[lo, hi, hi, lo, lo], y=[y0, y0, y1, y1, y0], fill="toself", mode="none", hoverinfo="skip",
+                                     fillcolor="rgba(44,160,44,0.15)", name="interval", legendgroup="interval", showlegend=first),
+                          row=1, col=col)
+            fig.add_trace(go.Scatter(x=[x, x], y=[y0, y1], mode="lines", name="crossing", legendgroup="crossing", showlegend=first,
+                                     line=dict(color=color(2))), row=1, col=col)
+        fig.update_xaxes(title_text="training-set size D", type="log", row=1, col=col)
+        fig.update_yaxes(type="log", row=1, col=col)
+    return _layout(fig, title, height=460)

@@ -26,3 +26,21 @@ def small_run(tmp_path_factory):
     """The documented 'small' preset (p = 59): memorises by step ~100, groks by ~2200; about 30 s."""
     out = tmp_path_factory.mktemp("runs") / "small"
     return train(TrainConfig(**PRESETS["small"]), out, progress=False)
+
+
+# A dcrit experiment small enough for the tests (interp.experiments.dcrit with this plan as its --quick).
+TINY_DCRIT = {"p": 13, "base": dict(d_model=32, n_heads=4, d_mlp=64, lr=1e-2, steps=600, eval_every=20, save_every=600),
+              "mem_fracs": [0.06, 0.15, 0.35], "gen_fracs": [0.9], "seeds": [1, 2]}
+
+
+@pytest.fixture(scope="session")
+def tiny_dcrit(tmp_path_factory):
+    """``(directory, exit code)`` of ``python -m interp.experiment dcrit --quick`` run on ``TINY_DCRIT``."""
+    from interp.experiment import main as experiment_main
+    from interp.experiments import dcrit
+
+    out = tmp_path_factory.mktemp("dcrit") / "tiny"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dcrit, "QUICK", TINY_DCRIT)
+        code = experiment_main(["dcrit", "--quick", "--out", str(out), "--quiet"])
+    return out, code

@@ -3,6 +3,7 @@ interp.analyze finds on it."""
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
@@ -41,6 +42,24 @@ def check_04(text: str, rows: list[dict], summary: dict) -> None:
     more = summary["cgen_more_efficient_from"]
     assert (f"C_gen is the more efficient circuit from step {more} on" if more is not None
             else "C_gen is not the more efficient circuit at the last checkpoint") in text
+    # the D_crit section: what it prints is what the experiment's summary.csv and members.csv hold
+    dcrit_dir = Path(os.environ["INTERP_DCRIT"])
+    with open(dcrit_dir / "summary.csv", newline="") as f:
+        dsum = list(csv.DictReader(f))
+    with open(dcrit_dir / "members.csv", newline="") as f:
+        fams = [m["family"] for m in csv.DictReader(f)]
+    assert f"{fams.count('C_mem')} C_mem-only and {fams.count('C_gen')} C_gen-only members" in text
+    primary = next(r for r in dsum if r["row"] == "D_crit" and r["primary"] == "True")
+    line = re.search(r"^primary  D_crit by parameter norm at train loss \S+: (.*)$", text, re.M).group(1)
+    expected = {"crossed": f"{float(primary['dcrit'] or 'nan'):.0f} (90% interval {float(primary['dcrit_lo'] or 'nan'):.0f}-"
+                           f"{float(primary['dcrit_hi'] or 'nan'):.0f}",
+                "below grid": f"below the grid (< {float(primary['dcrit_hi'] or 'nan'):.0f})",
+                "above grid": f"above the grid (> {float(primary['dcrit_lo'] or 'nan'):.0f})",
+                "no trend": "no estimate; C_mem's slope", "too few points": "no estimate; too few unflagged members"}[primary["status"]]
+    assert line.startswith(expected), (line, primary)
+    for r in dsum:
+        if r["row"] != "D_crit":
+            assert re.search(rf"^{r['row']}\s+{r['D']}\s+{r['seeds']}\s+{r['used']}\s", text, re.M), r
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -104,9 +123,10 @@ CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04}  # wha
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, monkeypatch):
-    # the kernel inherits the environment: the run to use, and this checkout first on the path
+def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, tiny_dcrit, monkeypatch):
+    # the kernel inherits the environment: the run (and dcrit experiment) to use, and this checkout first on the path
     monkeypatch.setenv("INTERP_RUN", str(notebook_run))
+    monkeypatch.setenv("INTERP_DCRIT", str(tiny_dcrit[0]))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})

@@ -30,7 +30,7 @@ A new experiment is a new module here and a line in ``EXPERIMENTS``.
 
 from importlib import import_module
 
-EXPERIMENTS = ("datafrac", "ungrok", "semigrok", "tickets", "omnigrok", "accelerate")
+EXPERIMENTS = ("datafrac", "ungrok", "semigrok", "tickets", "omnigrok", "accelerate", "dcrit")
 
 
 def run_stages(specs: dict, sweep) -> dict[str, dict]:
