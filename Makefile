@@ -20,8 +20,9 @@ run: $(STAMP)
 	$(BIN)/python -m interp.train mod_add --p 113 --out $(RUN) --resume
 	$(BIN)/python -m interp.report $(RUN)
 
+# Two pytest-xdist workers (one torch thread each, tests/conftest.py): the suite in about half the time on 2 cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python -m interp.bench

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs 2 workers on 2 cores: one torch thread each (also
+    os.environ["OMP_NUM_THREADS"] = "1"    # for the subprocesses tests start), else OpenMP threads oversubscribe the cores
+
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 from interp.config import PRESETS, TrainConfig
 from interp.train import train

@@ -143,6 +143,7 @@ ray = pytest.importorskip("ray")
 RAY_ARGS = [*TINY, "--steps", "60", "--grid", "train-size=40,80", "--grid", "seed=1,2,3", "--pack", "4"]
 
 
+@pytest.mark.xdist_group("ray")  # one Ray instance at a time
 def test_ray_in_process_equals_local(local_sweep, tmp_path):
     out = tmp_path / "ray"
     assert main([*RAY_ARGS, "--backend", "ray", "--out", str(out)]) == 0
@@ -150,6 +151,7 @@ def test_ray_in_process_equals_local(local_sweep, tmp_path):
     assert not ray.is_initialized()
 
 
+@pytest.mark.xdist_group("ray")
 def test_ray_cluster_head_joined_by_address(local_sweep, tmp_path):
     import socket
 
