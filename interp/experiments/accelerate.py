@@ -9,9 +9,10 @@ adamw_lr3x       the baseline at 3x the learning rate (Grokfast's lambda = 2 act
                  step, so a filter must beat the better-tuned of the two baselines)
 grokfast_ema     Grokfast EMA filter, alpha 0.98, lambda 2 (the paper's algorithmic setting)
 grokfast_ma      Grokfast MA filter, window 100, lambda 5 (the Grokfast code's defaults)
-stablemax        StableMax cross-entropy, weight decay 0 (Prieto et al. 2025 run it without)
-orthoadamw       ⊥AdamW: the gradient's component along each weight removed, weight decay 0
-                 (as in Prieto et al., whose point is grokking without weight decay)
+stablemax        StableMax cross-entropy, weight decay 0 (as Prieto et al. 2025 run it: their
+                 scripts leave weight decay at its default 0 for StableMax and ⊥Grad)
+orthoadamw       ⊥AdamW: the gradient's component along each weight removed, then AdamW with
+                 weight decay 0 (the same; their point is grokking without weight decay)
 init_x0.5        initial weights x 0.5 (Omnigrok: a smaller initial norm)
 ticket           with ``--tickets DIR``: the tickets experiment's final-checkpoint ticket of each seed
                  (its masks, ``DIR/masks/ticket_seed<s>.safetensors``; the same seed rebuilds the same
