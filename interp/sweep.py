@@ -344,6 +344,10 @@ def _run_ray(packs, device, address, on_done):
         ray.shutdown()
 
 
+def _configs(members: list[MemberSpec]) -> list:
+    return [(m.name, m.config.to_dict() if m.config else m.error) for m in members]
+
+
 def run_sweep(spec: Spec, out: Path, backend: str = "local", address: str | None = None, pack_size: int = 8,
               device: str = "cpu", progress: bool = True) -> dict[str, dict]:
     """Run (or resume) the sweep ``spec`` in ``out``; returns ``{member name: outcome row}``.
@@ -355,8 +359,10 @@ def run_sweep(spec: Spec, out: Path, backend: str = "local", address: str | None
     check_values(spec)
     members = expand(spec)
     if (out / SWEEP_FILE).is_file():
-        old, _ = load_sweep(out)
-        if old.to_dict() != json.loads(json.dumps(spec.to_dict())):
+        old, old_members = load_sweep(out)
+        # Same sweep = same members with the same configs. Comparing configs (defaults filled in) rather than
+        # the raw spec lets a sweep written before a new config field existed be resumed.
+        if _configs(old_members) != _configs(members):
             diff = next((k for k in ("grid", "base") if getattr(old, k) != json.loads(json.dumps(getattr(spec, k)))), "spec")
             raise SweepError(f"--out {out}: holds a different sweep ({diff} {getattr(old, diff)} there); use another --out")
     elif out.exists() and any(out.iterdir()):

@@ -13,7 +13,8 @@ import pytest
 
 from interp import load_run
 from interp.runs import ckpt_path
-from interp.sweep import OUTCOME_COLUMNS, main
+from interp.config import TrainConfig
+from interp.sweep import OUTCOME_COLUMNS, Spec, SweepError, main, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["mod_add", "--p", "13", "--d-mlp", "64", "--eval-every", "10", "--save-every", "10", "--quiet"]
@@ -113,6 +114,26 @@ def test_a_different_sweep_in_the_same_out_is_refused(local_sweep, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds a different sweep" in err[0]
     assert (local_sweep / "results.csv").read_text() == before
+
+
+def test_a_sweep_written_before_a_new_config_field_existed_resumes(tmp_path):
+    """Experiments build the shared fields from a whole TrainConfig. A field added to TrainConfig later
+    (here mask_from, default None) is absent from an older sweep.json: it is still the same sweep, and
+    resuming it trains nothing; a real change of a shared field is still refused."""
+    cfg = TrainConfig(task="mod_add", p=13, d_model=32, d_mlp=64, lr=0.003, steps=30, eval_every=10, save_every=10)
+    spec = Spec({k: v for k, v in cfg.to_dict().items() if k != "seed"}, {"seed": [1, 2]})
+    out = tmp_path / "s"
+    run_sweep(spec, out, progress=False)
+    d = json.loads((out / "sweep.json").read_text())
+    del d["spec"]["base"]["mask_from"]
+    for m in d["members"]:
+        del m["config"]["mask_from"]
+    (out / "sweep.json").write_text(json.dumps(d))
+    before = (out / "results.csv").read_text()
+    run_sweep(spec, out, progress=False)
+    assert (out / "results.csv").read_text() == before
+    with pytest.raises(SweepError, match="holds a different sweep"):
+        run_sweep(Spec({**spec.base, "lr": 0.01}, spec.grid), out, progress=False)
 
 
 def test_resume_after_kill_9_mid_pack_gives_the_same_table(tmp_path):
