@@ -568,6 +568,24 @@ def xy_lines(series: Mapping[str, tuple[Sequence[float], Sequence[float | None]]
     return _layout(fig, title, height=420)
 
 
+def median_with_range(series: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+                      x_title: str, y_title: str, title: str, log_x: bool = False, y_range: tuple[float, float] | None = None
+                      ) -> go.Figure:
+    """One marked line per named series ``{name: (xs, medians, lows, highs)}``: the median over seeds, with
+    an error bar from the lowest to the highest seed. Series after the first are moved 2% to the right
+    so that their bars do not hide each other."""
+    fig = go.Figure()
+    for i, (name, (xs, med, lo, hi)) in enumerate(series.items()):
+        fig.add_trace(go.Scatter(
+            x=[x * (1 + 0.02 * i) for x in xs], y=list(med), mode="lines+markers", name=name,
+            line=dict(color=color(i), width=2), marker=dict(size=8),
+            error_y=dict(type="data", symmetric=False, array=[h - m for h, m in zip(hi, med)],
+                         arrayminus=[m - low for m, low in zip(med, lo)])))
+    fig.update_xaxes(title_text=x_title, type="log" if log_x else "linear")
+    fig.update_yaxes(title_text=y_title, range=list(y_range) if y_range else None)
+    return _layout(fig, title, height=420)
+
+
 def generalised_fraction(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], budget: float, title: str,
                          y_title: str = "fraction of seeds generalised") -> go.Figure:
     """Step functions ``1 - S(t)`` per arm from Kaplan-Meier ``(event_times, survival)``, from 0 to ``budget``.

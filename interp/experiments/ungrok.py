@@ -205,26 +205,19 @@ def caption(rows: list[dict]) -> str:
 
 
 def figures(out: Path) -> list:
-    import plotly.graph_objects as go
-
     from interp.report import Figure, _read_csv
 
     out = Path(out)
     rows = _read_csv(out / "summary.csv")
     figs = []
     if rows:
-        fig = go.Figure()
-        for i, wd in enumerate(sorted({_num(r, "wd") for r in rows})):
+        series = {}
+        for wd in sorted({_num(r, "wd") for r in rows}):
             rs = sorted((r for r in rows if _num(r, "wd") == wd), key=lambda r: _num(r, "train_size"))
-            x = [_num(r, "train_size") * (1 + 0.02 * i) for r in rs]  # a little apart, so the bars do not hide each other
-            med = [_num(r, "median_final_test_acc") for r in rs]
-            fig.add_trace(go.Scatter(
-                x=x, y=med, mode="lines+markers", name=f"weight decay {wd:g}", line=dict(color=plots.color(i), width=2),
-                error_y=dict(type="data", symmetric=False, array=[_num(r, "max_final_test_acc") - m for r, m in zip(rs, med)],
-                             arrayminus=[m - _num(r, "min_final_test_acc") for r, m in zip(rs, med)])))
-        fig.update_xaxes(title_text="training-set size D' (log)", type="log")
-        fig.update_yaxes(title_text="final test accuracy", range=[0, 1.05])
-        fig.update_layout(title="Ungrokking: final test accuracy against D'", height=420, template="plotly_white")
+            series[f"weight decay {wd:g}"] = tuple([_num(r, k) for r in rs] for k in (
+                "train_size", "median_final_test_acc", "min_final_test_acc", "max_final_test_acc"))
+        fig = plots.median_with_range(series, "training-set size D' (log)", "final test accuracy",
+                                      "Ungrokking: final test accuracy against D'", log_x=True, y_range=(0, 1.05))
         figs.append(Figure("ungrok", fig, caption(rows)))
     d = out / STAGE
     results = [r for r in read_results(d) if (d / r["run"]).is_dir()] if (d / "sweep.json").is_file() else []
