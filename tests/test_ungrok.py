@@ -2,12 +2,14 @@
 on synthetic curves, bad input, and one tiny real ungrok run end to end."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from interp import runs
+from interp.config import TrainConfig
 from interp.experiment import main as experiment_main
 from interp.experiments import semigrok, ungrok
 from interp.report import main as report_main
@@ -74,6 +76,12 @@ def test_ungrok_caption_states_what_the_numbers_show(tmp_path):
     assert "changed by at most 0.10" in text and "still moving" in text
 
 
+def test_ungrok_budget_in_decay_times():
+    src = TrainConfig(task="mod_add", p=113)  # lr 1e-3; the smaller weight decay is 2
+    assert ungrok.continue_spec(src, Path("x"), 0, quick=False).base["steps"] == 1500
+    assert ungrok.continue_spec(src, Path("x"), 0, quick=False, decay_times=10).base["steps"] == 5000
+
+
 def test_ungrok_crossing_and_grid():
     assert ungrok.crossing([(10, 0.0), (100, 1.0)], 0.5) == pytest.approx(10**1.5)
     assert ungrok.crossing([(10, 0.6), (100, 1.0)], 0.5) is None
@@ -97,11 +105,12 @@ def test_ungrok_report_draws_its_figures(tmp_path):
     ("tiny", "not a grokked run (test accuracy {acc} at its last step 40)"),
     ("empty", "not a run directory"),
     (None, "--from: required without --quick"),
+    ("zero", "--decay-times 0: must be a positive number"),
 ])
 def test_ungrok_bad_from(tiny_run, tmp_path, capsys, which, message):
-    src = {"tiny": tiny_run, "empty": tmp_path}.get(which)
+    src = {"tiny": tiny_run, "empty": tmp_path, "zero": tiny_run}.get(which)
     out = tmp_path / "e"
-    args = ["ungrok", "--out", str(out)] + (["--from", str(src)] if src else [])
+    args = ["ungrok", "--out", str(out)] + (["--from", str(src)] if src else []) + (["--decay-times", "0"] if which == "zero" else [])
     assert experiment_main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     acc = f"{runs.read_metrics(tiny_run)[-1]['test_acc']:.4g}"
@@ -111,11 +120,11 @@ def test_ungrok_bad_from(tiny_run, tmp_path, capsys, which, message):
 
 def test_ungrok_end_to_end_on_the_small_run(small_run, tmp_path, monkeypatch):
     """The small preset's run (p = 59, grokked) continued for 100 steps at two D' x two weight decays."""
-    monkeypatch.setattr(ungrok, "DECAY_TIMES", 0.6)  # 0.6 / (lr 3e-3 * wd 2) = 100 steps
     monkeypatch.setattr(ungrok, "SEEDS", [1])
     monkeypatch.setattr(ungrok, "d_prime_grid", lambda p: [100, 200])
     out = tmp_path / "u"
-    assert experiment_main(["ungrok", "--from", str(small_run), "--out", str(out), "--quiet"]) == 0
+    # 0.6 / (lr 3e-3 * wd 2) = 100 steps
+    assert experiment_main(["ungrok", "--from", str(small_run), "--decay-times", "0.6", "--out", str(out), "--quiet"]) == 0
     rows = list(csv_rows(out / "summary.csv"))
     assert [(float(r["wd"]), int(r["train_size"])) for r in rows] == [(wd, s) for wd in ungrok.WDS for s in (100, 200)]
     assert all(r["seeds"] == "1" and r["budget"] == "100" and float(r["min_final_train_acc"]) >= 0 for r in rows)

@@ -13,7 +13,7 @@ range scaled by p^2 / 113^2 for another p; weight decay 2 and 3; 2 subset seeds 
 
 Step budget. AdamW's decoupled decay shrinks a weight that the loss does not hold up by
 ``1 - lr * wd`` per step, i.e. by 1/e in ``1 / (lr * wd)`` steps. Each member trains ``DECAY_TIMES``
-= 3 such times at the smaller weight decay (4.5 at the larger): 1 500 steps from a default p = 113
+= 3 such times (``--decay-times N`` for another budget) at the smaller weight decay (4.5 at the larger): 1 500 steps from a default p = 113
 run (lr 1e-3), 500 from the small preset (lr 3e-3). The weight decays are 2 and 3 rather than the
 usual 1 so that this budget fits in about an hour on a 2-core CPU for p = 113. The paper trains far
 longer, so whether the accuracy has settled is part of the summary (``median_change_last_fifth``:
@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", type=Path, default=None, metavar="RUN_DIR",
                    help="the grokked run to continue (test accuracy >= 0.99 at its last checkpoint); its p and model shape are used. "
                         "Required without --quick; with --quick and no --from the experiment trains its own small source run first")
+    p.add_argument("--decay-times", type=float, default=DECAY_TIMES, metavar="N",
+                   help=f"step budget of the continued members, in weight-decay times 1/(lr*wd) at the smaller weight decay "
+                        f"(default: {DECAY_TIMES}: 1500 steps at lr 1e-3); a longer budget shows whether the accuracy has settled")
 
 
 def d_prime_grid(p: int) -> list[int]:
@@ -84,9 +87,10 @@ def check_source(path: Path) -> tuple[TrainConfig, int]:
     return cfg, step
 
 
-def continue_spec(src: TrainConfig, path: Path, step: int, quick: bool) -> Spec:
-    """The continued members: ``src``'s model and optimiser settings, started from its checkpoint ``step``."""
-    steps = math.ceil(round(DECAY_TIMES / (src.lr * min(WDS)) / 100, 6)) * 100
+def continue_spec(src: TrainConfig, path: Path, step: int, quick: bool, decay_times: float = DECAY_TIMES) -> Spec:
+    """The continued members: ``src``'s model and optimiser settings, started from its checkpoint ``step``,
+    for ``decay_times`` times 1/(lr * wd) at the smaller weight decay (rounded up to 100 steps)."""
+    steps = math.ceil(round(decay_times / (src.lr * min(WDS)) / 100, 6)) * 100
     grid = {"wd": WDS, "train_size": d_prime_grid(src.p), "data_seed": QUICK_SEEDS if quick else SEEDS}
     every = 25 if quick else 100
     base = {**src.to_dict(), "init_from": f"{Path(path).resolve()}@{step}", "steps": steps, "eval_every": every,
@@ -97,6 +101,9 @@ def continue_spec(src: TrainConfig, path: Path, step: int, quick: bool) -> Spec:
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
     if args.source is None and not args.quick:
         raise SweepError("--from: required without --quick (a grokked run directory, e.g. checkpoints/mod_add_p113)")
+    decay_times = getattr(args, "decay_times", DECAY_TIMES)
+    if not (math.isfinite(decay_times) and decay_times > 0):
+        raise SweepError(f"--decay-times {decay_times:g}: must be a positive number of weight-decay times")
     rows: dict[str, dict] = {}
     if args.source is not None:
         source = args.source
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
         rows.update({f"{SOURCE_STAGE}/{k}": v for k, v in sweep(spec, SOURCE_STAGE).items()})
         source = args.out / SOURCE_STAGE / RUNS_DIR / "seed999"
         src, step = check_source(source)
-    rows.update({f"{STAGE}/{k}": v for k, v in sweep(continue_spec(src, source, step, args.quick), STAGE).items()})
+    rows.update({f"{STAGE}/{k}": v for k, v in sweep(continue_spec(src, source, step, args.quick, decay_times), STAGE).items()})
     return rows
 
 
