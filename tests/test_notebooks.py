@@ -60,6 +60,30 @@ def check_04(text: str, rows: list[dict], summary: dict) -> None:
     for r in dsum:
         if r["row"] != "D_crit":
             assert re.search(rf"^{r['row']}\s+{r['D']}\s+{r['seeds']}\s+{r['used']}\s", text, re.M), r
+    # the ungrokking section: one printed line per summary row, and the caption generated from them
+    ungrok_dir = Path(os.environ["INTERP_UNGROK"])
+    with open(ungrok_dir / "summary.csv", newline="") as f:
+        usum = list(csv.DictReader(f))
+    printed = re.findall(r"^\s*(\S+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", text, re.M)
+    assert [(float(w), int(d), int(n), float(med), float(lo), float(hi)) for w, d, n, med, lo, hi, _ in printed] == [
+        (float(r["wd"]), int(r["train_size"]), int(r["seeds"]), round(float(r["median_final_test_acc"]), 3),
+         round(float(r["min_final_test_acc"]), 3), round(float(r["max_final_test_acc"]), 3)) for r in usum]
+    from interp.experiments import ungrok
+    assert ungrok.figures(ungrok_dir)[0].caption in text
+
+
+@pytest.fixture(scope="module")
+def tiny_ungrok(tmp_path_factory):
+    """An ungrok experiment directory with known curves (tests/test_ungrok.py's fake) and its summary.csv."""
+    from test_ungrok import fake_ungrok
+
+    from interp.experiment import write_summary
+    from interp.experiments import ungrok
+
+    out = tmp_path_factory.mktemp("ungrok")
+    fake_ungrok(out)
+    write_summary(out, ungrok.summarise(out))
+    return out
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -123,10 +147,11 @@ CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04}  # wha
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, tiny_dcrit, monkeypatch):
-    # the kernel inherits the environment: the run (and dcrit experiment) to use, and this checkout first on the path
+def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, tiny_dcrit, tiny_ungrok, monkeypatch):
+    # the kernel inherits the environment: the run (and dcrit, ungrok experiments) to use, and this checkout first on the path
     monkeypatch.setenv("INTERP_RUN", str(notebook_run))
     monkeypatch.setenv("INTERP_DCRIT", str(tiny_dcrit[0]))
+    monkeypatch.setenv("INTERP_UNGROK", str(tiny_ungrok))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
