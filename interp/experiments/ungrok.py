@@ -13,10 +13,11 @@ range scaled by p^2 / 113^2 for another p; weight decay 2 and 3; 2 subset seeds 
 
 Step budget. AdamW's decoupled decay shrinks a weight that the loss does not hold up by
 ``1 - lr * wd`` per step, i.e. by 1/e in ``1 / (lr * wd)`` steps. Each member trains ``DECAY_TIMES``
-= 3 such times (``--decay-times N`` for another budget) at the smaller weight decay (4.5 at the larger): 1 500 steps from a default p = 113
-run (lr 1e-3), 500 from the small preset (lr 3e-3). The weight decays are 2 and 3 rather than the
-usual 1 so that this budget stays short for p = 113 (about 12 min on one core of a 2-core CPU, scaled from a 5 000-step run that took 41 min). The paper trains far
-longer, so whether the accuracy has settled is part of the summary (``median_change_last_fifth``:
+= 3 such times at the smaller weight decay (4.5 at the larger; ``--decay-times N`` for another
+budget): 1 500 steps from a default p = 113 run (lr 1e-3), 500 from the small preset (lr 3e-3). The
+weight decays are 2 and 3 rather than the usual 1 so that this budget stays short for p = 113 (about
+12 min on one core of a 2-core CPU, scaled from a 5 000-step run that took 41 min). The paper trains
+far longer, so whether the accuracy has settled is part of the summary (``median_change_last_fifth``:
 the median test accuracy's change over the last fifth of the budget).
 
 ``--quick``: without ``--from`` it first trains its own source run in ``DIR/source``, the small preset
