@@ -21,8 +21,8 @@ far longer, so whether the accuracy has settled is part of the summary (``median
 the median test accuracy's change over the last fifth of the budget).
 
 ``--quick``: without ``--from`` it first trains its own source run in ``DIR/source``, the small preset
-(p = 59, d_model 64, d_mlp 256, lr 3e-3, weight decay 1, 40 % of the pairs, 3 000 steps; it groks
-around step 2 200), then continues it (D' from 106 to 407). The continued members live in
+(p = 59, d_model 64, d_mlp 256, lr 3e-3, weight decay 1, 40 % of the pairs, 3 000 steps, seed 999;
+it must grok within them), then continues it (D' from 106 to 407). The continued members live in
 ``DIR/continue``.
 
 Summary (``DIR/summary.csv``): per (weight decay, D'): seeds, median/min/max final test accuracy,
