@@ -23,7 +23,8 @@ training sizes 1040, 1120, 1200 (30-34 % of the 3 481 pairs: the datafrac experi
 finds none of 3 seeds generalising within 4 000 steps at 1 044 pairs and 2 of 3 at 1 218), 2 model
 seeds, 3 000 steps (what fits in 20 minutes on a loaded 2-core CPU; the paper's plateaus last far
 longer). The full version (p = 113, the default model): 1300, 1532, 1750, 2000 pairs, 2 seeds,
-40 000 steps, one stack of 8 members: about 2 h on one core of a 2-core CPU (0.19 s a step).
+40 000 steps, one stack of 8 members: 2 h 21 min measured on one core of a 2-core CPU (0.21 s a
+step); none of the 8 generalised at all within that budget.
 
 Summary (``DIR/summary.csv``): one row per member.
 """
