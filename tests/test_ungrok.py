@@ -206,3 +206,21 @@ def test_semigrok_summary_and_caption_known_answer(tmp_path):
     assert "1 of the 1 plateaus last to the end" in text
     fake_semigrok(tmp_path / "b", plateau=False)
     assert "No member showed such a plateau within this budget: semi-grokking was not elicited here." in semigrok.caption(semigrok.summarise(tmp_path / "b"))
+
+
+def test_semigrok_steps_sets_every_members_budget(tmp_path):
+    """--steps reaches training: a 100-step quick semigrok trains each member to step 100, no further."""
+    out = tmp_path / "s"
+    assert experiment_main(["semigrok", "--quick", "--steps", "100", "--out", str(out), "--quiet"]) == 0
+    rows = semigrok.summarise(out)
+    assert len(rows) == 6 and {r["budget"] for r in rows} == {100}
+    assert json.loads((out / "runs" / "train_size1040_seed1" / "config.json").read_text())["config"]["steps"] == 100
+
+
+@pytest.mark.parametrize("steps", ["0", "-5"])
+def test_semigrok_bad_steps(tmp_path, capsys, steps):
+    out = tmp_path / "s"
+    assert experiment_main(["semigrok", "--quick", "--steps", steps, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--steps {steps}: must be a positive number of steps" in err[0], err
+    assert not out.exists()
