@@ -47,11 +47,11 @@ grid is reported as a bound, never as a number.
 the min-max over seeds of each measure), then one ``D_crit`` row per measure.
 ``python -m interp.report DIR`` draws both measures against D with the estimate.
 
-``--quick`` (9 min 57 s measured on a 2-core CPU at load average 8-10): p = 31, the small preset's
+``--quick`` (2 min 8 s measured on a quiet core of a 2-core CPU, 9 min 57 s at load average 8-10): p = 31, the small preset's
 model (d_model 64, d_mlp 256, lr 3e-3), 1 500 steps, C_mem at 6 sizes (2-32 % of p^2) x 3 seeds,
 C_gen at 2 sizes x 3 seeds. The full version: p = 113, the canonical model (lr 1e-3), 6 000 steps,
-C_mem at 7 sizes (2-32 % of p^2, 255-4 086) x 3 seeds, C_gen at 2 sizes x 3 seeds; estimated at about
-13 h on the same loaded CPU, most of it the C_gen stage (its training sets are the largest).
+C_mem at 7 sizes (2-32 % of p^2, 255-4 086) x 3 seeds, C_gen at 2 sizes x 3 seeds; 2 h measured on
+one core of the same CPU, which gave D_crit = 967 (90 % interval 797-1 174) by norm at matched loss.
 """
 
 from __future__ import annotations
