@@ -118,6 +118,7 @@ from interp import runs
 from interp.cli import Parser
 from interp.model import build_model, criterion, fast_applies, fast_logits, hooked_logits
 from interp.runs import Run, RunError
+from interp.speed import flush_denormals
 from interp.train import split_metrics
 
 log = logging.getLogger(__name__)
@@ -456,7 +457,7 @@ def analyze_run(
         RunError: the run directory, its config, split or a checkpoint is missing or corrupt, or the
         run is not of the transformer (``check_analysable``); nothing is written then.
     """
-    with torch_threads(threads):
+    with torch_threads(threads), flush_denormals():  # interp.speed: denormals slow every thread they reach
         return _analyze_run(Path(run_dir), force, progress, write)
 
 

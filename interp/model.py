@@ -118,6 +118,17 @@ def _tokens(a: Tensor, b: Tensor, eq_token: int) -> Tensor:
     return torch.stack([a, b, torch.full_like(a, eq_token)], dim=1)
 
 
+FLOAT32_TINY = torch.finfo(torch.float32).tiny  # smallest normal float32; below it are the slow denormals
+
+
+def float32_grad(g: Float[Tensor, "... classes"]) -> Float[Tensor, "... classes"]:
+    """A float64 loss gradient cast to float32, with every entry smaller than ``FLOAT32_TINY`` in
+    magnitude set to 0 first, so that the cast makes no denormal numbers (``interp.speed``: they
+    would slow every later multiply by several times on x86; the rounding is what flush-to-zero
+    does). Modifies ``g`` in place."""
+    return g.masked_fill_(g.abs() < FLOAT32_TINY, 0.0).float()
+
+
 CHUNK_ROWS = 2048  # fast_loss's chunk: its [rows, d_mlp] activations stay in cache from forward to backward
 
 
@@ -282,14 +293,14 @@ class _HeadLoss(torch.autograd.Function):
     def forward(ctx, weights: Tensor, to_mlp: Tensor, to_logits: Tensor, W_L_T: Tensor, labels: Tensor, batch: _Batch) -> Tensor:
         n = labels.shape[0]
         g_weights, g_mlp, g_logits, g_W_L_T = torch.empty_like(weights), 0, 0, 0
-        total = torch.zeros((), dtype=torch.float64)
+        total = torch.zeros((), dtype=torch.float64, device=labels.device)
         for c in batch.chunks:
             w, y = weights[c.start : c.end], labels[c.start : c.end, None]
             post = c.mix(w, to_mlp).relu_()
             logp = torch.addmm(c.mix(w, to_logits), post, W_L_T.T).double().log_softmax(-1)
             total -= logp.gather(-1, y).sum()
             # d loss / d logits = (softmax - onehot) / n
-            g = logp.exp_().scatter_add_(-1, y, logp.new_full(y.shape, -1.0)).div_(n).float()
+            g = float32_grad(logp.exp_().scatter_add_(-1, y, logp.new_full(y.shape, -1.0)).div_(n))
             g_W_L_T = g_W_L_T + g.T @ post
             g_pre = torch.ops.aten.threshold_backward(g @ W_L_T, post, 0)  # relu's backward
             g_weights[c.start : c.end] = c.weights_grad(w, g_pre, to_mlp) + c.weights_grad(w, g, to_logits)

@@ -48,7 +48,7 @@ from torch.autograd.function import once_differentiable
 
 from interp import prune, runs
 from interp.config import TrainConfig
-from interp.model import CHUNK_ROWS, _Chunk, build_model
+from interp.model import CHUNK_ROWS, _Chunk, build_model, float32_grad
 from interp.runs import RunError
 from interp.speed import flush_denormals
 from interp.tasks import Dataset, make_dataset
@@ -208,7 +208,7 @@ class _HeadLoss(torch.autograd.Function):
                 logp = torch.addmm(torch.add(mixed[:, d_mlp:], base_logits[m]), post, W_L_m).double().log_softmax(-1)
                 loss[m] -= (logp.gather(-1, y) * ew).sum()
                 # d loss_m / d logits = (softmax - onehot) * the example's weight (1 / n_m)
-                g = logp.exp_().scatter_add_(-1, y, logp.new_full(y.shape, -1.0)).mul_(ew).float()
+                g = float32_grad(logp.exp_().scatter_add_(-1, y, logp.new_full(y.shape, -1.0)).mul_(ew))
                 g_W_L[m].addmm_(post.T, g)
                 g_pre = torch.ops.aten.threshold_backward(g @ W_L_m.T, post, 0)  # relu's backward
                 g_mixed = torch.cat([g_pre, g], 1)
