@@ -116,7 +116,9 @@ from tqdm.auto import tqdm
 from analyses import efficiency, fourier, progress
 from interp import runs
 from interp.cli import Parser
-from interp.model import build_model, criterion, fast_applies, fast_logits, hooked_logits
+from interp.config import ConfigError
+from interp.device import resolve
+from interp.model import build_model, criterion, fast_applies, fast_logits, hooked_logits, to_device
 from interp.runs import Run, RunError
 from interp.speed import flush_denormals
 from interp.train import split_metrics
@@ -169,12 +171,14 @@ FOURIER_PHASES = ("circuit_formation_start", "cgen_overtakes_cmem", "cleanup_sta
 class _Analyser:
     """Holds the run's tensors, one reusable model and the key-frequency directions."""
 
-    def __init__(self, run: Run, key_freqs: list[int], cmem_neurons: list[int]):
+    def __init__(self, run: Run, key_freqs: list[int], cmem_neurons: list[int], device: str | torch.device = "cpu"):
         cfg, data = run.config, run.dataset
         self.run, self.cfg, self.data = run, cfg, data
         with torch.no_grad():
             self.model = build_model(cfg)
         self.model.eval()
+        self.device = torch.device(device)  # where the forward over all inputs runs (the analysers stay on the CPU)
+        self.dev_model = self.model if self.device.type == "cpu" else to_device(build_model(cfg), self.device).eval()
         self.fast = fast_applies(self.model)
         self.key_freqs = [int(k) for k in key_freqs]
         self.note = fourier.fourier_applies(cfg.task, cfg.p)
@@ -191,13 +195,15 @@ class _Analyser:
         path = runs.ckpt_path(self.run.path, step)
         state, _ = runs.read_tensors(path)
         runs.load_state_dict_into(self.model, state, path)
+        if self.dev_model is not self.model:
+            self.dev_model.load_state_dict(self.model.state_dict())
 
     @torch.no_grad()
     def logits(self) -> torch.Tensor:
-        x = self.data.inputs
+        x = self.data.inputs.to(self.device)
         if self.fast:
-            return fast_logits(self.model, x[:, 0], x[:, 1], self.cfg.eq_token)
-        return hooked_logits(self.model, x)
+            return fast_logits(self.dev_model, x[:, 0], x[:, 1], self.cfg.eq_token).cpu()
+        return hooked_logits(self.dev_model, x).cpu()
 
     @torch.no_grad()
     def __call__(self, step: int) -> tuple[dict, list[dict]]:
@@ -437,7 +443,8 @@ def check_analysable(run: Run) -> None:
 
 
 def analyze_run(
-    run_dir: str | Path, force: bool = False, progress: bool = False, write: bool = True, threads: int | None = 1
+    run_dir: str | Path, force: bool = False, progress: bool = False, write: bool = True, threads: int | None = 1,
+    device: str | torch.device = "cpu",
 ) -> tuple[list[dict], dict]:
     """Analyse every checkpoint of a run not yet in its cached tables, and write the tables.
 
@@ -449,6 +456,8 @@ def analyze_run(
         threads: torch threads for the analysis (restored afterwards; ``None`` leaves them). One by
             default: the per-checkpoint products are small, a second thread gained nothing on the
             2-core machine and made the analysis 3-14x slower whenever another process was busy.
+        device: where the model's forward over every input runs (the analysers' products, which
+            are small, stay on the CPU).
     Returns:
         ``(rows, summary)``: one dict per checkpoint (the columns of ``COLUMNS``) sorted by step, and
         the summary (see the module docstring); ``summary["steps_computed"]`` lists the checkpoints
@@ -458,10 +467,10 @@ def analyze_run(
         run is not of the transformer (``check_analysable``); nothing is written then.
     """
     with torch_threads(threads), flush_denormals():  # interp.speed: denormals slow every thread they reach
-        return _analyze_run(Path(run_dir), force, progress, write)
+        return _analyze_run(Path(run_dir), force, progress, write, torch.device(device))
 
 
-def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool) -> tuple[list[dict], dict]:
+def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool, device: torch.device) -> tuple[list[dict], dict]:
     t0 = time.perf_counter()
     run = runs.load_run(run_dir)
     check_analysable(run)
@@ -490,7 +499,7 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool) -> tup
         have_freq.setdefault(r["step"], []).append(r)
     todo = [s for s in run.steps if s not in have]
 
-    analyser = _Analyser(run, key_freqs, summary.get("cmem_neurons", []))
+    analyser = _Analyser(run, key_freqs, summary.get("cmem_neurons", []), device)
     for step in tqdm(todo, desc=f"analyse {run_dir.name}", unit="ckpt", disable=not progress, dynamic_ncols=True):
         have[step], have_freq[step] = analyser(step)
 
@@ -673,6 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="ignore the cached tables and recompute every checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; a second one only helps on an idle machine)")
+    p.add_argument("--device", default="cpu", help="where the model's forward runs: cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--readme", action="store_true", help="print only the README's results block (Markdown) for this run")
     return p
 
@@ -688,8 +698,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads {args.threads}: must be >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        rows, summary = analyze_run(args.run_dir, force=args.force, progress=not args.quiet, threads=args.threads)
-    except RunError as e:
+        device = resolve(args.device)
+        rows, summary = analyze_run(args.run_dir, force=args.force, progress=not args.quiet, threads=args.threads, device=device)
+    except (RunError, ConfigError) as e:
         print(f"python -m interp.analyze: error: {e}", file=sys.stderr)
         return 2
     if args.readme:

@@ -14,11 +14,27 @@ at its defaults, so the hooked path is the plain TransformerLens loop as a user 
 ms per step here); ``--tune-allocator`` tunes it for both paths, as ``interp.train`` does
 (``interp.speed``), which speeds up both (the hooked path to about 140 ms per step here).
 
-Sweeps (``--sweep``): the same ``--sweep-runs`` runs (the small preset with seeds 0, 1, ..., 1 000
-steps each, writing their run directories) trained one after another with ``interp.train.train``
-and as one stack (``interp.stack.train_pack``), alternating which goes first over ``--rounds``
-repeats; runs per hour of each from the median times. ``--sweep-p 113`` does the same at the
-canonical size (default model, 30% split; fewer steps, ``--sweep-steps``).
+Stack against sequential (``--stack-vs-sequential``): the same ``--sweep-runs`` runs trained one after
+another with ``interp.train.train`` and as one stack (``interp.stack.train_pack``) in this process,
+alternating which goes first; ``--sweep-p 113`` at the canonical model size (200 steps).
+
+Late training (``late_over_early``): on the canonical run's own checkpoints (``--run``), the time of
+a training step (``fast_loss`` forward and backward, AdamW) from an early checkpoint (step 1 000)
+and from the last one, at 1 and at 2 torch threads. Late in training the wrong classes'
+probabilities fall below 1e-38; without ``interp.speed``'s denormal handling the late step was ~5x
+slower at 2 threads on an AVX-512 Xeon. The ratio is the number to read; it should be near 1.
+
+Sweeps (``--sweep``) compare, on the same members (the small preset, seeds 0..``--sweep-runs``-1,
+``--sweep-steps`` steps each): one ``python -m interp.train`` process after another (the loop a user
+writes), one process per core side by side, each taking its share of the runs (what ``xargs -P``
+does), and one ``python -m interp.sweep`` (its default ``--workers``, one per core, ``--pack auto``).
+All three are timed as whole commands, start-up included. Last line:
+``sequential_runs_per_hour``, ``per_core_runs_per_hour``, ``sweep_runs_per_hour``,
+``speedup_vs_sequential``, ``speedup_vs_per_core``.
+
+Stacks (``--stacks 1,8,64,256``, with ``--device``): member-steps per second of stacks of that many
+canonical p = 113 members, and (``--to-grok``) the canonical run's wall time to 99 % test accuracy
+on that device.
 
 Analysis: ``interp.analyze.analysis_throughput`` on the run given by ``--run`` (default: the default
 p = 113 run if it exists): every analyser over every checkpoint, nothing cached or written.
@@ -39,15 +55,17 @@ import torch
 
 from interp.cli import Parser
 from interp.config import ConfigError, TrainConfig
-from interp.model import build_model, fast_loss, hooked_logits, loss_fn
+from interp.device import name as machine_name
+from interp.device import resolve
+from interp.model import build_model, fast_loss, hooked_logits, loss_fn, to_device
 from interp.runs import DEFAULT_ROOT
 from interp.speed import flush_denormals, tune_allocator
 from interp.tasks import make_dataset
 from interp.train import make_optimizer
 
 
-def bench_training(cfg: TrainConfig, rounds: int, round_seconds: float) -> dict[str, float]:
-    data = make_dataset(cfg)
+def bench_training(cfg: TrainConfig, rounds: int, round_seconds: float, device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    data = make_dataset(cfg).to(device)
     x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
     paths = {
         "hooked": lambda m: loss_fn(hooked_logits(m, x), y),
@@ -55,7 +73,7 @@ def bench_training(cfg: TrainConfig, rounds: int, round_seconds: float) -> dict[
     }
     state = {}
     for name in paths:
-        model = build_model(cfg)
+        model = to_device(build_model(cfg), device)
         state[name] = (model, make_optimizer(model, cfg))
     with torch.no_grad():
         loss_abs_diff = abs(paths["hooked"](state["hooked"][0]).item() - paths["fast"](state["fast"][0]).item())
@@ -110,6 +128,125 @@ def bench_sweep(base: dict, n_runs: int, steps: int, rounds: int) -> dict[str, f
             "speedup": round(seq / stk, 2)}
 
 
+def _step_ms(model, opt, cfg: TrainConfig, x, y, n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / n * 1000
+
+
+def bench_late_over_early(run_dir: Path, device: torch.device, early: int = 1000, rounds: int = 5, steps: int = 5) -> dict:
+    """ms per training step from the run's checkpoint ``early`` and its last one, at 1 and 2 threads.
+
+    Each round loads the checkpoint's weights afresh (a fresh AdamW) and times ``steps`` steps after
+    one warm-up step; rounds alternate early/late; the median is reported."""
+    from interp import runs
+
+    run = runs.load_run(run_dir)
+    if early not in run.steps:
+        early = min(run.steps, key=lambda s: abs(s - early))
+    late = run.steps[-1]
+    cfg = run.config
+    data = run.dataset.to(device)
+    x, y = data.inputs[data.train_idx], data.train_labels
+    out: dict = {"late_run": str(run_dir), "early_step": early, "late_step": late}
+    before = torch.get_num_threads()
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        times: dict[int, list[float]] = {early: [], late: []}
+        with flush_denormals():
+            for r in range(rounds):
+                for step in ((early, late) if r % 2 == 0 else (late, early)):
+                    model = to_device(run.load_model(step), device).train()
+                    opt = make_optimizer(model, cfg)
+                    _step_ms(model, opt, cfg, x, y, 1)
+                    times[step].append(_step_ms(model, opt, cfg, x, y, steps))
+        e, l_ = statistics.median(times[early]), statistics.median(times[late])
+        out.update({f"early_ms_{threads}t": round(e, 2), f"late_ms_{threads}t": round(l_, 2), f"late_over_early_{threads}t": round(l_ / e, 3)})
+    torch.set_num_threads(before)
+    out["late_over_early"] = max(out["late_over_early_1t"], out["late_over_early_2t"])
+    return out
+
+
+def _timed(cmds: list[list[str]], env: dict | None = None) -> float:
+    """Wall seconds of running ``cmds`` side by side (each a list of argv run one after another)."""
+    import os
+    import subprocess
+
+    def chain(argvs):
+        return " && ".join(" ".join(a) for a in argvs)
+
+    t = time.perf_counter()
+    procs = [subprocess.Popen(["bash", "-c", chain(c)], env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL) for c in cmds]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise RuntimeError(f"a benchmarked command failed (exit codes {codes})")
+    return time.perf_counter() - t
+
+
+def bench_sweep_ways(n_runs: int, steps: int) -> dict:
+    """Runs per hour of the same members three ways (see the module docstring)."""
+    import os
+    import tempfile
+
+    py, cores = sys.executable, os.cpu_count() or 1
+    flags = ["--preset", "small", "--steps", str(steps), "--quiet"]
+    with tempfile.TemporaryDirectory() as d:
+        def run(i: int, tag: str) -> list[str]:
+            return [py, "-m", "interp.train", "mod_add", *flags, "--seed", str(i), "--out", f"{d}/{tag}{i}"]
+
+        seq = _timed([[run(i, "s") for i in range(n_runs)]])
+        per_core = _timed([[run(i, "c") for i in range(k, n_runs, cores)] for k in range(cores)], env={"OMP_NUM_THREADS": "1"})
+        grid = ",".join(str(i) for i in range(n_runs))
+        sweep = _timed([[[py, "-m", "interp.sweep", "mod_add", *flags, "--grid", f"seed={grid}", "--out", f"{d}/sweep"]]])
+    per_hour = lambda t: round(n_runs / t * 3600, 1)  # noqa: E731
+    return {"sweep_runs": n_runs, "sweep_steps": steps, "cores": cores, "sequential_s": round(seq, 1), "per_core_s": round(per_core, 1),
+            "sweep_s": round(sweep, 1), "sequential_runs_per_hour": per_hour(seq), "per_core_runs_per_hour": per_hour(per_core),
+            "sweep_runs_per_hour": per_hour(sweep), "speedup_vs_sequential": round(seq / sweep, 2),
+            "speedup_vs_per_core": round(per_core / sweep, 2)}
+
+
+def bench_stacks(sizes: list[int], device: torch.device, steps: int = 5) -> dict:
+    """Member-steps per second of stacks of ``sizes`` canonical p = 113 members on ``device``."""
+    from interp.stack import Member, Pack
+
+    out = {}
+    with flush_denormals():
+        for k in sizes:
+            pack = Pack([Member(TrainConfig(seed=i), None) for i in range(k)], device)
+            for _ in range(2):
+                pack.train_step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(steps):
+                pack.train_step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            out[f"stack_{k}_member_steps_per_s"] = round(k * steps / (time.perf_counter() - t), 2)
+            del pack
+    return out
+
+
+def bench_to_grok(device: torch.device) -> dict:
+    """The canonical run trained on ``device`` until test accuracy first reaches 99 % (then it stops)."""
+    import tempfile
+
+    from interp import runs
+    from interp.train import train
+
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        train(TrainConfig(stop_after_grok=0), Path(d) / "run", progress=False, device=device)
+        wall = time.perf_counter() - t
+        end = runs.ended(Path(d) / "run")
+    return {"canonical_grok_step": end["step"] if end else None, "canonical_to_99_s": round(wall, 1) if end else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = Parser(prog="python -m interp.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--p", type=int, default=113, help="modulus (default: 113)")
@@ -117,11 +254,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round-seconds", type=float, default=0.5, help="length of a round: each path steps for this long, so that both see the same machine noise (default: 0.5)")
     ap.add_argument("--run", type=Path, default=DEFAULT_ROOT / "mod_add_p113", help="run directory whose analysis is timed (default: %(default)s; skipped if absent)")
     ap.add_argument("--tune-allocator", action="store_true", help="tune glibc's allocator for both paths, as python -m interp.train does (default: leave it as it is)")
-    ap.add_argument("--sweep", action="store_true", help="instead: sequential interp.train runs vs one stack (last line: runs per hour of each and the speedup)")
+    ap.add_argument("--sweep", action="store_true", help="instead: the same runs one interp.train after another, one process per core, and one interp.sweep (last line: runs per hour of each and the speedups)")
     ap.add_argument("--sweep-runs", type=int, default=8, help="runs in the --sweep comparison (default: 8)")
-    ap.add_argument("--sweep-steps", type=int, default=None, help="steps per run in --sweep (default: 1000 for the small preset, 200 with --sweep-p)")
-    ap.add_argument("--sweep-p", type=int, default=None, help="--sweep at the canonical model size with this p instead of the small preset")
+    ap.add_argument("--sweep-steps", type=int, default=1000, help="steps per run in --sweep (default: 1000)")
+    ap.add_argument("--stack-vs-sequential", action="store_true", help="instead: one stack vs the same runs one after another in this process (--sweep-p sets p)")
+    ap.add_argument("--sweep-p", type=int, default=None, help="--stack-vs-sequential at the canonical model size with this p instead of the small preset")
+    ap.add_argument("--stacks", default=None, metavar="K1,K2,...", help="instead: member-steps per second of stacks of these many canonical members (e.g. 1,8,64,256) on --device")
+    ap.add_argument("--to-grok", action="store_true", help="with --stacks: also the canonical run's wall time to 99%% test accuracy on --device")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     args = ap.parse_args(argv)
+    try:
+        device = resolve(args.device)
+    except ConfigError as e:
+        ap.error(str(e))
+    if args.stacks is not None:
+        try:
+            sizes = [int(k) for k in args.stacks.split(",")]
+            assert sizes and min(sizes) >= 1
+        except (ValueError, AssertionError):
+            ap.error(f"--stacks {args.stacks!r}: expected a comma-separated list of whole numbers >= 1")
+        tune_allocator()
+        r = {"device": str(device), "machine": machine_name(device), **bench_stacks(sizes, device)}
+        if args.to_grok:
+            r.update(bench_to_grok(device))
+        print(json.dumps(r))
+        return 0
+    if args.sweep:
+        if args.sweep_runs < 1 or args.sweep_steps < 1:
+            ap.error(f"--sweep-runs {args.sweep_runs} / --sweep-steps {args.sweep_steps}: must be >= 1")
+        r = bench_sweep_ways(args.sweep_runs, args.sweep_steps)
+        print(f"{r['sweep_runs']} small-preset runs of {r['sweep_steps']} steps on {r['cores']} cores: one after another {r['sequential_s']} s, "
+              f"one process per core {r['per_core_s']} s, interp.sweep {r['sweep_s']} s", flush=True)
+        print(json.dumps({k: r[k] for k in ("sequential_runs_per_hour", "per_core_runs_per_hour", "sweep_runs_per_hour",
+                                            "speedup_vs_sequential", "speedup_vs_per_core")} | r | {"machine": machine_name("cpu")}))
+        return 0
     try:
         cfg = TrainConfig(p=args.p)
     except ConfigError as e:
@@ -132,11 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--round-seconds {args.round_seconds}: must be >= 0")
     if args.tune_allocator:
         tune_allocator()
-    if args.sweep:
+    if args.stack_vs_sequential:
         from interp.config import PRESETS
 
         base = PRESETS["small"] if args.sweep_p is None else {"p": args.sweep_p}
-        steps = args.sweep_steps or (1000 if args.sweep_p is None else 200)
+        steps = args.sweep_steps if args.sweep_p is None else 200
         tune_allocator()  # as interp.train and interp.sweep run
         r = bench_sweep(base, args.sweep_runs, steps, max(1, min(args.rounds, 3)))
         print(f"{r['sweep_runs']} runs of {r['sweep_steps']} steps at p={r['sweep_p']}: sequential {r['sequential_s']} s, "
@@ -144,13 +310,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: r[k] for k in ("sequential_runs_per_hour", "stacked_runs_per_hour", "speedup")} | r))
         return 0
     with flush_denormals():
-        result = bench_training(cfg, args.rounds, args.round_seconds)
+        result = bench_training(cfg, args.rounds, args.round_seconds, device)
     result["allocator"] = "tuned" if args.tune_allocator else "default"
+    result["machine"] = machine_name(device)
     print(f"training, p={result['p']} full batch ({result['n_train']} examples, allocator {result['allocator']}): "
           f"hooked {result['hooked_ms_per_step']} ms/step, fast {result['fast_ms_per_step']} ms/step, "
           f"speedup {result['speedup']}x (torch threads: {torch.get_num_threads()})", flush=True)
     if (args.run / "config.json").is_file():
         from interp.analyze import analysis_throughput
+
+        lo = bench_late_over_early(args.run, device)
+        result.update(lo)
+        print(f"late training on {args.run}: step {lo['early_step']} {lo['early_ms_1t']} / {lo['early_ms_2t']} ms, step {lo['late_step']} "
+              f"{lo['late_ms_1t']} / {lo['late_ms_2t']} ms at 1 / 2 threads: late_over_early {lo['late_over_early_1t']} / {lo['late_over_early_2t']}", flush=True)
 
         a = analysis_throughput(args.run)
         result.update(analysis_run=str(args.run), analysis_checkpoints=a["n_checkpoints"],

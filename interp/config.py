@@ -20,6 +20,7 @@ MLP_TASKS = ("digits",)
 TASK_NAMES = MODULAR_TASKS + MLP_TASKS
 DIGITS_EXAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
 ENGINES = ("auto", "fast", "hooked")
+GROK_ACC = 0.99  # test accuracy that counts as generalised (stop_after_grok, the sweeps' test_99_step)
 GRAD_FILTERS = ("none", "ema", "ma")
 LOSSES = ("softmax", "stablemax", "mse")
 OPTIMIZERS = ("adamw", "orthoadamw")
@@ -93,6 +94,7 @@ class TrainConfig:
     loss: str = field(default="softmax", metadata={"help": "'softmax' cross-entropy, 'stablemax' cross-entropy (Prieto et al. 2025) or 'mse' (mean squared error against one-hot targets, Omnigrok), float64; evaluation reports the same loss"})
     optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
     init_from: str | None = field(default=None, metadata={"help": "start from another run's weights instead of the seeded init: RUN_DIR (its last checkpoint) or RUN_DIR@STEP; its model shape must match; the optimiser starts fresh (init_scale still multiplies the weights)"})
+    stop_after_grok: int | None = field(default=None, metadata={"help": "end the run this many steps after its test accuracy first reaches 0.99 (checked at evaluations; none: train all --steps); the run records why it ended in config.json"})
     # ---- pruning (README "Grokking tickets"; interp.prune)
     mask_from: str | None = field(default=None, metadata={"help": "safetensors file of 0/1 masks, one per masked weight named by parameter name (e.g. blocks.0.mlp.W_in); masked weights start at 0 and stay exactly 0; '{seed}' in the path is replaced by --seed; the run keeps a copy as masks.safetensors"})
 
@@ -144,6 +146,8 @@ class TrainConfig:
             bad("filter_lambda", "must be a finite number >= 0")
         if self.filter_window < 1:
             bad("filter_window", "must be >= 1")
+        if self.stop_after_grok is not None and self.stop_after_grok < 0:
+            bad("stop_after_grok", "must be >= 0 steps (or none)")
         if self.init_from is not None and not self.init_from.strip():
             bad("init_from", "must name a run directory (RUN_DIR or RUN_DIR@STEP)")
         if self.mask_from is not None and not self.mask_from.strip():

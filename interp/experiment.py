@@ -25,7 +25,7 @@ from interp.cli import Parser
 from interp.config import ConfigError
 from interp.experiments import EXPERIMENTS, load
 from interp.speed import tune_allocator
-from interp.sweep import SweepError, check_backend_args, report_outcome, run_sweep
+from interp.sweep import SweepError, add_backend_flags, check_backend_args, format_plan, plan, report_outcome, run_sweep
 
 SUMMARY_FILE = "summary.csv"
 EXPERIMENT_FILE = "experiment.json"
@@ -57,12 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
         mod.add_arguments(sp)
         sp.add_argument("--quick", action="store_true", help="the small version (minutes on a laptop CPU)")
         sp.add_argument("--out", type=Path, required=True, help="experiment directory (a sweep directory plus summary.csv)")
-        sp.add_argument("--backend", choices=("local", "ray"), default="local", help="as python -m interp.sweep (default: local)")
-        sp.add_argument("--address", default=None, help="HOST:PORT of a Ray head (--backend ray)")
-        sp.add_argument("--pack", type=int, default=8, help="most members trained together in one stack (default: 8)")
-        sp.add_argument("--device", default="cpu", help="torch device of the stacks (default: cpu)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        add_backend_flags(sp)
     return p
+
+
+class _Planned(Exception):
+    """Raised by the planning sweep after the first stage of a multi-stage experiment."""
+
+
+def experiment_plan(mod, args: argparse.Namespace) -> dict:
+    """``--plan``: the cost of the experiment's sweep (of its first stage, when later stages are built
+    from the first one's results), without training anything."""
+    if not hasattr(mod, "run"):
+        return plan([mod.spec(args)], args)
+    specs: list = []
+
+    def record(spec, stage: str = ""):
+        specs.append(spec)
+        raise _Planned
+
+    try:
+        mod.run(args, record)
+    except _Planned:
+        pass
+    return plan(specs, args, note=f"{args.name} runs in stages; this plan counts its first stage only: "
+                                  "the later stages are built from that stage's results")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"python -m interp.experiment {args.name}"
     try:
         check_backend_args(args)
+        if args.plan:
+            print(format_plan(experiment_plan(mod, args)))
+            return 0
 
         def sweep(spec, stage: str = "") -> dict[str, dict]:
-            return run_sweep(spec, args.out / stage, args.backend, args.address, args.pack, args.device, progress=not args.quiet)
+            return run_sweep(spec, args.out / stage, args.backend, args.address, args.pack, args.device, progress=not args.quiet,
+                             workers=args.workers)
 
         if hasattr(mod, "run"):
             tune_allocator()

@@ -80,6 +80,13 @@ def build_model(cfg: TrainConfig) -> HookedTransformer:
     return model
 
 
+def to_device(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """``model`` moved to ``device`` in place (quietly: ``HookedTransformer.to`` prints by default)."""
+    if isinstance(model, HookedTransformer):
+        return model.to(device, print_details=False)
+    return model.to(device)
+
+
 def fast_applies(model: HookedTransformer) -> bool:
     """Whether ``fast_logits`` computes the same function as ``model(inputs)[:, -1]`` (hooks aside: see ``has_hooks``)."""
     c = model.cfg
@@ -189,11 +196,12 @@ class _Batch:
     def __init__(self, a: Tensor, b: Tensor, n_heads: int, d_vocab: int, chunk_rows: int):
         n, block = a.shape[0], 2 * d_vocab + 1
         self.a, self.b, self.key = a.clone(), b.clone(), (n_heads, d_vocab, chunk_rows)
-        self.token_rows = torch.cat([a, d_vocab + b, torch.full((n,), 2 * d_vocab)])  # [3 * batch]
-        base = torch.arange(n_heads) * block
+        dev = a.device
+        self.token_rows = torch.cat([a, d_vocab + b, torch.full((n,), 2 * d_vocab, device=dev)])  # [3 * batch]
+        base = torch.arange(n_heads, device=dev) * block
         per_head = torch.stack([base + a[:, None], base + d_vocab + b[:, None], (base + 2 * d_vocab).expand(n, -1)], -1)
         n_rows = n_heads * block + 1
-        cols = torch.cat([per_head.flatten(1), torch.full((n, 1), n_rows - 1)], 1)  # [batch, K]
+        cols = torch.cat([per_head.flatten(1), torch.full((n, 1), n_rows - 1, device=dev)], 1)  # [batch, K]
         self.chunks = [_Chunk(cols, s, min(s + chunk_rows, n), n_rows) for s in range(0, n, chunk_rows)]
         self.all = self.chunks[0] if len(self.chunks) == 1 else _Chunk(cols, 0, n, n_rows)
 

@@ -87,7 +87,7 @@ def write_text(path: Path, text: str) -> None:
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save tensors with safetensors, atomically."""
-    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}  # a CUDA run's files are the same
     _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -159,30 +159,58 @@ def _git_commit() -> str | None:
         return None
 
 
-def init_run_dir(run_dir: Path, cfg: TrainConfig, dataset: Dataset) -> None:
-    """Write ``config.json`` and the split into a new run directory."""
+def init_run_dir(run_dir: Path, cfg: TrainConfig, dataset: Dataset, machine: dict | None = None) -> None:
+    """Write ``config.json`` (with ``machine``: ``interp.device.describe`` of where it trains) and the
+    split into a new run directory."""
     run_dir = Path(run_dir)
     write_tensors(run_dir / SPLIT_FILE, {"train_idx": dataset.train_idx, "test_idx": dataset.test_idx,
                                          "train_labels": dataset.train_labels})
-    meta = {"config": cfg.to_dict(), "versions": _versions(), "git_commit": _git_commit()}
+    meta = {"config": cfg.to_dict(), "versions": _versions(), "git_commit": _git_commit(), "machine": machine}
     write_text(run_dir / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def _update_meta(run_dir: Path, change) -> None:
+    path = Path(run_dir) / CONFIG_FILE
+    meta = json.loads(path.read_text())
+    change(meta)
+    write_text(path, json.dumps(meta, indent=2) + "\n")
+
+
+def record_resume(run_dir: Path, at_step: int, machine: dict) -> None:
+    """Append to ``config.json``'s ``resumed`` where (``machine``) and from which step the run continued."""
+    _update_meta(run_dir, lambda meta: meta.setdefault("resumed", []).append(
+        {"at_step": at_step, "machine": machine, "git_commit": _git_commit()}))
+
+
+def record_end(run_dir: Path, step: int, reason: str) -> None:
+    """Record in ``config.json`` (``ended``) that the run stopped at ``step`` before its ``steps``, and why."""
+    _update_meta(run_dir, lambda meta: meta.__setitem__("ended", {"step": step, "reason": reason}))
+
+
+def ended(run_dir: Path) -> dict | None:
+    """``{"step", "reason"}`` if the run ended before its ``steps`` (``stop_after_grok``), else ``None``."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("ended")
+    except json.JSONDecodeError:
+        return None
 
 
 def record_extension(run_dir: Path, steps: int, at_step: int) -> None:
     """Set the run's ``steps`` in ``config.json`` to ``steps`` and append the change to its ``extensions``
     (``from_steps``, ``to_steps``, ``at_step``, and the versions and git commit that continue it)."""
-    path = Path(run_dir) / CONFIG_FILE
-    meta = json.loads(path.read_text())
-    entry = {"from_steps": meta["config"]["steps"], "to_steps": steps, "at_step": at_step,
-             "versions": _versions(), "git_commit": _git_commit()}
-    meta["config"]["steps"] = steps
-    meta.setdefault("extensions", []).append(entry)
-    write_text(path, json.dumps(meta, indent=2) + "\n")
+    def change(meta: dict) -> None:
+        meta.setdefault("extensions", []).append({"from_steps": meta["config"]["steps"], "to_steps": steps, "at_step": at_step,
+                                                  "versions": _versions(), "git_commit": _git_commit()})
+        meta["config"]["steps"] = steps
+    _update_meta(run_dir, change)
 
 
 def save_checkpoint(run_dir: Path, step: int, model: HookedTransformer) -> Path:
     path = ckpt_path(run_dir, step)
-    write_tensors(path, model.state_dict(), metadata={"step": str(step)})
+    write_tensors(path, model.state_dict(), metadata={"step": str(step)})  # fp32, on the CPU (write_tensors)
     return path
 
 

@@ -47,7 +47,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from interp import prune, runs
-from interp.config import TrainConfig
+from interp.config import GROK_ACC, TrainConfig
+from interp.device import describe
 from interp.model import CHUNK_ROWS, _Chunk, build_model, float32_grad
 from interp.runs import RunError
 from interp.speed import flush_denormals
@@ -189,7 +190,7 @@ class _HeadLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weights: Tensor, table: Tensor, base_pre: Tensor, base_logits: Tensor, W_L: Tensor,
-                labels: Tensor, example_weights: Tensor, layout: "_Layout") -> Tensor:
+                labels: Tensor, example_weights: Tensor, layout: "_Layout", live: list[bool] | None) -> Tensor:
         M, n = labels.shape
         d_mlp = W_L.shape[1]
         loss = torch.zeros(M, dtype=torch.float64, device=labels.device)
@@ -218,7 +219,8 @@ class _HeadLoss(torch.autograd.Function):
                 g_base_logits[m] += g.sum(0)
 
         for m in range(M):
-            member(m)
+            if live is None or live[m]:  # a stopped or failed member costs nothing here (its gradient stays 0)
+                member(m)
         ctx.save_for_backward(g_weights, g_table, g_base_pre, g_base_logits, g_W_L)
         return loss
 
@@ -233,7 +235,7 @@ class _HeadLoss(torch.autograd.Function):
             g_weights = (g_weights.view(M, -1) * c[:, None]).view_as(g_weights)
             g_table = (g_table.view(M, -1) * c[:, None]).view_as(g_table)
             g_base_pre, g_base_logits, g_W_L = g_base_pre * c[:, None], g_base_logits * c[:, None], g_W_L * c[:, None, None]
-        return g_weights, g_table, g_base_pre, g_base_logits, g_W_L, None, None, None
+        return g_weights, g_table, g_base_pre, g_base_logits, g_W_L, None, None, None, None
 
 
 class _Layout:
@@ -250,15 +252,17 @@ class _Layout:
 def stacked_loss(
     P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], labels: Int[Tensor, "M n"],
     example_weights: Float[Tensor, "M n"], eq_token: int, attn_scale: float, layout: _Layout | None = None,
+    live: list[bool] | None = None,
 ) -> Float[Tensor, "M"]:
     """``[M]`` each member's float64 cross-entropy ``sum_i example_weights[m, i] * nll[m, i]`` of
     ``stacked_logits`` (weights ``1 / n_m``, 0 on padding, give the mean over its training set).
-    Differentiable once; the per-example part's gradient is computed in the forward (``_HeadLoss``)."""
+    Differentiable once; the per-example part's gradient is computed in the forward (``_HeadLoss``).
+    Members with ``live[m]`` false are skipped: loss 0 and no gradient from their examples."""
     weights, table, base_pre, base_logits, W_L = stacked_tables(P, a, b, eq_token, attn_scale)
     if layout is None:
         n_real = (example_weights > 0).sum(1).tolist()  # padding comes last and has weight 0
         layout = _Layout(a, b, n_real, P["attn.W_Q"].shape[1], P["W_E"].shape[1])
-    return _HeadLoss.apply(weights, table, base_pre, base_logits, W_L, labels, example_weights, layout)
+    return _HeadLoss.apply(weights, table, base_pre, base_logits, W_L, labels, example_weights, layout, live)
 
 
 def _short(name: str) -> str:
@@ -296,6 +300,7 @@ class Member:
     data: Dataset | None = None
     metrics: list[dict] = field(default_factory=list)
     failed: str | None = None  # the reason, once failed
+    ended: str | None = None  # why it stopped before its steps (stop_after_grok), once it has
     masks: dict[str, Tensor] = field(default_factory=dict)  # --mask-from's masks (interp.prune), once loaded
 
 
@@ -416,7 +421,8 @@ class Pack:
 
     def losses(self) -> Tensor:
         """``[M]`` each member's mean float64 cross-entropy on its training set."""
-        return stacked_loss(self.params(), self.a, self.b, self.y, self.w, self.cfg0.eq_token, self.attn_scale, self.layout)
+        live = [not (m.failed or m.ended) for m in self.members]
+        return stacked_loss(self.params(), self.a, self.b, self.y, self.w, self.cfg0.eq_token, self.attn_scale, self.layout, live)
 
     def train_step(self) -> Tensor:
         """One full-batch step of every active member; returns the ``[M]`` losses before it."""
@@ -450,6 +456,11 @@ class Pack:
         """Copy member ``i``'s slice of the stack into its ``HookedTransformer``."""
         for n, p in self.models[i].named_parameters():
             p.copy_(self.P[n][i].cpu())
+
+    def stop(self, i: int, reason: str) -> None:
+        """Stop training member ``i`` (``stop_after_grok``): no more updates and no more compute for it."""
+        self.members[i].ended = reason
+        self.active[i] = False
 
     def fail(self, i: int, reason: str) -> None:
         """Stop updating member ``i`` (its slices are zeroed, so nothing non-finite spreads in its tensors)."""
@@ -498,7 +509,7 @@ def train_pack(members: list[Member], device: str | torch.device = "cpu",
     def record() -> None:
         elapsed = time.perf_counter() - t0
         for i, (m, row) in enumerate(zip(members, pack.evaluate())):
-            if m.failed:
+            if m.failed or m.ended:
                 continue
             m.metrics.append({"step": pack.step, **row, "lr": lr_at(m.config, max(pack.step - 1, 0)), "elapsed_s": round(elapsed, 3)})
             if not math.isfinite(row["train_loss"]):
@@ -506,9 +517,16 @@ def train_pack(members: list[Member], device: str | torch.device = "cpu",
         if on_progress:
             on_progress(pack.step, [m.metrics[-1] for m in members if m.metrics])
 
-    def checkpoint() -> None:
+    def stop_reason(m: Member) -> str | None:  # stop_after_grok, as interp.train.train decides it
+        after = m.config.stop_after_grok
+        g = next((r["step"] for r in m.metrics if r["test_acc"] >= GROK_ACC), None) if after is not None else None
+        if g is not None and pack.step - g >= after and pack.step < cfg.steps:
+            return f"stop_after_grok {after}: test accuracy reached {GROK_ACC} at step {g}"
+        return None
+
+    def checkpoint(only: list[int] | None = None) -> None:
         elapsed = time.perf_counter() - t0
-        live = [i for i, m in enumerate(members) if not m.failed]
+        live = only if only is not None else [i for i, m in enumerate(members) if not (m.failed or m.ended)]
         for i in live:  # checkpoints and metrics, then the resume state in two phases (settle_state)
             pack.sync(i)
             runs.save_checkpoint(members[i].out, pack.step, pack.models[i])
@@ -521,18 +539,29 @@ def train_pack(members: list[Member], device: str | torch.device = "cpu",
         for i in live:
             os.replace(runs.state_path(members[i].out).with_name(NEXT_STATE), runs.state_path(members[i].out))
 
+    machine = describe(pack.device)
     if pack.step == 0:
         for m in members:
-            runs.init_run_dir(m.out, m.config.replace(engine="fast"), m.data)  # the stack is the fast path
+            runs.init_run_dir(m.out, m.config.replace(engine="fast"), m.data, machine)  # the stack is the fast path
             if m.masks:
                 prune.write_masks(m.out / prune.MASKS_FILE, m.masks)
         record()
         checkpoint()
+    else:
+        for m in members:
+            runs.record_resume(m.out, pack.step, machine)
     with flush_denormals():
         while pack.step < cfg.steps and pack.active.any():
             pack.train_step()
+            stopping = []
             if pack.step % cfg.eval_every == 0 or pack.step == cfg.steps:
                 record()
+                stopping = [(i, r) for i, m in enumerate(members) if not (m.failed or m.ended) and (r := stop_reason(m))]
             if pack.step % cfg.save_every == 0 or pack.step == cfg.steps:
                 checkpoint()
+            elif stopping:
+                checkpoint([i for i, _ in stopping])  # saved alone: their pack-mates go on
+            for i, reason in stopping:
+                runs.record_end(members[i].out, pack.step, reason)
+                pack.stop(i, reason)
     return members

@@ -37,11 +37,14 @@ import itertools
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
+import signal
 import socket
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -52,6 +55,7 @@ from tqdm.auto import tqdm
 from interp import runs
 from interp.cli import Parser
 from interp.config import ConfigError, TrainConfig, value_parser
+from interp.device import cpu_info, resolve
 from interp.runs import RunError
 from interp.speed import tune_allocator
 from interp.stack import Member, pack_key, saved_step, stackable, train_pack
@@ -182,7 +186,7 @@ def outcome(run_dir: Path) -> dict:
     return {"status": "ok", "train_99_step": first("train_acc"), "test_99_step": first("test_acc"),
             "final_step": last["step"], "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
             "final_test_loss": last["test_loss"], "final_param_norm": last["param_norm"], "wall_s": last["elapsed_s"],
-            "reason": ""}
+            "reason": (runs.ended(run_dir) or {}).get("reason", "")}
 
 
 def failed(reason: str, run_dir: Path | None = None) -> dict:
@@ -212,7 +216,7 @@ def run_pack(members: list[tuple[str, dict, str]], device: str = "cpu", threads:
         if len(cfgs) == 1 and not stackable(cfgs[0][1]):
             name, cfg, out = cfgs[0]
             try:
-                train(cfg, out, resume=True, progress=False)
+                train(cfg, out, resume=True, progress=False, device=device)
             except Diverged as e:
                 return {name: failed(str(e).split(": ", 1)[-1], out)}
             return {name: outcome(out)}
@@ -222,6 +226,55 @@ def run_pack(members: list[tuple[str, dict, str]], device: str = "cpu", threads:
         log.warning(reason)
         return {name: failed(reason, out) for name, _, out in cfgs}
     return {name: failed(m.failed, out) if m.failed else outcome(out) for (name, _, out), m in zip(cfgs, done)}
+
+
+def member_bytes(cfg: TrainConfig) -> int:
+    """A generous estimate of the memory one member of a stack needs: float32 weights, gradients and
+    AdamW moments, its per-token tables, and the evaluation's activations over every input (the
+    largest part: ``[n_examples, d_mlp + d_vocab_out]`` mixed rows, post-ReLU and float64 logits)."""
+    d, v, o = cfg.d_model, cfg.d_vocab, cfg.d_vocab_out
+    params = (v + cfg.n_ctx) * d + 4 * d * d + 2 * d * cfg.d_mlp + d * o + 4 * d + cfg.d_mlp + o
+    tables = cfg.n_heads * (2 * v + 1) * (cfg.d_mlp + o) * 2
+    evaluation = cfg.n_examples * (2 * (cfg.d_mlp + o) + 4 * o)  # float32 rows, float64 logits and log-softmax
+    return 4 * (5 * params + tables) + 4 * evaluation + 8 * cfg.n_train * 3 * cfg.n_heads
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+MAX_AUTO_PACK = 256
+
+
+def auto_pack_size(cfgs: list[TrainConfig], device: str | torch.device = "cpu", workers: int = 1) -> int:
+    """``--pack auto``: as many members per stack as fit in the device's free memory (at most
+    ``MAX_AUTO_PACK``, with a margin: 80 % of a GPU's free memory; on the CPU half of the available
+    memory, shared by ``workers`` processes), and on the CPU no more than gives every core a pack.
+
+    The split follows the machine's core count, not ``workers``, so that ``--workers 1`` and ``N``
+    train the same packs: a member's bits can depend on its pack's size (a stack of one takes other
+    kernels than a stack of three), never on which process trains the pack.
+
+    Raises:
+        SweepError: the free memory cannot be read on this machine (give ``--pack N``).
+    """
+    if not cfgs:
+        return 1
+    dev = torch.device(device)
+    free = _free_bytes(dev)
+    if free is None:
+        raise SweepError("--pack auto: cannot read this machine's free memory; give the pack size as a number")
+    need = max(member_bytes(c) for c in cfgs)
+    if dev.type == "cuda":
+        return max(1, min(MAX_AUTO_PACK, int(0.8 * free / need)))
+    fit = int(0.5 * free / (need * max(workers, 1)))
+    return max(1, min(MAX_AUTO_PACK, fit, math.ceil(len(cfgs) / (os.cpu_count() or 1))))
 
 
 def plan_packs(todo: list[tuple[MemberSpec, Path]], pack_size: int) -> list[list[tuple[MemberSpec, Path]]]:
@@ -327,9 +380,39 @@ def _init_ray(address: str | None):
             log.warning("Ray did not start within its 30 s (a busy machine?); trying once more")
 
 
-def _run_local(packs, device, on_done, on_progress):
-    for pack in packs:
-        on_done(run_pack(pack, device, on_progress=on_progress))
+def _worker_init(parent: int) -> None:
+    """A local worker process: one torch thread (one core), the allocator tuned as interp.train does,
+    and (Linux) killed with its parent, so that a killed sweep leaves no worker writing its members."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+    torch.set_num_threads(1)
+    tune_allocator()
+
+
+def _run_local(packs, device, on_done, on_progress, workers: int = 1):
+    """Packs one after another in this process (``workers`` 1), or in ``workers`` processes at once,
+    each with one torch thread; a member computes the same bits either way (tests/test_sweep.py)."""
+    if workers <= 1 or len(packs) <= 1:
+        for pack in packs:
+            on_done(run_pack(pack, device, on_progress=on_progress))
+        return
+    # spawn, not fork: a forked child inherits torch's OpenMP state, which deadlocks its first parallel op
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(packs)), mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        futures = [pool.submit(run_pack, pack, str(device), 1) for pack in packs]
+        try:
+            for f in as_completed(futures):
+                on_done(f.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def _run_ray(packs, device, address, on_done):
@@ -348,9 +431,12 @@ def _configs(members: list[MemberSpec]) -> list:
     return [(m.name, m.config.to_dict() if m.config else m.error) for m in members]
 
 
-def run_sweep(spec: Spec, out: Path, backend: str = "local", address: str | None = None, pack_size: int = 8,
-              device: str = "cpu", progress: bool = True) -> dict[str, dict]:
+def run_sweep(spec: Spec, out: Path, backend: str = "local", address: str | None = None, pack_size: int | str = 8,
+              device: str = "cpu", progress: bool = True, workers: int = 1) -> dict[str, dict]:
     """Run (or resume) the sweep ``spec`` in ``out``; returns ``{member name: outcome row}``.
+
+    ``pack_size`` is the most members per stack, or ``"auto"`` (``auto_pack_size``); ``workers`` is the
+    number of local worker processes (``backend == "local"``).
 
     Raises:
         SweepError: ``out`` holds a different sweep, or the backend cannot start (nothing written).
@@ -381,11 +467,13 @@ def run_sweep(spec: Spec, out: Path, backend: str = "local", address: str | None
             continue
         if m.config is None:
             rows[m.name] = failed(f"bad config: {m.error}")
-        elif saved_step(run_dir) >= m.config.steps:  # finished before the table was written
+        elif saved_step(run_dir) >= m.config.steps or runs.ended(run_dir):  # finished before the table was written
             rows[m.name] = outcome(run_dir)
         else:
             todo.append((m, run_dir))
     write_results(out, spec, members, rows)
+    if pack_size == "auto":
+        pack_size = auto_pack_size([m.config for m, _ in todo], device, workers if backend == "local" else 1)
     packs = [[(m.name, m.config.to_dict(), str(d)) for m, d in pack] for pack in plan_packs(todo, pack_size)]
     log.info("%s: %d members, %d to train in %d packs", out, len(members), len(todo), len(packs))
 
@@ -399,7 +487,7 @@ def run_sweep(spec: Spec, out: Path, backend: str = "local", address: str | None
         bar.refresh()
 
     def on_progress(step: int, latest: list[dict]) -> None:
-        pack = packs[state["pack"]]
+        pack = packs[min(state["pack"], len(packs) - 1)]
         steps = max(TrainConfig.from_dict(pack[0][1]).steps, 1)
         accs = [r["test_acc"] for r in latest]
         show(len(rows) + len(pack) * step / steps,
@@ -415,12 +503,107 @@ def run_sweep(spec: Spec, out: Path, backend: str = "local", address: str | None
     if backend == "ray":
         _run_ray(packs, device, address, on_done)
     else:
-        _run_local(packs, device, on_done, on_progress)
+        _run_local(packs, device, on_done, on_progress, workers)
     bar.close()
     return rows
 
 
+# ---- plans -------------------------------------------------------------------------------------
+PLAN_STEPS = 3  # timed steps per shape (after two warm-up steps)
+
+
+def _seconds_per_member_step(cfgs: list[TrainConfig], device: torch.device) -> tuple[float, float]:
+    """``(train, evaluation)`` seconds per member of a few steps of these configs' actual shapes on
+    ``device``: a stack of them if they stack, else ``interp.train``'s loss and AdamW alone."""
+    from interp.train import loss_closure, make_optimizer
+    from interp.model import build_model, to_device
+    from interp.tasks import make_dataset
+
+    cfgs = [c.replace(mask_from=None, init_from=None) for c in cfgs]  # the shapes are what costs time
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if stackable(cfgs[0]):
+        from interp.stack import Pack
+
+        pack = Pack([Member(c, None) for c in cfgs], device)
+        step, evaluate = pack.train_step, pack.evaluate
+    else:
+        model = to_device(build_model(cfgs[0]), device)
+        opt, loss = make_optimizer(model, cfgs[0]), loss_closure(model, cfgs[0], make_dataset(cfgs[0]).to(device))
+
+        def step():
+            loss().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        def evaluate():
+            with torch.no_grad():
+                loss()
+    for _ in range(2):
+        step()
+    sync()
+    t = time.perf_counter()
+    for _ in range(PLAN_STEPS):
+        step()
+    sync()
+    t_step = (time.perf_counter() - t) / PLAN_STEPS
+    t = time.perf_counter()
+    evaluate()
+    sync()
+    return t_step / len(cfgs), (time.perf_counter() - t) / len(cfgs)
+
+
+def plan(specs: list[Spec], args: argparse.Namespace, note: str = "") -> dict:
+    """What running ``specs`` (the stages of a sweep) would cost here, without training: members,
+    member-steps, and the wall time estimated from a few timed steps of each pack shape on
+    ``args.device`` (``stop_after_grok`` members may end earlier: the steps are an upper bound)."""
+    from interp.device import name as machine_name
+    from interp.speed import flush_denormals
+
+    device = resolve(args.device)
+    workers = args.workers if args.backend == "local" else 1
+    members = [m for spec in specs for m in expand(spec) if m.config is not None]
+    groups: dict[tuple, list[TrainConfig]] = {}
+    for m in members:
+        groups.setdefault(pack_key(m.config) if stackable(m.config) else ("alone", m.name), []).append(m.config)
+    busy, threads = 0.0, torch.get_num_threads()
+    if device.type == "cpu" and workers > 1:
+        torch.set_num_threads(1)  # as each worker process will run
+    with flush_denormals():
+        for cfgs in groups.values():
+            size = len(cfgs) if args.pack == "auto" else min(args.pack, len(cfgs))
+            size = min(size, auto_pack_size(cfgs, device, workers)) if args.pack == "auto" else size
+            train_s, eval_s = _seconds_per_member_step(cfgs[:size], device)
+            busy += sum(c.steps * train_s + (c.steps // c.eval_every + 1) * eval_s for c in cfgs)
+    torch.set_num_threads(threads)
+    parallel = min(workers, max(len(members), 1)) if device.type == "cpu" else 1
+    return {"members": len(members), "member_steps": sum(m.config.steps for m in members),
+            "estimated_s": round(busy / parallel), "workers": parallel, "machine": machine_name(device) if workers == 1 or device.type != "cpu" else f"{cpu_info()['cpu']} (1 torch thread per worker)",
+            "gpu_estimate": "not measured" if device.type == "cpu" else "this one", "note": note}
+
+
+def format_plan(p: dict) -> str:
+    """The plan as a sentence and, last, a JSON line."""
+    text = (f"{p['members']} members, {p['member_steps']:,} member-steps; estimated {p['estimated_s'] / 60:.1f} min "
+            f"with {p['workers']} worker(s) on {p['machine']} (from {PLAN_STEPS} timed steps of each pack shape)")
+    return text + (f"\n{p['note']}" if p["note"] else "") + "\n" + json.dumps(p)
+
+
 # ---- command line ------------------------------------------------------------------------------
+def add_backend_flags(p: argparse.ArgumentParser) -> None:
+    """``--backend --address --pack --workers --device --plan --quiet``: how a sweep (or an experiment) runs."""
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: packs in --workers processes on this machine; ray: one Ray task per pack (default: local)")
+    p.add_argument("--address", default=None, help="HOST:PORT of a running Ray cluster's head (--backend ray; default: start Ray in this process)")
+    p.add_argument("--pack", default="auto", metavar="N|auto",
+                   help="most members trained together in one stack; auto: as many as fit in the device's free memory "
+                        "(on the CPU, no more than gives every worker a pack) (default: auto)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="local worker processes, one torch thread each (default: one per core, here %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device of the stacks: cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--plan", action="store_true", help="print the members, member-steps and estimated wall time, and train nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m interp.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(p)
@@ -428,33 +611,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vary a config field over these values (repeatable; the sweep is the product of all grids); "
                         "FIELD is any flag name above, with dashes or underscores")
     p.add_argument("--out", type=Path, required=True, help="sweep directory (sweep.json, results.csv, runs/<name>/)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local: packs one after another in this process; ray: one Ray task per pack (default: local)")
-    p.add_argument("--address", default=None, help="HOST:PORT of a running Ray cluster's head (--backend ray; default: start Ray in this process)")
-    p.add_argument("--pack", type=int, default=8, help="most members trained together in one stack (default: 8)")
-    p.add_argument("--device", default="cpu", help="torch device of the stacks, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_flags(p)
     return p
 
 
-def check_device(device: str) -> None:
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise SweepError(f"--device {device!r}: not a torch device (e.g. cpu, cuda, cuda:0)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SweepError(f"--device {device}: CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise SweepError(f"--device {device}: only cpu and cuda are supported")
-
-
 def check_backend_args(args: argparse.Namespace) -> None:
-    """``--pack``, ``--address`` and ``--device`` of ``interp.sweep`` and ``interp.experiment``."""
-    if args.pack < 1:
-        raise SweepError(f"--pack {args.pack}: must be >= 1")
+    """``--pack``, ``--workers``, ``--address`` and ``--device`` of ``interp.sweep`` and ``interp.experiment``
+    (``args.pack`` becomes an int or ``"auto"``; raises ``SweepError``/``ConfigError`` naming the flag)."""
+    if args.pack != "auto":
+        try:
+            args.pack = int(args.pack)
+        except ValueError:
+            raise SweepError(f"--pack {args.pack!r}: must be a whole number >= 1 or auto") from None
+        if args.pack < 1:
+            raise SweepError(f"--pack {args.pack}: must be >= 1 or auto")
+    if args.workers < 1:
+        raise SweepError(f"--workers {args.workers}: must be >= 1")
     if args.address and args.backend != "ray":
         raise SweepError("--address: only used with --backend ray")
-    check_device(args.device)
+    resolve(args.device)
+    if args.pack == "auto" and _free_bytes(torch.device(args.device)) is None:
+        raise SweepError("--pack auto: cannot read this machine's free memory; give the pack size as a number")
 
 
 def report_outcome(prog: str, out: Path, rows: dict[str, dict], seconds: float, table: Path) -> int:
@@ -485,7 +662,11 @@ def main(argv: list[str] | None = None) -> int:
         spec = spec_from_args(args)
         tune_allocator()  # as interp.train does (interp.speed)
         t = time.perf_counter()
-        rows = run_sweep(spec, args.out, args.backend, args.address, args.pack, args.device, progress=not args.quiet)
+        if args.plan:
+            print(format_plan(plan([spec], args)))
+            return 0
+        rows = run_sweep(spec, args.out, args.backend, args.address, args.pack, args.device, progress=not args.quiet,
+                         workers=args.workers)
     except (SweepError, ConfigError) as e:
         print(f"python -m interp.sweep: error: {e}", file=sys.stderr)
         return 2

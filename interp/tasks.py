@@ -67,6 +67,10 @@ class Dataset:
         if self.train_labels is None:
             object.__setattr__(self, "train_labels", self.labels[self.train_idx])
 
+    def to(self, device: torch.device | str) -> "Dataset":
+        """The same dataset with every tensor on ``device``."""
+        return Dataset(*(t.to(device) for t in (self.inputs, self.labels, self.train_idx, self.test_idx, self.train_labels)))
+
     @property
     def a(self) -> Int[Tensor, "N"]:
         return self.inputs[:, 0]

@@ -36,8 +36,9 @@ from transformer_lens import HookedTransformer
 
 from interp import optim, prune, runs
 from interp.cli import Parser
-from interp.config import PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
-from interp.model import build_model, criterion, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
+from interp.config import GROK_ACC, PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
+from interp.device import describe, resolve
+from interp.model import build_model, criterion, to_device, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
 from interp.tasks import Dataset, make_dataset
@@ -148,8 +149,12 @@ def load_state(path: Path, model: HookedTransformer, opt: torch.optim.Optimizer)
 
 
 # ---- the run ---------------------------------------------------------------------------------
-def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train ``cfg`` into run directory ``out`` (continuing it if ``resume``); returns ``out``.
+def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True, device: str | torch.device = "cpu") -> Path:
+    """Train ``cfg`` into run directory ``out`` (continuing it if ``resume``) on ``device``; returns ``out``.
+
+    The run ends after ``cfg.steps`` steps, or earlier with ``cfg.stop_after_grok``: that many steps
+    after the first evaluation whose test accuracy reaches ``GROK_ACC`` (then ``config.json`` records
+    the step and the reason under ``ended``, and a later resume does nothing).
 
     Raises:
         RunError: ``out`` exists and ``resume`` is false, or its resume state is missing or corrupt.
@@ -164,11 +169,18 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
     elif not resume and out.exists() and any(out.iterdir()):
         raise RunError(f"{out}: run directory already exists; pass --resume to continue it or --out to pick another")
 
-    # set-up
-    dataset = make_dataset(cfg)
+    if resume and runs.ended(out):
+        end = runs.ended(out)
+        log.info("%s: ended at step %d (%s); nothing to do", out, end["step"], end["reason"])
+        return out
+
+    # set-up: the model is built (seeded) on the CPU, so that every device starts from the same weights
+    device = torch.device(device)
+    dataset = make_dataset(cfg).to(device)
     resuming = resume and state_file.exists()
-    model = build_model(cfg) if resuming else runs.init_model(cfg)  # init_from's weights, when given
+    model = to_device(build_model(cfg) if resuming else runs.init_model(cfg), device)  # init_from's weights, when given
     masks = prune.run_masks(cfg, out, model, resume)  # --mask-from: {name: 0/1 mask}; checked before anything is written
+    masks = {n: m.to(device) for n, m in masks.items()}
     named = dict(model.named_parameters())
     prune.apply_masks(named, masks)
     params, opt = optim.trainable(model), make_optimizer(model, cfg)
@@ -190,10 +202,11 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             runs.record_extension(out, cfg.steps, step)
             log.info("%s: steps changed to %d (recorded in %s)", out, cfg.steps, runs.CONFIG_FILE)
         metrics = [r for r in runs.read_metrics(out) if r["step"] <= step]
-        log.info("resuming %s at step %d", out, step)
+        runs.record_resume(out, step, describe(device))
+        log.info("resuming %s at step %d on %s", out, step, device)
     else:  # fresh run (or a run killed before its first save)
         step, elapsed, metrics = 0, 0.0, []
-        runs.init_run_dir(out, cfg, dataset)
+        runs.init_run_dir(out, cfg, dataset, describe(device))
         if masks:
             prune.write_masks(out / prune.MASKS_FILE, masks)
 
@@ -209,6 +222,15 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             raise Diverged(f"{out}: training loss is not finite at step {step}")
         metrics.append(row)
         return row
+
+    def grokked_at() -> int | None:  # the first evaluation at GROK_ACC test accuracy, if any yet
+        return next((r["step"] for r in metrics if r["test_acc"] >= GROK_ACC), None)
+
+    def should_stop() -> str | None:
+        g = grokked_at() if cfg.stop_after_grok is not None else None
+        if g is not None and step - g >= cfg.stop_after_grok:
+            return f"stop_after_grok {cfg.stop_after_grok}: test accuracy reached {GROK_ACC} at step {g}"
+        return None
 
     if step == 0:
         record()
@@ -237,8 +259,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 row = record()
                 bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}", test_loss=f"{row['test_loss']:.2e}")
-            if step % cfg.save_every == 0 or step == cfg.steps:
+            reason = should_stop() if step % cfg.eval_every == 0 and step < cfg.steps else None
+            if step % cfg.save_every == 0 or step == cfg.steps or reason:
                 checkpoint()
+            if reason:
+                runs.record_end(out, step, reason)
+                log.info("%s: ended at step %d (%s)", out, step, reason)
+                break
     bar.close()
     return out
 
@@ -273,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.add_argument("--out", type=Path, default=None, help="run directory (default: checkpoints/<task>_p<p>[_<changed fields>])")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last saved state (start it if --out does not exist yet; do nothing if it is finished); only --steps may differ from the saved config, and a new --steps is recorded in its config.json")
+    p.add_argument("--device", default="cpu", help="where to train: cpu, cuda or cuda:N (default: cpu); recorded in config.json, and a run may resume on another device")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -300,9 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     out = None
     try:
         cfg, out = config_from_args(args)
+        device = resolve(args.device)
         tune_allocator()
         t = time.perf_counter()
-        train(cfg, out, resume=args.resume, progress=not args.quiet)
+        train(cfg, out, resume=args.resume, progress=not args.quiet, device=device)
     except Diverged as e:
         print(f"python -m interp.train: {e}", file=sys.stderr)
         return 1
@@ -315,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"\ninterrupted; continue with: python -m interp.train {args.task} --out {out} --resume", file=sys.stderr)
         return 130
-    last = runs.read_metrics(out)[-1]
+    last, end = runs.read_metrics(out)[-1], runs.ended(out)
+    if end:
+        print(f"{out}: ended early, {end['reason']}")
     print(f"{out}: step {last['step']}, train_acc {last['train_acc']:.4f}, test_acc {last['test_acc']:.4f}, "
           f"test_loss {last['test_loss']:.3g}, {time.perf_counter() - t:.0f}s")
     return 0

@@ -30,6 +30,10 @@ The speed-up of an arm is the median of the better baseline (the smaller median 
 ``--quick``: the small preset (p = 59, 40% of the pairs, d_model 64, d_mlp 256, lr 3e-3, weight
 decay 1), 3 seeds, 4 000 steps, evaluated every 50. The full version: the canonical p = 113 model
 (30%, lr 1e-3, weight decay 1), 3 seeds, 20 000 steps, evaluated every 100.
+
+Members stop 200 (``--quick``) or 1 000 steps after their test accuracy first reaches 99 %
+(``stop_after_grok``) and leave their stack, so the sweep costs what its slowest member needs rather
+than the budget times the number of members; the step they reached 99 % at is unaffected.
 """
 
 from __future__ import annotations
@@ -100,9 +104,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def settings(args: argparse.Namespace) -> tuple[dict, list[int]]:
     """The base config every arm shares and the seeds (``--quick`` or full). Tests replace this."""
     if args.quick:
-        base = {**PRESETS["small"], "task": "mod_add", "steps": 4000, "eval_every": 50, "save_every": 4000}
+        base = {**PRESETS["small"], "task": "mod_add", "steps": 4000, "eval_every": 50, "save_every": 4000, "stop_after_grok": 200}
     else:
-        base = {"task": "mod_add", "p": 113, "steps": 20000, "eval_every": 100, "save_every": 5000}
+        base = {"task": "mod_add", "p": 113, "steps": 20000, "eval_every": 100, "save_every": 5000, "stop_after_grok": 1000}
     if args.p is not None:
         base["p"] = args.p
     return base, [1, 2, 3]
