@@ -440,6 +440,10 @@ def check_analysable(run: Run) -> None:
     if cfg.model_kind != "transformer":
         raise RunError(f"{run.path}: a {cfg.task} run trains the {cfg.model_kind.upper()}, not the modular-arithmetic transformer "
                        f"that this analysis is about; its losses, accuracies and weight norm are in {runs.METRICS_FILE}")
+    if cfg.n_layers != 1 or cfg.normalization != "none":
+        raise RunError(f"{run.path}: a {cfg.n_layers}-layer model with normalization {cfg.normalization!r}; these analysers "
+                       f"(Fourier, circuits, efficiency) take the 1-layer model without LayerNorm; its losses, accuracies "
+                       f"and weight norm are in {runs.METRICS_FILE}")
 
 
 def analyze_run(

@@ -24,6 +24,8 @@ GROK_ACC = 0.99  # test accuracy that counts as generalised (stop_after_grok, th
 GRAD_FILTERS = ("none", "ema", "ma")
 LOSSES = ("softmax", "stablemax", "mse")
 OPTIMIZERS = ("adamw", "orthoadamw")
+NORMALIZATIONS = ("none", "LN")
+ACT_FNS = ("relu", "gelu")
 
 
 # Named sets of field values (``--preset NAME``; explicit flags still win).
@@ -80,6 +82,11 @@ class TrainConfig:
     d_model: int = field(default=128, metadata={"help": "residual stream width"})
     n_heads: int = field(default=4, metadata={"help": "attention heads (d_head = d_model / n_heads)"})
     d_mlp: int = field(default=512, metadata={"help": "MLP hidden width (digits: the width of both hidden layers of the 64-d_mlp-d_mlp-10 MLP)"})
+    n_layers: int = field(default=1, metadata={"help": "transformer blocks (Power et al. and Grokfast used 2); more than 1 trains through the hooked engine"})
+    normalization: str = field(default="none", metadata={"help": "'none' (Nanda et al.) or 'LN' (LayerNorm before attention, MLP and unembedding, as Power et al.); LN trains through the hooked engine"})
+    act_fn: str = field(default="relu", metadata={"help": "MLP activation: 'relu' (Nanda et al.) or 'gelu'; gelu trains through the hooked engine"})
+    batch_size: int | None = field(default=None, metadata={"help": "examples per step (none: the full training set every step); mini-batches are an epoch-wise permutation seeded by --seed and the epoch, so a resumed run draws the same ones (Power et al.: 512)"})
+    adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon (Prieto et al. use 1e-25 with StableMax)"})
     freeze_biases: bool = field(default=True, metadata={"help": "keep every bias at zero, as the TransformerLens demo does"})
     eval_every: int = field(default=100, metadata={"help": "evaluate train/test loss and accuracy every N steps"})
     save_every: int = field(default=100, metadata={"help": "write a checkpoint (and resume state) every N steps"})
@@ -127,6 +134,18 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, "must lie in [0, 1)")
+        for name, allowed in (("normalization", NORMALIZATIONS), ("act_fn", ACT_FNS)):
+            if getattr(self, name) not in allowed:
+                bad(name, f"must be one of {', '.join(allowed)}")
+        if self.n_layers < 1:
+            bad("n_layers", "must be >= 1")
+        if self.batch_size is not None and not 1 <= self.batch_size:
+            bad("batch_size", "must be >= 1 (or none: full batch)")
+        if not (math.isfinite(self.adam_eps) and self.adam_eps > 0):
+            bad("adam_eps", "must be a finite number > 0")
+        if self.model_kind == "mlp" and (self.n_layers, self.normalization, self.act_fn) != (1, "none", "relu"):
+            bad("n_layers" if self.n_layers != 1 else "normalization" if self.normalization != "none" else "act_fn",
+                f"the {self.task} MLP has a fixed shape; these options are for the transformer")
         if self.d_model % self.n_heads:
             bad("n_heads", f"must divide d_model = {self.d_model}")
         if self.engine not in ENGINES:
@@ -187,6 +206,11 @@ class TrainConfig:
         if self.task == "digits":
             return DIGITS_EXAMPLES
         return self.p * (self.p - 1) if self.task == "mod_div" else self.p * self.p
+
+    @property
+    def full_batch(self) -> bool:
+        """Whether every step sees the whole training set (``batch_size`` none or at least ``n_train``)."""
+        return self.batch_size is None or self.batch_size >= self.n_train
 
     @property
     def init_source(self) -> tuple[str, int | None] | None:

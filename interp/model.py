@@ -33,15 +33,17 @@ from interp.config import TrainConfig
 
 def hooked_config(cfg: TrainConfig) -> HookedTransformerConfig:
     """The ``HookedTransformerConfig`` of Nanda et al.'s 1-layer model (as in the TransformerLens
-    grokking demo) for ``cfg``'s sizes: ReLU MLP, no LayerNorm, ``d_vocab = p + 1``, ``n_ctx = 3``."""
+    grokking demo) for ``cfg``'s sizes: ReLU MLP, no LayerNorm, ``d_vocab = p + 1``, ``n_ctx = 3``;
+    ``cfg.n_layers``, ``cfg.normalization`` and ``cfg.act_fn`` give the papers' other shapes
+    (Power et al.: 2 layers with LayerNorm)."""
     return HookedTransformerConfig(
-        n_layers=1,
+        n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
         d_model=cfg.d_model,
         d_head=cfg.d_head,
         d_mlp=cfg.d_mlp,
-        act_fn="relu",
-        normalization_type=None,
+        act_fn=cfg.act_fn,
+        normalization_type=None if cfg.normalization == "none" else cfg.normalization,
         d_vocab=cfg.d_vocab,
         d_vocab_out=cfg.d_vocab_out,
         n_ctx=cfg.n_ctx,

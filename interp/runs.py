@@ -328,7 +328,7 @@ def load_checkpoint(run_dir: Path, step: int, config: TrainConfig | None = None)
 
 
 # Config fields that fix the tensors of a model: ``init_from`` needs them equal in both runs.
-MODEL_FIELDS = ("p", "d_model", "n_heads", "d_mlp", "freeze_biases")
+MODEL_FIELDS = ("p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "freeze_biases")
 
 
 def init_checkpoint(cfg: TrainConfig) -> Path | None:

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 # Fields that must be equal within a pack: they fix tensor shapes, which parameters train, and the
 # schedule. Every other TrainConfig field may differ between the members of a pack.
-SHAPE_FIELDS = ("task", "p", "d_model", "n_heads", "d_mlp", "freeze_biases", "steps", "eval_every", "save_every")
+SHAPE_FIELDS = ("task", "p", "d_model", "n_heads", "d_mlp", "freeze_biases", "steps", "eval_every", "save_every", "adam_eps")
 
 
 def stackable(cfg: TrainConfig) -> bool:
@@ -68,10 +68,12 @@ def stackable(cfg: TrainConfig) -> bool:
     The stack implements the fast path's model (1 layer, ``[a, b, =]``), the softmax cross-entropy
     and plain AdamW; ``init_scale`` is part of the initial weights, so it stacks too, and so does
     ``mask_from`` (each member its own masks, or none). Gradient filters, StableMax, MSE, ⊥AdamW,
-    fixed-norm training, the hooked engine and the digits MLP train alone.
+    fixed-norm training, mini-batches, other model shapes (layers, LayerNorm, GELU), the hooked
+    engine and the digits MLP train alone.
     """
     return (cfg.model_kind == "transformer" and cfg.engine != "hooked" and cfg.grad_filter == "none" and cfg.loss == "softmax"
-            and cfg.optimizer == "adamw" and not cfg.fixed_norm)
+            and cfg.optimizer == "adamw" and not cfg.fixed_norm and cfg.full_batch
+            and (cfg.n_layers, cfg.normalization, cfg.act_fn) == (1, "none", "relu"))
 
 
 def pack_key(cfg: TrainConfig, start_step: int = 0) -> tuple:
@@ -436,7 +438,7 @@ class Pack:
             params = [self.P[n] for n in self.names]
             grads = [p.grad for p in params]
             step = torch.full((len(self.members),), float(self.step + 1), dtype=torch.float64, device=self.device)
-            adamw_step(params, grads, self.exp_avg, self.exp_avg_sq, step, lr, self.wd, self.beta1, self.beta2)
+            adamw_step(params, grads, self.exp_avg, self.exp_avg_sq, step, lr, self.wd, self.beta1, self.beta2, self.cfg0.adam_eps)
             for n, mask in self.masks.items():
                 self.P[n].mul_(mask)
             for p in params:

@@ -531,13 +531,13 @@ def _seconds_per_member_step(cfgs: list[TrainConfig], device: torch.device) -> t
         opt, loss = make_optimizer(model, cfgs[0]), loss_closure(model, cfgs[0], make_dataset(cfgs[0]).to(device))
 
         def step():
-            loss().backward()
+            loss(0).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
         def evaluate():
             with torch.no_grad():
-                loss()
+                loss(0)
     for _ in range(2):
         step()
     sync()

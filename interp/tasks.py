@@ -17,6 +17,8 @@ permutation, draws one uniform random label per position of the permutation; the
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -132,3 +134,23 @@ def make_dataset(cfg: TrainConfig) -> Dataset:
     n_noisy = round(cfg.label_noise * len(train_idx))
     train_labels[:n_noisy] = random_labels[:n_noisy]
     return Dataset(inputs, labels, train_idx, test_idx, train_labels)
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, n: int, epoch: int) -> Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def batch_positions(cfg: TrainConfig, step: int) -> Int[Tensor, "batch"] | None:
+    """Positions in the training split (into ``train_idx`` / ``train_labels``) of the mini-batch that
+    update ``step`` uses, or ``None`` for full-batch training.
+
+    Each epoch is a permutation of the training split seeded by ``cfg.seed`` and the epoch number, cut
+    into ``ceil(n_train / batch_size)`` batches (the last may be smaller). Nothing is drawn from a
+    global generator, so a resumed run sees exactly the batches an uninterrupted one saw.
+    """
+    if cfg.full_batch:
+        return None
+    per_epoch = math.ceil(cfg.n_train / cfg.batch_size)
+    epoch, i = divmod(step, per_epoch)
+    return _epoch_order(cfg.seed, cfg.n_train, epoch)[i * cfg.batch_size : (i + 1) * cfg.batch_size]

@@ -3,15 +3,15 @@
     python -m interp.train mod_add --p 113            # the canonical run, about 5-8 min on 2 CPU cores
     python -m interp.train mod_add --p 113 --resume   # continue it after an interruption
 
-The loop is flat on purpose (nanoGPT style): set-up, then for each full-batch step the forward,
+The loop is flat on purpose (nanoGPT style): set-up, then for each step (full batch by default) the forward,
 float64 loss, backward and AdamW step, with the optional gradient filter, ⊥Grad projection and
 fixed-norm rescale of ``interp.optim`` around the step; evaluation and checkpointing on schedule.
 Only losses, accuracies and norms are measured here; interpretability measures live in ``analyses/``.
 
 Resuming is exact: the state file holds the weights, the AdamW moments, the gradient filter's
-state, the fixed-norm target and the step, the data is the full (fixed) training set every step
-and nothing random happens after initialisation, so a resumed run ends with the same bits as an
-uninterrupted one. ``--resume --steps N`` with a new N
+state, the fixed-norm target and the step, the data is the full (fixed) training set every step, or
+a mini-batch that is a function of the seed and the step alone (``batch_size``), and nothing else
+random happens after initialisation, so a resumed run ends with the same bits as an uninterrupted one. ``--resume --steps N`` with a new N
 extends (or, before the end, shortens) the run and records that in ``config.json``, so that a later
 plain ``--resume`` continues to N; resuming a run that has already reached its steps does nothing
 and says so. ``config.json`` records the engine the run trains with (``fast`` or ``hooked``), never
@@ -41,7 +41,7 @@ from interp.device import describe, resolve
 from interp.model import build_model, criterion, to_device, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
-from interp.tasks import Dataset, make_dataset
+from interp.tasks import Dataset, batch_positions, make_dataset
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.Ad
     """AdamW over the trainable parameters (``orthoadamw`` too: the loop projects the gradient first)."""
     params = optim.trainable(model)
     # fused: one kernel for all parameters (about 4x faster than the per-tensor loop on CPU)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd, betas=(cfg.beta1, cfg.beta2), fused=True)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=True)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -86,19 +86,31 @@ def logits_fn(model: HookedTransformer, cfg: TrainConfig):
 
 
 def loss_closure(model: HookedTransformer, cfg: TrainConfig, data: Dataset):
-    """The loss the loop minimises, full batch: ``fast_loss`` where it applies, else the hooked forward.
+    """The loss the loop minimises at a step, ``step -> loss``: over the whole training set, or over
+    that step's mini-batch (``batch_size``, ``interp.tasks.batch_positions``); ``fast_loss`` where it
+    applies, else the hooked forward.
 
     ``fast_loss`` has the softmax cross-entropy built in; StableMax goes through ``fast_logits``.
     """
-    x, y = data.inputs[data.train_idx], data.train_labels
+    x_all, y_all = data.inputs[data.train_idx], data.train_labels
     loss = criterion(cfg.loss)
-    if cfg.model_kind == "mlp":
-        return lambda: loss(model(x), y)
-    if use_fast(cfg, model) and cfg.loss == "softmax":
-        return lambda: fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token)
-    if use_fast(cfg, model):
-        return lambda: loss(fast_logits(model, x[:, 0], x[:, 1], cfg.eq_token), y)
-    return lambda: loss(hooked_logits(model, x), y)
+    fast = cfg.model_kind != "mlp" and use_fast(cfg, model)
+
+    def batch(step: int):
+        pos = batch_positions(cfg, step)
+        return (x_all, y_all) if pos is None else (x_all[pos.to(x_all.device)], y_all[pos.to(x_all.device)])
+
+    def closure(step: int = 0):
+        x, y = batch(step)
+        if cfg.model_kind == "mlp":
+            return loss(model(x), y)
+        if fast and cfg.loss == "softmax":
+            return fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token)
+        if fast:
+            return loss(fast_logits(model, x[:, 0], x[:, 1], cfg.eq_token), y)
+        return loss(hooked_logits(model, x), y)
+
+    return closure
 
 
 def split_metrics(logits: torch.Tensor, data: Dataset, loss=loss_fn) -> dict[str, float]:
@@ -242,7 +254,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         while step < cfg.steps:
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
-            train_loss().backward()
+            train_loss(step).backward()
             for n, m in masks.items():  # masked weights get no gradient (so AdamW's moments stay 0 there)
                 named[n].grad.mul_(m)
             grad_filter.apply()  # Grokfast: g <- g + lambda * low-pass(g); nothing for 'none'
