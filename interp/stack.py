@@ -16,12 +16,10 @@ formula with per-member hyper-parameters). Members with fewer training examples 
 largest and the padding carries zero weight in the loss. ``tests/test_stack.py`` checks losses,
 gradients and weights after 50 steps against ``interp.train`` and ``HookedTransformer.forward``.
 
-The forward uses the fast path's ideas (``interp.model``): only the ``=`` position is computed;
-keys, values and scores are computed once per token, not per example; each example's attention
-output is a mix of per-token rows weighted by its attention pattern (``embedding_bag``). The
-per-token part (``stacked_tables``) is batched over members; the per-example part and the float64
-cross-entropy (``_HeadLoss``) compute their gradient in the forward, member by member and chunk by
-chunk so that the activations stay in cache, as the fast path's ``fast_loss`` does for one run.
+The forward and loss are ``interp.kernel``'s, the same kernel ``interp.model.fast_loss`` runs for
+one model (a stack of one): the per-token part (``stacked_tables``) is batched over members; the
+per-example part and the float64 cross-entropy (``_HeadLoss``) compute their gradient in the
+forward, member by member and chunk by chunk so that the activations stay in cache.
 
 Every member writes an ordinary run directory, in exactly the files ``interp.train`` writes
 (config, split, metrics, checkpoints, and resume state with the AdamW moments under the same
@@ -41,15 +39,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from einops import rearrange
-from jaxtyping import Float, Int
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from interp import prune, runs
 from interp.config import GROK_ACC, TrainConfig
 from interp.device import describe
-from interp.model import CHUNK_ROWS, _Chunk, build_model, float32_grad
+from interp.kernel import Layout, short_name, stacked_logits, stacked_loss
+from interp.model import build_model
 from interp.runs import RunError
 from interp.speed import flush_denormals
 from interp.tasks import Dataset, make_dataset
@@ -79,197 +75,6 @@ def stackable(cfg: TrainConfig) -> bool:
 def pack_key(cfg: TrainConfig, start_step: int = 0) -> tuple:
     """Members with equal keys can share a pack (also the step they resume from)."""
     return (*(getattr(cfg, f) for f in SHAPE_FIELDS), start_step)
-
-
-# ---- the stacked forward ---------------------------------------------------------------------
-class _Mix(torch.autograd.Function):
-    """``out[i] = sum_k weights[i, k] * table[cols[i, k]]`` with the fast path's backward
-    (``interp.model._Chunk``: the table gradient by ``embedding_bag`` over the transposed layout,
-    the weights' gradient by ``sampled_addmm``), several times faster than autograd's."""
-
-    @staticmethod
-    def forward(ctx, weights: Tensor, table: Tensor, chunk: _Chunk) -> Tensor:
-        ctx.save_for_backward(weights, table)
-        ctx.chunk = chunk
-        return chunk.mix(weights, table)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        weights, table = ctx.saved_tensors
-        c, grad = ctx.chunk, grad.contiguous()
-        g_weights = c.weights_grad(weights, grad, table) if ctx.needs_input_grad[0] else None
-        g_table = c.table_grad(weights.flatten()[c.perm], grad) if ctx.needs_input_grad[1] else None
-        return g_weights, g_table, None
-
-
-def mix_layout(a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], n_heads: int, d_vocab: int) -> _Chunk:
-    """The rows each example mixes in ``stacked_logits``' tables: ``3 * n_heads`` per example, in
-    ``[M * n_heads * (2 * d_vocab + 1)]`` stacked rows (a pack caches it for its fixed batch)."""
-    M, n = a.shape
-    R = 2 * d_vocab + 1
-    rows = torch.stack([a, d_vocab + b, torch.full_like(a, 2 * d_vocab)], -1)  # [M, n, 3]
-    member_head = (torch.arange(M, device=a.device)[:, None] * n_heads + torch.arange(n_heads, device=a.device)) * R
-    cols = rearrange(member_head[:, None, :, None] + rows[:, :, None, :], "m n h j -> (m n) (h j)")
-    return _Chunk(cols.contiguous(), 0, M * n, M * n_heads * R)
-
-
-def stacked_tables(
-    P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], eq_token: int, attn_scale: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Everything of every member's forward that is per token, not per example (as ``interp.model._tables``).
-
-    Args:
-        P: stacked parameters by ``HookedTransformer`` name without the ``blocks.0.`` prefix
-            (``W_E [M, d_vocab, d_model]``, ``attn.W_Q [M, n_heads, d_model, d_head]``, ...),
-            biases included (zeros where frozen).
-        a, b: ``[M, n]`` operand tokens, per member.
-        eq_token: token id of ``=``.
-        attn_scale: the attention's score divisor (``sqrt(d_head)``).
-    Returns:
-        ``weights [M * n, 3 * n_heads]`` (each example's attention pattern, the mixing weights of
-        ``mix_layout``), ``table [M * n_heads * (2 * d_vocab + 1), d_mlp + d_vocab_out]`` (what a
-        (head, token row) adds to the MLP input and, around the MLP, to the logits), ``base_pre
-        [M, d_mlp]`` and ``base_logits [M, d_vocab_out]`` (the parts every example shares) and
-        ``W_L = W_out @ W_U [M, d_mlp, d_vocab_out]``.
-    """
-    W_E, W_pos = P["W_E"], P["W_pos"]
-    M, V, _ = W_E.shape
-    n_heads = P["attn.W_Q"].shape[1]
-    # residual stream of every (token, position) the '=' query attends to: rows a, V + b and 2V ('=')
-    x_eq = W_E[:, eq_token] + W_pos[:, 2]  # [M, d]
-    x = torch.cat([W_E + W_pos[:, 0, None], W_E + W_pos[:, 1, None], x_eq[:, None]], 1)  # [M, R, d]
-    q = torch.einsum("md,mhde->mhe", x_eq, P["attn.W_Q"]) + P["attn.b_Q"]
-    k = torch.einsum("mrd,mhde->mhre", x, P["attn.W_K"]) + P["attn.b_K"][:, :, None]
-    v = torch.einsum("mrd,mhde->mhre", x, P["attn.W_V"]) + P["attn.b_V"][:, :, None]
-    scores = torch.einsum("mhre,mhe->mhr", k, q) / attn_scale  # [M, h, R]
-    n = a.shape[1]
-    rows = torch.stack([a, V + b, torch.full_like(a, 2 * V)], -1)  # [M, n, 3]
-    picked = scores.gather(2, rearrange(rows, "m n j -> m 1 (j n)").expand(-1, n_heads, -1))
-    # a softmax over an axis of 3 is many times faster when that axis is not the last
-    pattern = rearrange(picked, "m h (j n) -> m h j n", j=3).softmax(2)
-    # What the attention output adds to the MLP input and to the logits is linear in the pattern:
-    # tabulate it per (head, token row) with W_O folded into W_in and W_U; each example then mixes
-    # 3 * n_heads rows weighted by its pattern (embedding_bag) instead of multiplying [n, d_model] by W_in.
-    W_OU = torch.einsum("mhed,mdf->mhef", P["attn.W_O"], torch.cat([P["mlp.W_in"], P["W_U"]], 2))  # [M, h, d_head, d_mlp + V]
-    table = torch.einsum("mhre,mhef->mhrf", v, W_OU).flatten(0, 2)  # [M * h * R, d_mlp + d_vocab_out]
-    weights = rearrange(pattern, "m h j n -> (m n) (h j)").contiguous()
-    base = x_eq + P["attn.b_O"]  # the part of resid_mid shared by every example  [M, d]
-    base_pre = torch.einsum("md,mdf->mf", base, P["mlp.W_in"]) + P["mlp.b_in"]
-    base_logits = torch.einsum("md,mdc->mc", base + P["mlp.b_out"], P["W_U"]) + P["b_U"]
-    W_L = torch.bmm(P["mlp.W_out"], P["W_U"])  # the MLP output only meets W_U  [M, d_mlp, d_vocab_out]
-    return weights, table, base_pre, base_logits, W_L
-
-
-def stacked_logits(
-    P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], eq_token: int, attn_scale: float,
-    layout: _Chunk | None = None,
-) -> Float[Tensor, "M n d_vocab_out"]:
-    """Logits at the ``=`` position of ``[a, b, =]`` for every member, ``model(inputs)[:, -1]`` each.
-
-    Arguments as ``stacked_tables``; ``layout`` is ``mix_layout(a, b, ...)`` if already built.
-    Returns ``[M, n, d_vocab_out]`` float32 logits. Differentiable; training uses ``stacked_loss``.
-    """
-    weights, table, base_pre, base_logits, W_L = stacked_tables(P, a, b, eq_token, attn_scale)
-    M, n = a.shape
-    layout = layout or mix_layout(a, b, P["attn.W_Q"].shape[1], P["W_E"].shape[1])
-    mixed = _Mix.apply(weights, table, layout).view(M, n, -1)
-    d_mlp = W_L.shape[1]
-    post = (mixed[..., :d_mlp] + base_pre[:, None]).relu()
-    return torch.baddbmm(mixed[..., d_mlp:] + base_logits[:, None], post, W_L)
-
-
-class _HeadLoss(torch.autograd.Function):
-    """Each member's weighted float64 cross-entropy of ``stacked_logits``' per-example part, with its
-    gradient computed in the forward, as ``interp.model._HeadLoss`` does for one model.
-
-    The work goes member by member and ``CHUNK_ROWS`` examples at a time, so that a chunk's
-    activations stay in cache from the forward to the gradient (the whole pack's would not), and a
-    member's padding is skipped. Each chunk: mix its table rows, ReLU, ``addmm`` by ``W_L``,
-    log-softmax in float64 and straight back, without autograd's bookkeeping. Differentiable once
-    only: a backward that builds a graph raises.
-    """
-
-    @staticmethod
-    def forward(ctx, weights: Tensor, table: Tensor, base_pre: Tensor, base_logits: Tensor, W_L: Tensor,
-                labels: Tensor, example_weights: Tensor, layout: "_Layout", live: list[bool] | None) -> Tensor:
-        M, n = labels.shape
-        d_mlp = W_L.shape[1]
-        loss = torch.zeros(M, dtype=torch.float64, device=labels.device)
-        g_weights, g_table = torch.zeros_like(weights), torch.zeros_like(table)
-        g_base_pre, g_base_logits, g_W_L = torch.zeros_like(base_pre), torch.zeros_like(base_logits), torch.zeros_like(W_L)
-        blocks = table.view(M, -1, table.shape[1])
-        g_blocks = g_table.view_as(blocks)
-
-        def member(m: int) -> None:  # writes only member m's slices of the outputs
-            T, W_L_m = blocks[m], W_L[m]
-            for c in layout.chunks[m]:
-                rows = slice(m * n + c.start, m * n + c.end)
-                w, y, ew = weights[rows], labels[m, c.start : c.end, None], example_weights[m, c.start : c.end, None]
-                mixed = c.mix(w, T)
-                post = torch.add(mixed[:, :d_mlp], base_pre[m]).relu_()
-                logp = torch.addmm(torch.add(mixed[:, d_mlp:], base_logits[m]), post, W_L_m).double().log_softmax(-1)
-                loss[m] -= (logp.gather(-1, y) * ew).sum()
-                # d loss_m / d logits = (softmax - onehot) * the example's weight (1 / n_m)
-                g = float32_grad(logp.exp_().scatter_add_(-1, y, logp.new_full(y.shape, -1.0)).mul_(ew))
-                g_W_L[m].addmm_(post.T, g)
-                g_pre = torch.ops.aten.threshold_backward(g @ W_L_m.T, post, 0)  # relu's backward
-                g_mixed = torch.cat([g_pre, g], 1)
-                g_weights[rows] = c.weights_grad(w, g_mixed, T)
-                g_blocks[m] += c.table_grad(w.flatten()[c.perm], g_mixed)
-                g_base_pre[m] += g_pre.sum(0)
-                g_base_logits[m] += g.sum(0)
-
-        for m in range(M):
-            if live is None or live[m]:  # a stopped or failed member costs nothing here (its gradient stays 0)
-                member(m)
-        ctx.save_for_backward(g_weights, g_table, g_base_pre, g_base_logits, g_W_L)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        if torch.is_grad_enabled():  # create_graph=True: the caller wants to differentiate the gradient
-            raise RuntimeError("the stacked loss is differentiable once only (its gradient is computed in the forward)")
-        g_weights, g_table, g_base_pre, g_base_logits, g_W_L = ctx.saved_tensors
-        if not bool((grad == 1).all()):  # d (sum_m c_m loss_m): scale each member's part by its c_m
-            c = grad.float()
-            M = c.shape[0]
-            g_weights = (g_weights.view(M, -1) * c[:, None]).view_as(g_weights)
-            g_table = (g_table.view(M, -1) * c[:, None]).view_as(g_table)
-            g_base_pre, g_base_logits, g_W_L = g_base_pre * c[:, None], g_base_logits * c[:, None], g_W_L * c[:, None, None]
-        return g_weights, g_table, g_base_pre, g_base_logits, g_W_L, None, None, None, None
-
-
-class _Layout:
-    """``_HeadLoss``' chunks: for each member, ``_Chunk``s of at most ``CHUNK_ROWS`` of its real
-    (unpadded) examples, indexing rows of that member's own block of the table."""
-
-    def __init__(self, a: Tensor, b: Tensor, n_real: list[int], n_heads: int, d_vocab: int, chunk_rows: int = CHUNK_ROWS):
-        self.chunks = []
-        for m, n in enumerate(n_real):
-            cols = mix_layout(a[m : m + 1, :n], b[m : m + 1, :n], n_heads, d_vocab)
-            self.chunks.append([_Chunk(cols.cols, s, min(s + chunk_rows, n), cols.shape[1]) for s in range(0, n, chunk_rows)])
-
-
-def stacked_loss(
-    P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], labels: Int[Tensor, "M n"],
-    example_weights: Float[Tensor, "M n"], eq_token: int, attn_scale: float, layout: _Layout | None = None,
-    live: list[bool] | None = None,
-) -> Float[Tensor, "M"]:
-    """``[M]`` each member's float64 cross-entropy ``sum_i example_weights[m, i] * nll[m, i]`` of
-    ``stacked_logits`` (weights ``1 / n_m``, 0 on padding, give the mean over its training set).
-    Differentiable once; the per-example part's gradient is computed in the forward (``_HeadLoss``).
-    Members with ``live[m]`` false are skipped: loss 0 and no gradient from their examples."""
-    weights, table, base_pre, base_logits, W_L = stacked_tables(P, a, b, eq_token, attn_scale)
-    if layout is None:
-        n_real = (example_weights > 0).sum(1).tolist()  # padding comes last and has weight 0
-        layout = _Layout(a, b, n_real, P["attn.W_Q"].shape[1], P["W_E"].shape[1])
-    return _HeadLoss.apply(weights, table, base_pre, base_logits, W_L, labels, example_weights, layout, live)
-
-
-def _short(name: str) -> str:
-    """``stacked_logits``' key of a parameter: ``blocks.0.attn.W_Q`` -> ``attn.W_Q``, ``unembed.W_U`` -> ``W_U``."""
-    return name.removeprefix("blocks.0.") if name.startswith("blocks.0.") else name.rsplit(".", 1)[-1]
 
 
 # ---- AdamW over the stack --------------------------------------------------------------------
@@ -407,10 +212,11 @@ class Pack:
             a[i, :n], b[i, :n], y[i, :n], w[i, :n] = x[:, 0], x[:, 1], m.data.train_labels, 1.0 / n
         self.a, self.b, self.y, self.w = a.to(dev), b.to(dev), y.to(dev), w.to(dev)
         n_real = [len(m.data.train_idx) for m in members]
-        self.layout = _Layout(self.a, self.b, n_real, cfg0.n_heads, cfg0.d_vocab)  # fixed batch: built once
+        self.layout = Layout(self.a, self.b, n_real, cfg0.n_heads, cfg0.d_vocab)  # fixed batch: built once
         inputs = members[0].data.inputs  # the same for every member of a pack (same task and p)
         self.all_a = inputs[:, 0].expand(len(members), -1).to(dev)
         self.all_b = inputs[:, 1].expand(len(members), -1).to(dev)
+        self.all_layout = Layout(self.all_a, self.all_b, [inputs.shape[0]] * len(members), cfg0.n_heads, cfg0.d_vocab)
         self.attn_scale = float(self.models[0].blocks[0].attn.attn_scale)
 
     def _moment(self, state: dict, i: int, key: str, name: str) -> Tensor:
@@ -419,7 +225,7 @@ class Pack:
         return torch.zeros_like(self.models[0].get_parameter(name))
 
     def params(self) -> dict[str, Tensor]:
-        return {_short(n): t for n, t in self.P.items()}
+        return {short_name(n): t for n, t in self.P.items()}
 
     def losses(self) -> Tensor:
         """``[M]`` each member's mean float64 cross-entropy on its training set."""
@@ -449,7 +255,7 @@ class Pack:
     @torch.no_grad()
     def evaluate(self) -> list[dict]:
         """Each member's metrics row (as ``interp.train.evaluate`` computes them) at the current step."""
-        logits = stacked_logits(self.params(), self.all_a, self.all_b, self.cfg0.eq_token, self.attn_scale).cpu()
+        logits = stacked_logits(self.params(), self.all_a, self.all_b, self.cfg0.eq_token, self.attn_scale, self.all_layout).cpu()
         sq = sum((t.double() ** 2).flatten(1).sum(1) for t in self.P.values()).cpu()
         return [{**split_metrics(logits[i], m.data), "param_norm": sq[i].sqrt().item()} for i, m in enumerate(self.members)]
 

@@ -13,7 +13,7 @@ from interp import runs
 from interp.analyze import analyze_run
 from interp.runs import RunError
 from interp.stack import stackable
-from interp.tasks import batch_positions, make_dataset
+from interp.tasks import batch_positions
 from interp.train import make_optimizer, train
 from interp.model import build_model, hooked_logits
 from tests.conftest import tiny_config

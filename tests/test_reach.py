@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp import runs, stack, sweep, train as train_mod
+from interp import kernel, runs, stack, sweep, train as train_mod
 from interp.config import TrainConfig
 from interp.stack import Member, train_pack
 from interp.sweep import Spec, auto_pack_size, member_bytes, run_sweep
@@ -68,8 +68,8 @@ def test_a_stopped_member_costs_no_per_example_work(monkeypatch):
     cfgs = [tiny_config(seed=s) for s in (1, 2)]
     pack = stack.Pack([Member(c, None) for c in cfgs])
     calls = []
-    real = stack.float32_grad
-    monkeypatch.setattr(stack, "float32_grad", lambda g: calls.append(g.shape) or real(g))
+    real = kernel.float32_grad
+    monkeypatch.setattr(kernel, "float32_grad", lambda g: calls.append(g.shape) or real(g))
     both = pack.losses().detach()
     n_both = len(calls)
     pack.members[1].ended = "test"

@@ -13,7 +13,8 @@ import textwrap
 import pytest
 import torch
 
-from interp.model import FLOAT32_TINY, build_model, fast_loss
+from interp.kernel import FLOAT32_TINY
+from interp.model import build_model, fast_loss
 from interp.speed import set_flush_denormal_everywhere
 from interp.tasks import make_dataset
 from tests.conftest import tiny_config

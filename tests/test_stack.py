@@ -6,7 +6,8 @@ import torch
 from interp import load_run
 from interp.model import build_model, hooked_logits, loss_fn
 from interp.runs import ckpt_path, state_path
-from interp.stack import Member, Pack, _Layout, adamw_step, pack_key, stackable, stacked_logits, train_pack
+from interp.kernel import Layout, stacked_logits
+from interp.stack import Member, Pack, adamw_step, pack_key, stackable, train_pack
 from interp.tasks import make_dataset
 from interp.train import train
 from tests.conftest import tiny_config
@@ -44,7 +45,7 @@ def test_stack_loss_and_gradients_equal_each_lone_model(chunk_rows, coef):
     """Also in several chunks per member, and for a weighted sum of the members' losses (the fused
     loss scales each member's precomputed gradient by its own coefficient)."""
     pack = Pack([Member(c, None) for c in MEMBERS])
-    pack.layout = _Layout(pack.a, pack.b, [len(m.data.train_idx) for m in pack.members], MEMBERS[0].n_heads, MEMBERS[0].d_vocab, chunk_rows)
+    pack.layout = Layout(pack.a, pack.b, [len(m.data.train_idx) for m in pack.members], MEMBERS[0].n_heads, MEMBERS[0].d_vocab, chunk_rows)
     assert chunk_rows == 2048 or all(len(ch) > 1 for ch in pack.layout.chunks)
     losses = pack.losses()
     (losses * torch.tensor(coef, dtype=torch.float64)).sum().backward()
