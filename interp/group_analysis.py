@@ -14,7 +14,9 @@ that is a group (``view_for``):
 
 Every column of ``checkpoints.csv`` then has the meaning it has for ``mod_add`` with "key frequency"
 read as "key irrep" (for the log basis: key frequency of Z_{p-1}); ``gini_W_E``/``gini_W_L`` are
-over the norms of the element rows/columns of W_E and W_L in the isotypic basis. Per checkpoint and
+over the norms of the element rows/columns of W_E and W_L in the isotypic basis. In the log basis
+``correct_logit`` (like ``cgen_logit`` and ``cmem_logit``, which add up to it) is the mean over the
+train pairs of non-zero residues only. Per checkpoint and
 irrep, ``irreps.csv`` (``IRREP_TABLE``) holds:
 
     step, irrep       the checkpoint; the irrep's index (names in summary.json ``irreps``; 0 is trivial)
@@ -169,7 +171,7 @@ class GroupAnalyser:
         row["gini_W_L"] = progress.gini((B @ W_L.T).norm(dim=-1))
         row["logit_cos_sim"] = groups.ideal_logit_cosine(lg[:, v.classes], v.group, v.irreps, self.key, v.sign)
         split = efficiency.circuit_logits(lg, y, self.dirs, tr)
-        row.update({k: val for k, val in split.items() if k != "correct_logit"})
+        row.update(split)  # correct_logit too: over the view's train pairs, so that cgen + cmem = correct_logit
         row.update(groups.split_parameters(model, v, B, owner, self.key, self.gen_neurons).norms())
         row["cgen_efficiency"] = efficiency.efficiency(row["cgen_logit"], row["cgen_param_norm"])
         row["cmem_efficiency"] = efficiency.efficiency(row["cmem_logit"], row["cmem_param_norm"])
