@@ -714,6 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; a second one only helps on an idle machine)")
     p.add_argument("--readme", action="store_true", help="print only the README's results block (Markdown) for this run")
+    p.add_argument("--irrep", default=None, metavar="NAME", help="group and log-basis runs: also print this irrep's shares "
+                   "and excluded loss per checkpoint (its name, e.g. 'standard', '[3,2]', 'freq 5', or its index)")
     return p
 
 
@@ -728,10 +730,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads {args.threads}: must be >= 1")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
+        irrep = None if args.irrep is None else group_analysis.irrep_from_flag(args.run_dir, args.irrep)
         rows, summary = analyze_run(args.run_dir, force=args.force, progress=not args.quiet, threads=args.threads)
     except RunError as e:
         print(f"python -m interp.analyze: error: {e}", file=sys.stderr)
         return 2
+    if irrep is not None:
+        print(group_analysis.irrep_lines(load_irrep_table(args.run_dir), summary, irrep), end="")
     if args.readme:
         print(results_block(rows, summary, load_irrep_table(args.run_dir)), end="")
         return 0

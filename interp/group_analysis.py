@@ -33,7 +33,8 @@ The summary gains ``basis`` (``log`` / ``irreps``), ``basis_note``, ``group``, `
 checkpoint, the rule of key frequencies), ``key_irrep_names``, ``key_irreps_embedding`` (irreps whose
 W_E fraction exceeds a quarter of the largest non-trivial one), ``neurons_per_irrep``, the
 clustering counts and stability fields of the Fourier summary under ``key_irreps_*`` names, and
-``cmem_neurons``.
+``cmem_neurons``, and ``cosets``: the cuts of the clustered class directions (all of W_U's element columns,
+then their part in each key irrep) that are the cosets of a subgroup (``analyses.cosets``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import math
 
 import torch
 
-from analyses import efficiency, fourier, groups, progress
+from analyses import cosets, efficiency, fourier, groups, progress
 from interp.config import TrainConfig, is_prime
 from interp.model import fast_applies, fast_logits, hooked_logits
 from interp.runs import Run, RunError
@@ -54,7 +55,7 @@ STABILITY_THRESHOLDS = (0.8, 0.85, 0.9)
 STABILITY_CHECKPOINTS = 3
 KEY_FIELDS = ("key_irreps", "key_irreps_step", "key_irrep_names", "key_irreps_embedding", "neurons_per_irrep",
               "unclustered_neurons", "dead_neurons", "small_clusters", "min_cluster_neurons", "cluster_threshold",
-              "key_irreps_by_threshold", "key_irreps_by_step", "key_irreps_stable", "cmem_neurons")
+              "key_irreps_by_threshold", "key_irreps_by_step", "key_irreps_stable", "cmem_neurons", "cosets")
 
 
 def view_for(cfg: TrainConfig) -> groups.GroupView | None:
@@ -138,7 +139,36 @@ def key_irrep_summary(run: Run, step: int, view: groups.GroupView) -> dict:
         "key_irreps_by_step": by_step,
         "key_irreps_stable": all(x == keys for x in sets),
         "cmem_neurons": torch.nonzero(~gen).flatten().tolist(),
+        "cosets": coset_summary(model, view, B, owner, keys),
     }
+
+
+def coset_summary(model, view: groups.GroupView, B: torch.Tensor, owner: torch.Tensor, keys: list[int]) -> list[dict]:
+    """Coset cuts (``analyses.cosets``) of the class directions: all of ``W_U``'s element columns, then their
+    component in each key irrep; one entry per direction set with its cuts (possibly none)."""
+    W = model.W_U.detach()[:, view.classes]
+    sets = [("all", None)] + [(view.irreps[k].name, torch.nonzero(owner == k).flatten()) for k in keys]
+    out = []
+    for name, rows in sets:
+        dirs = cosets.class_directions(W, B if rows is not None else None, rows)
+        cuts = cosets.coset_structure(view.group, dirs)
+        out.append({"directions": name, "cuts": [
+            {"k": c.k, "side": c.side, "subgroup_order": len(c.subgroup), "generators": [view.group.labels[g] for g in c.generators],
+             "normal": c.normal, "n_conjugates": len(c.conjugates), "within": c.within, "between": c.between,
+             "text": cosets.describe(view.group, c)} for c in cuts]})
+    return out
+
+
+def coset_sentence(summary: dict) -> str:
+    """The coset cuts of a run in words (from ``summary["cosets"]``)."""
+    parts = []
+    for entry in summary.get("cosets", []):
+        where = "W_U" if entry["directions"] == "all" else f"W_U's {entry['directions']} part"
+        if entry["cuts"]:
+            parts.append(f"{where}: " + "; ".join(c["text"] for c in entry["cuts"]))
+        else:
+            parts.append(f"{where}: no cut of the clustering tree is a coset partition")
+    return ". ".join(parts)
 
 
 class GroupAnalyser:
@@ -222,8 +252,42 @@ def results_lines(rows: list[dict], irrep_rows: list[dict], summary: dict) -> li
         lines.append("- **Shares at step " + f"{final['step']}**: W_E " + ", ".join(
             f"{summary['irreps'][r['irrep']]} {r['W_E_frac']:.0%}" for r in top) + "; W_U " + ", ".join(
             f"{summary['irreps'][r['irrep']]} {r['W_U_frac']:.0%}" for r in sorted(last, key=lambda r: -r["W_U_frac"])[:3]) + ".")
+    if summary.get("cosets"):
+        lines.append(f"- **Cosets** (class directions of W_U clustered, average linkage on cosine distance): {coset_sentence(summary)}.")
     if summary.get("key_irreps"):
         lines.append(f"- **Restricted vs excluded loss** at step {final['step']}: restricted {final['restricted_loss']:.3g} (test), "
                      f"excluded {final['excluded_loss']:.3g} (train), test loss {final['test_loss']:.3g}; "
                      f"C_gen efficiency {final['cgen_efficiency']:.3g}, C_mem {final['cmem_efficiency']:.3g}.")
     return lines
+
+
+def irrep_from_flag(run_dir, name: str) -> int:
+    """The irrep index ``--irrep NAME`` asks for, checked before anything is computed.
+
+    Raises:
+        RunError: the run is not analysed as a group, or the group has no such irrep (the message lists them).
+    """
+    from interp import runs
+
+    cfg = runs.load_run(run_dir).config
+    view = view_for(cfg)
+    if view is None:
+        raise RunError(f"--irrep {name!r}: {cfg.task} is not analysed as a group (only mod_mul, mod_div with a prime p, "
+                       "and the group tasks are)")
+    try:
+        return view.irrep_index(name)
+    except groups.GroupError as e:
+        raise RunError(f"--irrep {name!r}: {e}") from None
+
+
+def irrep_lines(irrep_rows: list[dict], summary: dict, irrep: int) -> str:
+    """One irrep's rows of ``irreps.csv`` as a small text table."""
+    name = summary["irreps"][irrep]
+    key = "key" if irrep in summary.get("key_irreps", []) else "not key"
+    out = [f"irrep {irrep}: {name} (dim {summary['irrep_dims'][irrep]}, {key})",
+           f"{'step':>8} {'W_E_frac':>9} {'W_U_frac':>9} {'W_L_frac':>9} {'mlp_frac':>9} {'excluded_loss':>14}"]
+    for r in irrep_rows:
+        if r["irrep"] == irrep:
+            out.append(f"{r['step']:>8} {r['W_E_frac']:>9.4f} {r['W_U_frac']:>9.4f} {r['W_L_frac']:>9.4f} {r['mlp_frac']:>9.4f} "
+                       f"{r['excluded_loss']:>14.4g}")
+    return "\n".join(out) + "\n"

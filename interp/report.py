@@ -40,7 +40,8 @@ from transformer_lens import HookedTransformer
 from analyses import fourier
 from interp import plots, runs
 from interp.cli import Parser
-from interp.analyze import analyze_run, check_analysable, fmt_num, fmt_set, fmt_step, load_frequency_table
+from interp.analyze import analyze_run, check_analysable, fmt_num, fmt_set, fmt_step, load_frequency_table, load_irrep_table
+from interp.group_report import group_figures
 from interp.config import ConfigError
 from interp.runs import Run, RunError
 from interp.sweep import SweepError, load_sweep, read_results
@@ -75,6 +76,7 @@ class RunView:
     W_E_norms: Tensor | None = field(default=None, repr=False)
     W_L_norms: Tensor | None = field(default=None, repr=False)
     clusters: fourier.NeuronClusters | None = field(default=None, repr=False)
+    irrep_rows: list[dict] = field(default_factory=list, repr=False)  # irreps.csv of a group/log-basis run
 
     @property
     def fourier(self) -> bool:
@@ -82,8 +84,8 @@ class RunView:
 
     @property
     def keys(self) -> list[int]:
-        """The key frequencies (empty when none were found or the Fourier analysers do not apply)."""
-        return list(self.summary.get("key_frequencies", []))
+        """The key frequencies (key irreps of a group/log-basis run; empty when none were found or nothing applies)."""
+        return list(self.summary.get("key_frequencies", self.summary.get("key_irreps", [])))
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -129,6 +131,7 @@ def collect(run_dir: Path, name: str | None = None, force: bool = False, progres
     view = RunView(name or run_dir.resolve().name, run, meta, rows, summary, load_frequency_table(run_dir), step=run.steps[-1])
     model = run.load_model(view.step)
     view.attention = attention_to_first_operand(model, run)
+    view.irrep_rows = load_irrep_table(run_dir)
     if view.fourier:
         p = run.config.p
         with torch.no_grad():
@@ -328,6 +331,7 @@ def run_figures(view: RunView) -> list[Figure]:
         out.append(Figure("neurons", plots.neuron_clusters(view.clusters.freq, view.clusters.frac_explained, CLUSTER_THRESHOLD,
                                                            "MLP neurons clustered by frequency" + suffix, dead=view.clusters.dead),
                           caption_neurons(view)))
+    out += [Figure(*f) for f in group_figures(view.name, view.summary, view.irrep_rows, view.step)]
     out.append(Figure("attention", plots.attention_grid(view.attention, "Attention from '=' to a, per head, over (a, b)" + suffix),
                       caption_attention(view)))
     return out

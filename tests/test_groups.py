@@ -202,3 +202,33 @@ def test_log_circuit_known_key_frequencies(sign):
     split = efficiency.circuit_logits(lg, y, d_key, idx)
     # C_mem holds only class 0's constant logit -scale * len(keys), which enters the centring as +that / p
     assert split["cmem_logit"] == pytest.approx(15.0 * len(LOG_KEYS) / p, abs=1e-9) and split["cgen_logit"] > 10
+
+
+# ---- cosets in the unembedding ------------------------------------------------------------------------
+def test_directions_fixed_by_a_subgroup_cluster_into_its_cosets():
+    from analyses import cosets
+
+    S5 = groups.symmetric(5)
+    std = groups.irreps(S5)[1].matrices
+    H = S5.subgroup([S5.elements.index((1, 0, 2, 3, 4)), S5.elements.index((0, 1, 3, 2, 4))])  # <(0 1), (2 3)>
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(4, dtype=torch.float64, generator=gen)
+    v = sum(std[h] @ w for h in H)  # fixed by exactly H
+    A = torch.randn(4, 16, dtype=torch.float64, generator=gen)
+    U = torch.stack([(std[c] @ v) @ A for c in range(120)])  # u_c = A^T rho(c) v: equal on the left cosets cH
+    cuts = cosets.coset_structure(S5, U)
+    assert 30 in [c.k for c in cuts]
+    cut = next(c for c in cuts if c.k == 30)
+    for coarser in cuts:  # coarser cuts of the same tree are cosets of subgroups that contain H
+        assert set(H) <= set(coarser.subgroup)
+    assert cut.side == "left" and cut.subgroup == H and len(H) == 4 and not cut.normal
+    assert len(cut.conjugates) == 15 and tuple(H) in cut.conjugates  # the 15 conjugates of <(0 1), (2 3)> in S5
+    assert cut.within == pytest.approx(1.0) and cut.between < 0.2
+    assert sorted(S5.subgroup(cut.generators)) == H
+    assert "30 clusters of 4 classes = left cosets" in cosets.describe(S5, cut)
+    # the same directions transposed to u_c = A^T rho(c)^-1 v are equal on the right cosets Hc
+    U_right = torch.stack([(std[c].T @ v) @ A for c in range(120)])
+    right = {c.k: c for c in cosets.coset_structure(S5, U_right)}
+    assert right[30].side == "right" and right[30].subgroup == H
+    # random directions are no coset partition
+    assert cosets.coset_structure(S5, torch.randn(120, 16, dtype=torch.float64, generator=gen)) == []
