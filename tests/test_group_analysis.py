@@ -102,3 +102,33 @@ def test_task_groups_match_their_order():
         G = task_group(task)
         assert G.order == n
         G.check()
+
+
+def _end_to_end(tmp_path, capsys, extra: list[str]) -> tuple:
+    from interp.report import main as report_main
+
+    out = tmp_path / "s4"
+    assert train_main(["s4", "--preset", "s4", *extra, "--out", str(out), "--quiet"]) == 0
+    assert main([str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert report_main([str(out), "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    assert "Share of each irrep" in page and "Irreps basis: S4" in page
+    rows, summary = analyze.load_analysis(out)
+    return rows, summary, printed, page
+
+
+def test_s4_preset_train_analyze_report_shortened(tmp_path, capsys):
+    rows, summary, printed, _ = _end_to_end(tmp_path, capsys, ["--steps", "60", "--eval-every", "30", "--save-every", "30"])
+    assert [r["step"] for r in rows] == [0, 30, 60] and summary["basis"] == "irreps"
+    assert "irreps basis: composition in S4" in printed
+
+
+@pytest.mark.slow
+def test_s4_preset_groks_and_the_analysis_finds_key_irreps(tmp_path, capsys):
+    """The documented preset end to end (about a minute of training on a quiet core)."""
+    rows, summary, printed, page = _end_to_end(tmp_path, capsys, [])
+    assert summary["phases"]["grokked"] is not None
+    assert summary["key_irreps"], summary
+    final = rows[-1]
+    assert final["restricted_loss"] < final["excluded_loss"]
