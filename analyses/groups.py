@@ -639,13 +639,16 @@ def discrete_log(p: int, g: int | None = None) -> tuple[int, Int[Tensor, "p"]]:
 
 
 def log_view(p: int, sign: int = +1) -> GroupView:
-    """``a * b`` (``sign = +1``) or ``a / b`` (``-1``) mod the prime p as Z_{p-1} in log coordinates: element i is ``g^i``."""
+    """``a * b`` (``sign = +1``) or ``a / b`` (``-1``) mod the prime p as Z_{p-1} in log coordinates: element i is ``g^i``
+    (and is labelled by that residue, so a subgroup reads as residues: ``<58>`` is ``{1, -1}`` mod 59)."""
     g, _ = discrete_log(p)
     powers = torch.tensor([pow(g, i, p) for i in range(p - 1)], dtype=torch.long)
     note = (f"zero has no logarithm: the log-coordinate analysis covers the (p - 1)^2 = {(p - 1) ** 2} pairs of non-zero "
             f"residues (primitive root g = {g}, residue g^i is element i of Z_{p - 1}); token 0 and class 0 are left out of "
             "the basis (their weights count as shared) and class 0's logit stays in the softmax")
-    return GroupView(cyclic(p - 1), cyclic_irreps(p - 1), powers, powers.clone(), sign, "log", note, g)
+    Z = cyclic(p - 1)
+    Z = Group(Z.name, Z.table, [str(int(r)) for r in powers], Z.elements)  # element i is named by its residue g^i
+    return GroupView(Z, cyclic_irreps(p - 1), powers, powers.clone(), sign, "log", note, g)
 
 
 def cyclic_view(p: int, sign: int = +1) -> GroupView:

@@ -44,7 +44,7 @@ PRESETS: dict[str, dict] = {
     "s4": dict(frac=0.8, d_model=64, d_mlp=256, lr=3e-3, wd=3.0, steps=6000, eval_every=50, save_every=50),
     # Group composition in S5 (python -m interp.train s5 --preset s5, a background run): 14 400 pairs,
     # 40% for training; measured in docs/analyses/groups.md.
-    "s5": dict(frac=0.4, d_model=128, d_mlp=256, lr=2e-3, wd=1.0, steps=6000, eval_every=100, save_every=100),
+    "s5": dict(frac=0.5, d_model=128, d_mlp=512, lr=3e-3, wd=3.0, steps=5000, eval_every=100, save_every=100),
 }
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from analyses import groups
+from analyses import groups, progress
 from interp import analyze, group_analysis, load_run
 from interp.analyze import ANALYSIS_TABLE, FREQUENCY_TABLE, SUMMARY_FILE, analyze_run, load_irrep_table, main
 from interp.config import GROUP_TASKS, ConfigError, TrainConfig
@@ -132,3 +132,31 @@ def test_s4_preset_groks_and_the_analysis_finds_key_irreps(tmp_path, capsys):
     assert summary["key_irreps"], summary
     final = rows[-1]
     assert final["restricted_loss"] < final["excluded_loss"]
+
+
+def test_generic_analyser_on_z_p_equals_the_fourier_columns_of_mod_add(tiny_run, monkeypatch):
+    """interp.group_analysis with the cyclic view Z_p gives every Fourier column interp.analyze computes for mod_add."""
+    keys, cmem = [1, 4], [0, 3, 5, 7]
+
+    def fake_summary(run, step):
+        return {"key_frequencies": keys, "key_frequencies_step": step, "key_frequencies_embedding": [], "neurons_per_frequency": {},
+                "unclustered_neurons": [], "mean_frac_explained_clustered": None, "cmem_neurons": cmem}
+
+    monkeypatch.setattr(analyze, "key_frequency_summary", fake_summary)
+    rows, _ = analyze_run(tiny_run, force=True, write=False)
+    run = load_run(tiny_run)
+    ga = group_analysis.GroupAnalyser(run, groups.cyclic_view(run.config.p), keys, cmem)
+    from interp.model import fast_logits
+
+    for r in rows:
+        model = run.load_model(r["step"])
+        x = run.dataset.inputs
+        with torch.no_grad():
+            logits = fast_logits(model, x[:, 0], x[:, 1], run.config.eq_token).double()
+        mine = {"step": r["step"]}
+        irr = ga(model, mine, logits)
+        for c in FILLED + ["cgen_param_norm", "cgen_efficiency", "correct_logit"]:
+            assert mine[c] == pytest.approx(r[c], rel=1e-6, abs=1e-9), c
+        per_key = progress.excluded_loss_per_frequency(logits, run.dataset.labels, run.dataset.train_idx, keys, +1)
+        assert [i["excluded_loss"] for i in irr if i["irrep"] in keys] == pytest.approx(per_key.tolist(), rel=1e-9)
+        assert all(math.isnan(i["excluded_loss"]) for i in irr if i["irrep"] not in keys)
