@@ -160,3 +160,18 @@ def test_generic_analyser_on_z_p_equals_the_fourier_columns_of_mod_add(tiny_run,
         per_key = progress.excluded_loss_per_frequency(logits, run.dataset.labels, run.dataset.train_idx, keys, +1)
         assert [i["excluded_loss"] for i in irr if i["irrep"] in keys] == pytest.approx(per_key.tolist(), rel=1e-9)
         assert all(math.isnan(i["excluded_loss"]) for i in irr if i["irrep"] not in keys)
+
+
+def test_irrep_flag(tmp_path, capsys):
+    run_dir = train(tiny_config(task="s4", p=24, steps=10), tmp_path / "s4", progress=False)
+    assert main([str(run_dir), "--quiet", "--irrep", "[2,2]"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("irrep 2: [2,2] (dim 2, not key)\n") and len([ln for ln in out.splitlines() if ln.strip().startswith("10 ")]) == 1
+    fresh = train(tiny_config(task="s4", p=24, steps=10), tmp_path / "fresh", progress=False)
+    assert main([str(fresh), "--quiet", "--irrep", "standard7"]) == 2
+    err = _one_line(capsys, "interp.analyze")
+    assert "--irrep 'standard7': S4 has no irrep 'standard7'; its irreps are: trivial [4], standard [3,1]" in err
+    assert not (fresh / ANALYSIS_DIR).exists()  # refused before anything was computed or written
+    mod_add = train(tiny_config(steps=10), tmp_path / "add", progress=False)
+    assert main([str(mod_add), "--quiet", "--irrep", "1"]) == 2
+    assert "mod_add is not analysed as a group" in _one_line(capsys, "interp.analyze")
