@@ -472,6 +472,7 @@ def render(views: list[RunView]) -> tuple[str, int]:
     """The HTML page of ``views`` and its number of figures."""
     sections: list[tuple[str, list[Figure], list[str]]] = []
     notes = [f"{v.name}: {v.summary.get('note')}" for v in views if not v.fourier and v.summary.get("note")]
+    notes += [f"{v.name}: {v.summary['basis_note']}" for v in views if v.summary.get("basis_note")]  # log / irreps basis
     notes += [f"{v.name}: {v.summary['phases_note']}" for v in views if v.summary.get("phases_note")]
     sections.append(("Training and progress measures" + (" (runs overlaid)" if len(views) > 1 else ""), overlay_figures(views), notes))
     for v in views:

@@ -114,6 +114,9 @@ def _end_to_end(tmp_path, capsys, extra: list[str]) -> tuple:
     assert report_main([str(out), "--quiet"]) == 0
     page = (out / "report.html").read_text()
     assert "Share of each irrep" in page and "Irreps basis: S4" in page
+    from interp import runs
+
+    assert runs.read_config(out).engine == "fast"  # inputs [g, h, =], vocabulary |G| + 1: the fast path applies
     rows, summary = analyze.load_analysis(out)
     return rows, summary, printed, page
 
@@ -175,3 +178,12 @@ def test_irrep_flag(tmp_path, capsys):
     mod_add = train(tiny_config(steps=10), tmp_path / "add", progress=False)
     assert main([str(mod_add), "--quiet", "--irrep", "1"]) == 2
     assert "mod_add is not analysed as a group" in _one_line(capsys, "interp.analyze")
+
+
+def test_mod_mul_report_shows_the_log_frequency_figures(tmp_path):
+    from interp.report import main as report_main
+
+    run_dir = train(tiny_config(task="mod_mul", steps=20), tmp_path / "mul", progress=False)
+    assert report_main([str(run_dir), "--quiet"]) == 0
+    page = (run_dir / "report.html").read_text()
+    assert "Share of each log-frequency" in page and "Log basis: residues are numbered by their discrete logarithm to the primitive root 2" in page
