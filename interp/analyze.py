@@ -3,6 +3,7 @@
     python -m interp.analyze checkpoints/mod_add_p113           # analyse new checkpoints only
     python -m interp.analyze checkpoints/mod_add_p113 --force   # recompute everything
     python -m interp.analyze checkpoints/mod_add_p113 --readme  # print the README's results block
+    python -m interp.analyze checkpoints/s4 --irrep standard    # a group run: one irrep's rows of irreps.csv
 
 Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; an empty cell is NaN):
 
