@@ -84,8 +84,8 @@ class RunView:
 
     @property
     def keys(self) -> list[int]:
-        """The key frequencies (key irreps of a group/log-basis run; empty when none were found or nothing applies)."""
-        return list(self.summary.get("key_frequencies", self.summary.get("key_irreps", [])))
+        """The key frequencies (empty when none were found or the Fourier analysers do not apply)."""
+        return list(self.summary.get("key_frequencies", []))
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def caption_training(views: list[RunView]) -> str:
 
 def caption_progress(views: list[RunView]) -> str:
     def one(v: RunView) -> str:
-        if not v.keys:
+        if not (v.keys or v.summary.get("key_irreps")):  # a group/log-basis run: key irreps
             return "no key frequency was found, so restricted and excluded loss are not defined (not drawn)."
         ph = v.summary.get("phases", {})
         late = [r for r in v.rows if ph.get("memorised") is not None and r["step"] >= ph["memorised"]]
@@ -302,10 +302,10 @@ def overlay_figures(views: list[RunView]) -> list[Figure]:
     metrics = {v.name: (v.run.metrics or v.rows) for v in views}
     tables = {v.name: v.rows for v in views}
     out = [Figure("training", plots.training_curves(metrics, phases), caption_training(views))]
-    keyed = [v for v in views if v.keys]  # restricted and excluded loss need key frequencies
+    keyed = [v for v in views if v.keys or v.summary.get("key_irreps")]  # restricted and excluded loss need key frequencies (or irreps)
     if keyed:
         out.append(Figure("progress", plots.progress_losses({v.name: v.rows for v in keyed}, phases),
-                          caption_progress([v for v in views if v.fourier])))
+                          caption_progress([v for v in views if v.fourier or "key_irreps" in v.summary])))
     # the efficiency figure also marks where C_gen becomes the more efficient circuit for good
     eff_phases = {v.name: {**phases[v.name], "cgen_more_efficient_from": v.summary.get("cgen_more_efficient_from")} for v in views}
     for key, fn, ph, caption in (("weights", plots.weight_measures, phases, caption_weights(views)),
