@@ -3,6 +3,7 @@
     python -m interp.analyze checkpoints/mod_add_p113           # analyse new checkpoints only
     python -m interp.analyze checkpoints/mod_add_p113 --force   # recompute everything
     python -m interp.analyze checkpoints/mod_add_p113 --readme  # print the README's results block
+    python -m interp.analyze checkpoints/s4 --irrep standard    # a group run: one irrep's rows of irreps.csv
 
 Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; an empty cell is NaN):
 
@@ -64,6 +65,17 @@ C_gen and C_mem, are used for every checkpoint (as Nanda et al. do). mod_add use
 the difference directions cos/sin(w(a - b)). For the other tasks (and even p) the Fourier columns
 are left empty and the command prints one line saying why.
 
+Groups (``interp.group_analysis``, whose docstring has the details): ``mod_mul`` and ``mod_div`` with a
+prime p are analysed in the *log basis* (Z_{p-1} in discrete-log coordinates, over the (p - 1)^2 pairs of
+non-zero residues: zero has no logarithm), the group tasks ``s4``/``s5``/``a5`` in the *irreps basis*
+(``analyses.groups``). Every column above is then filled with "key frequency" read as "key irrep"
+(a frequency of Z_{p-1} in the log basis) and the projections onto its isotypic directions; Gini is
+over the norms of the element rows of W_E and element columns of W_L in the isotypic basis.
+``analysis/irreps.csv`` (``group_analysis.IRREP_TABLE``) replaces ``frequencies.csv``: one row per
+(checkpoint, irrep) with ``step, irrep, dim, W_E_frac, W_U_frac, W_L_frac, mlp_frac, excluded_loss``.
+The summary says which basis was used (``basis``: ``fourier`` is absent, ``log`` or ``irreps``, with
+``basis_note``) and holds the key irreps (``key_irreps``, ``key_irrep_names``, ...).
+
 Phases (steps; the full wording is in ``PHASE_DEFINITIONS`` and in the summary):
     memorised                first train_acc >= 0.99
     circuit_formation_start  the excluded loss starts its rise: last checkpoint before the peak at
@@ -114,7 +126,7 @@ import torch
 from tqdm.auto import tqdm
 
 from analyses import efficiency, fourier, progress
-from interp import runs
+from interp import group_analysis, runs
 from interp.cli import Parser
 from interp.config import ConfigError
 from interp.device import resolve
@@ -128,7 +140,7 @@ log = logging.getLogger(__name__)
 ANALYSIS_TABLE = "checkpoints.csv"
 FREQUENCY_TABLE = "frequencies.csv"
 SUMMARY_FILE = "summary.json"
-ANALYSIS_VERSION = 3  # bump when a column's meaning changes: cached tables are then recomputed
+ANALYSIS_VERSION = 4  # bump when a column's meaning changes: cached tables are then recomputed
 
 COLUMNS = [
     "step", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss",
@@ -137,7 +149,7 @@ COLUMNS = [
     "cgen_efficiency", "cmem_efficiency",
 ]
 FREQUENCY_COLUMNS = ["step", "freq", "W_E_norm", "W_L_norm", "excluded_loss"]
-INT_COLUMNS = {"step", "freq"}
+INT_COLUMNS = {"step", "freq", *group_analysis.INT_COLUMNS}
 
 SMOOTH_CHECKPOINTS = 5  # window of the centred running mean of log10(excluded_loss)
 RISE_FRACTION = 0.1  # circuit formation starts where the smoothed rise has not yet covered this fraction
@@ -182,6 +194,8 @@ class _Analyser:
         self.fast = fast_applies(self.model)
         self.key_freqs = [int(k) for k in key_freqs]
         self.note = fourier.fourier_applies(cfg.task, cfg.p)
+        view = group_analysis.view_for(cfg) if self.note is not None else None
+        self.group = None if view is None else group_analysis.GroupAnalyser(run, view, key_freqs, cmem_neurons)
         if self.note is None:
             n = cfg.p * cfg.p
             grid = data.inputs[:, 0] * cfg.p + data.inputs[:, 1]
@@ -217,6 +231,8 @@ class _Analyser:
         row["sum_sq_weights"] = progress.sum_squared_weights(model)
         row["param_norm"] = math.sqrt(row["sum_sq_weights"])
         row["correct_logit"] = efficiency.centred_correct_logit(logits[data.train_idx], data.labels[data.train_idx]).mean().item()
+        if self.group is not None:  # log basis (mod_mul, mod_div) or irreps (group tasks): interp.group_analysis
+            return row, self.group(model, row, logits)
         if self.note is not None:
             return row, []
 
@@ -406,6 +422,18 @@ def load_frequency_table(run_dir: str | Path) -> list[dict]:
     return _read_table(d, FREQUENCY_TABLE, FREQUENCY_COLUMNS, _read_summary(d))
 
 
+def load_irrep_table(run_dir: str | Path) -> list[dict]:
+    """Rows of ``irreps.csv`` (``interp.group_analysis``; empty for tasks that are not analysed as a group).
+
+    Raises:
+        RunError: the table is corrupt or was not written with the run's ``summary.json``.
+    """
+    d = Path(run_dir) / runs.ANALYSIS_DIR
+    if not (d / group_analysis.IRREP_TABLE).is_file():
+        return []
+    return _read_table(d, group_analysis.IRREP_TABLE, group_analysis.IRREP_COLUMNS, _read_summary(d))
+
+
 def _load_cache(run_dir: Path) -> tuple[list[dict], list[dict], dict] | None:
     d = run_dir / runs.ANALYSIS_DIR
     if not (d / SUMMARY_FILE).exists():
@@ -414,7 +442,7 @@ def _load_cache(run_dir: Path) -> tuple[list[dict], list[dict], dict] | None:
         summary = _read_summary(d)
         if summary.get("version") != ANALYSIS_VERSION:
             return None
-        return load_analysis(run_dir)[0], load_frequency_table(run_dir), summary
+        return load_analysis(run_dir)[0], load_frequency_table(run_dir) or load_irrep_table(run_dir), summary
     except RunError as e:
         log.warning("ignoring the cached analysis: %s", e)
         return None
@@ -495,7 +523,17 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool, device
             log.info("key frequencies or neuron clusters changed (key frequencies %s -> %s): recomputing every checkpoint",
                      cache[2].get("key_frequencies"), summary["key_frequencies"])
             cache = None
-    key_freqs = summary.get("key_frequencies", [])
+    view = group_analysis.view_for(cfg) if note is not None else None
+    if view is not None:
+        summary.update(group_analysis.base_summary(view))
+        fields = group_analysis.KEY_FIELDS
+        if cache and cache[2].get("key_irreps_step") == final and all(k in cache[2] for k in fields):
+            summary.update({k: cache[2][k] for k in fields})
+        else:
+            summary.update(group_analysis.key_irrep_summary(run, final, view))
+        if cache and any(cache[2].get(k) != summary[k] for k in ("key_irreps", "cmem_neurons")):
+            cache = None
+    key_freqs = summary.get("key_frequencies", summary.get("key_irreps", []))
 
     have = {r["step"]: r for r in cache[0]} if cache else {}
     have_freq: dict[int, list[dict]] = {}
@@ -523,6 +561,8 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool, device
     tables = {ANALYSIS_TABLE: _to_csv(rows, COLUMNS)}
     if note is None:
         tables[FREQUENCY_TABLE] = _to_csv(freq_rows, FREQUENCY_COLUMNS)
+    elif view is not None:
+        tables[group_analysis.IRREP_TABLE] = _to_csv(freq_rows, group_analysis.IRREP_COLUMNS)
     summary["tables"] = {name: _sha256(text) for name, text in tables.items()}
     if write:  # the tables first, the summary (their manifest) last
         d = run_dir / runs.ANALYSIS_DIR
@@ -609,7 +649,7 @@ def key_frequency_sentence(summary: dict) -> str:
     return f"{head}; {', '.join(parts)}; {stab}"
 
 
-def results_block(rows: list[dict], summary: dict) -> str:
+def results_block(rows: list[dict], summary: dict, irrep_rows: list[dict] | None = None) -> str:
     """What a run's analysis shows, as the README's Markdown list (``python -m interp.analyze RUN --readme``).
 
     Every number comes from ``rows`` (``checkpoints.csv``) and ``summary`` (``summary.json``), and
@@ -658,6 +698,8 @@ def results_block(rows: list[dict], summary: dict) -> str:
                 f"the Gini coefficient of the Fourier norms of W_E {change(c['gini_W_E'], final['gini_W_E'])} from "
                 f"{c['gini_W_E']:.2f} to {final['gini_W_E']:.2f}, that of W_L {change(c['gini_W_L'], final['gini_W_L'])} from "
                 f"{c['gini_W_L']:.2f} to {final['gini_W_L']:.2f}.")
+    elif summary.get("basis") in ("log", "irreps"):
+        lines += group_analysis.results_lines(rows, irrep_rows or [], summary)
     elif summary.get("note"):
         lines.append(f"- {summary['note']}.")
     lines.append(
@@ -688,6 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; a second one only helps on an idle machine)")
     p.add_argument("--device", default="cpu", help="where the model's forward runs: cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--readme", action="store_true", help="print only the README's results block (Markdown) for this run")
+    p.add_argument("--irrep", default=None, metavar="NAME", help="group and log-basis runs: also print this irrep's shares "
+                   "and excluded loss per checkpoint (its name, e.g. 'standard', '[3,2]', 'freq 5', or its index)")
     return p
 
 
@@ -703,17 +747,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         device = resolve(args.device)
+        irrep = None if args.irrep is None else group_analysis.irrep_from_flag(args.run_dir, args.irrep)
         rows, summary = analyze_run(args.run_dir, force=args.force, progress=not args.quiet, threads=args.threads, device=device)
     except (RunError, ConfigError) as e:
         print(f"python -m interp.analyze: error: {e}", file=sys.stderr)
         return 2
+    if irrep is not None:
+        print(group_analysis.irrep_lines(load_irrep_table(args.run_dir), summary, irrep), end="")
     if args.readme:
-        print(results_block(rows, summary), end="")
+        print(results_block(rows, summary, load_irrep_table(args.run_dir)), end="")
         return 0
     out = args.run_dir / runs.ANALYSIS_DIR
     print(f"{args.run_dir}: analysed {len(summary['steps_computed'])} new of {len(rows)} checkpoints "
           f"in {summary['seconds']:.1f}s -> {out}/{ANALYSIS_TABLE}")
-    if not summary["fourier_applies"]:
+    if summary.get("basis") in ("log", "irreps"):
+        print(f"{summary['basis_note']}")
+        print(f"key irreps (step {summary['key_irreps_step']}): {group_analysis.key_irrep_sentence(summary)}")
+    elif not summary["fourier_applies"]:
         print(f"note: {summary['note']}; only losses, accuracies and weight norms were computed")
     else:
         print(f"key frequencies (step {summary['key_frequencies_step']}): {key_frequency_sentence(summary)}; "

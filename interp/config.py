@@ -17,7 +17,10 @@ MODULAR_TASKS = ("mod_add", "mod_sub", "mod_mul", "mod_div", "x2_y2", "x2_xy_y2"
 # Tasks that are not modular arithmetic train a different model (``TrainConfig.model_kind``):
 # 'digits' is scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes) for a small MLP.
 MLP_TASKS = ("digits",)
-TASK_NAMES = MODULAR_TASKS + MLP_TASKS
+# Group-composition tasks (``interp.tasks``, ``analyses.groups``): inputs [g, h, =], label g·h, with the
+# group's order in place of p (its elements are tokens 0..n-1, '=' is token n); permutations in lexicographic order.
+GROUP_TASKS: dict[str, int] = {"s4": 24, "s5": 120, "a5": 60}
+TASK_NAMES = MODULAR_TASKS + tuple(GROUP_TASKS) + MLP_TASKS
 DIGITS_EXAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
 ENGINES = ("auto", "fast", "hooked")
 GROK_ACC = 0.99  # test accuracy that counts as generalised (stop_after_grok, the sweeps' test_99_step)
@@ -38,7 +41,17 @@ PRESETS: dict[str, dict] = {
     # weight decay pulls the norm down (lr x wd = 1e-4 per step, so that this happens in ~10^4 steps).
     "digits": dict(train_size=1000, d_mlp=200, init_scale=8.0, freeze_biases=False, loss="mse", lr=2e-3, wd=0.05,
                    steps=12000, eval_every=100, save_every=1000),
+    # Group composition in S4 (python -m interp.train s4 --preset s4): 24 x 24 = 576 pairs, 80% for
+    # training; weight decay 3 (with 1, or with 50-70% of the pairs, it had not grokked by 6000 steps);
+    # measured in docs/analyses/groups.md.
+    "s4": dict(frac=0.8, d_model=64, d_mlp=256, lr=3e-3, wd=3.0, steps=6000, eval_every=50, save_every=50),
+    # Group composition in S5 (python -m interp.train s5 --preset s5, a background run): 14 400 pairs,
+    # 40% for training; measured in docs/analyses/groups.md.
+    "s5": dict(frac=0.5, d_model=128, d_mlp=512, lr=3e-3, wd=3.0, steps=5000, eval_every=100, save_every=100),
 }
+
+
+P_DEFAULT = 113  # TrainConfig.p's default (group tasks replace it by the group's order)
 
 
 class ConfigError(ValueError):
@@ -67,7 +80,7 @@ class TrainConfig:
     """
 
     task: str = field(default="mod_add", metadata={"help": "the binary operation, mod p"})
-    p: int = field(default=113, metadata={"help": "the modulus; '=' is token id p"})
+    p: int = field(default=113, metadata={"help": "the modulus; '=' is token id p (a group task: the group's order, set for you)"})
     frac: float = field(default=0.3, metadata={"help": "fraction of all pairs used for training, in (0, 1); ignored when --train-size is given"})
     train_size: int | None = field(default=None, metadata={"help": "number of training pairs (instead of --frac); the split is the same seeded permutation, so a smaller size is a prefix of a larger one"})
     label_noise: float = field(default=0.0, metadata={"help": "fraction of the training pairs whose label is replaced by a seeded uniform random label (1.0: all random; test labels stay true)"})
@@ -111,6 +124,13 @@ class TrainConfig:
 
         if self.task not in TASK_NAMES:
             bad("task", f"unknown task; known tasks: {', '.join(TASK_NAMES)}")
+        if self.task in GROUP_TASKS:
+            n = GROUP_TASKS[self.task]
+            if self.p == P_DEFAULT:  # not given: p becomes the group's order (what config.json then records)
+                object.__setattr__(self, "p", n)
+            elif self.p != n:
+                bad("p", f"{self.task} is a group task: its size is fixed by the group ({n} elements), "
+                         "and --p applies only to the modular tasks")
         if self.p < 2:
             bad("p", "the modulus must be at least 2")
         if self.task == "mod_div" and not is_prime(self.p):
@@ -177,6 +197,11 @@ class TrainConfig:
     def model_kind(self) -> str:
         """'transformer' (the modular tasks: ``interp.model``) or 'mlp' (digits: ``interp.mlp``)."""
         return "mlp" if self.task in MLP_TASKS else "transformer"
+
+    @property
+    def is_group_task(self) -> bool:
+        """Whether the task is composition in a group (``GROUP_TASKS``): ``p`` is then the group's order."""
+        return self.task in GROUP_TASKS
 
     @property
     def d_head(self) -> int:

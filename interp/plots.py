@@ -647,3 +647,48 @@ def crossing_panels(panels: Sequence[Mapping], title: str) -> go.Figure:
         fig.update_xaxes(title_text="training-set size D", type="log", row=1, col=col)
         fig.update_yaxes(type="log", row=1, col=col)
     return _layout(fig, title, height=460)
+
+
+# ---- groups: irreps (interp.group_analysis) ------------------------------------------------------------
+def irrep_shares(irrep_rows: Rows, names: Sequence[str], step: int, key_irreps: Iterable[int] = (),
+                 title: str = "Share of each irrep") -> go.Figure:
+    """Grouped bars: per irrep, its share of W_E, W_U, W_L and of the MLP activations at checkpoint ``step``.
+
+    Args:
+        irrep_rows: rows of ``irreps.csv`` (``interp.analyze.load_irrep_table``).
+        names: irrep names by index (``summary["irreps"]``).
+        step: the checkpoint drawn.
+        key_irreps: marked with ``*``.
+        title: figure title.
+    """
+    rows = sorted((r for r in irrep_rows if int(r["step"]) == step), key=lambda r: int(r["irrep"]))
+    keys = set(int(k) for k in key_irreps)
+    x = [f"<b>{names[int(r['irrep'])]}*</b>" if int(r["irrep"]) in keys else names[int(r["irrep"])] for r in rows]
+    fig = go.Figure()
+    for i, (col, label) in enumerate((("W_E_frac", "W_E"), ("W_U_frac", "W_U"), ("W_L_frac", "W_L = W_out W_U"),
+                                      ("mlp_frac", "MLP activations"))):
+        fig.add_trace(go.Bar(x=x, y=_column(rows, col), name=label, marker_color=color(i),
+                             hovertemplate="%{x}<br>" + label + " share %{y:.3f}<extra></extra>"))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text="irrep (* key)")
+    fig.update_yaxes(title_text="share of |.|^2 (MLP: of the centred variance)", range=[0, 1])
+    return _layout(fig, title, height=420)
+
+
+def irrep_over_training(irrep_rows: Rows, names: Sequence[str], column: str = "W_E_frac", key_irreps: Iterable[int] = (),
+                        title: str = "Share of W_E per irrep across training", value_label: str = "share") -> go.Figure:
+    """Heatmap (irrep x step) of one column of ``irreps.csv``; key irreps marked with ``*``."""
+    steps = sorted({int(r["step"]) for r in irrep_rows})
+    irr = sorted({int(r["irrep"]) for r in irrep_rows})
+    si, ii = {s: i for i, s in enumerate(steps)}, {k: i for i, k in enumerate(irr)}
+    z = np.full((len(irr), len(steps)), np.nan)
+    for r in irrep_rows:
+        z[ii[int(r["irrep"])], si[int(r["step"])]] = r[column]
+    keys = set(int(k) for k in key_irreps)
+    labels = [f"<b>{names[k]}*</b>" if k in keys else names[k] for k in irr]
+    fig = go.Figure(go.Heatmap(x=steps, y=list(range(len(irr))), z=_array(z, 4), colorscale="Viridis", colorbar=dict(title=value_label),
+                               customdata=np.array([[names[k]] * len(steps) for k in irr]),
+                               hovertemplate="step %{x}<br>%{customdata}<br>%{z:.3g}<extra></extra>"))
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text="irrep (* key)", tickmode="array", tickvals=list(range(len(irr))), ticktext=labels)
+    return _layout(fig, title, height=max(360, min(900, 16 * len(irr) + 200)))

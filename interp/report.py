@@ -40,7 +40,8 @@ from transformer_lens import HookedTransformer
 from analyses import fourier
 from interp import plots, runs
 from interp.cli import Parser
-from interp.analyze import analyze_run, check_analysable, fmt_num, fmt_set, fmt_step, load_frequency_table
+from interp.analyze import analyze_run, check_analysable, fmt_num, fmt_set, fmt_step, load_frequency_table, load_irrep_table
+from interp.group_report import group_figures
 from interp.config import ConfigError
 from interp.runs import Run, RunError
 from interp.sweep import SweepError, load_sweep, read_results
@@ -75,6 +76,7 @@ class RunView:
     W_E_norms: Tensor | None = field(default=None, repr=False)
     W_L_norms: Tensor | None = field(default=None, repr=False)
     clusters: fourier.NeuronClusters | None = field(default=None, repr=False)
+    irrep_rows: list[dict] = field(default_factory=list, repr=False)  # irreps.csv of a group/log-basis run
 
     @property
     def fourier(self) -> bool:
@@ -129,6 +131,7 @@ def collect(run_dir: Path, name: str | None = None, force: bool = False, progres
     view = RunView(name or run_dir.resolve().name, run, meta, rows, summary, load_frequency_table(run_dir), step=run.steps[-1])
     model = run.load_model(view.step)
     view.attention = attention_to_first_operand(model, run)
+    view.irrep_rows = load_irrep_table(run_dir)
     if view.fourier:
         p = run.config.p
         with torch.no_grad():
@@ -171,7 +174,7 @@ def caption_training(views: list[RunView]) -> str:
 
 def caption_progress(views: list[RunView]) -> str:
     def one(v: RunView) -> str:
-        if not v.keys:
+        if not (v.keys or v.summary.get("key_irreps")):  # a group/log-basis run: key irreps
             return "no key frequency was found, so restricted and excluded loss are not defined (not drawn)."
         ph = v.summary.get("phases", {})
         late = [r for r in v.rows if ph.get("memorised") is not None and r["step"] >= ph["memorised"]]
@@ -299,10 +302,10 @@ def overlay_figures(views: list[RunView]) -> list[Figure]:
     metrics = {v.name: (v.run.metrics or v.rows) for v in views}
     tables = {v.name: v.rows for v in views}
     out = [Figure("training", plots.training_curves(metrics, phases), caption_training(views))]
-    keyed = [v for v in views if v.keys]  # restricted and excluded loss need key frequencies
+    keyed = [v for v in views if v.keys or v.summary.get("key_irreps")]  # restricted and excluded loss need key frequencies (or irreps)
     if keyed:
         out.append(Figure("progress", plots.progress_losses({v.name: v.rows for v in keyed}, phases),
-                          caption_progress([v for v in views if v.fourier])))
+                          caption_progress([v for v in views if v.fourier or "key_irreps" in v.summary])))
     # the efficiency figure also marks where C_gen becomes the more efficient circuit for good
     eff_phases = {v.name: {**phases[v.name], "cgen_more_efficient_from": v.summary.get("cgen_more_efficient_from")} for v in views}
     for key, fn, ph, caption in (("weights", plots.weight_measures, phases, caption_weights(views)),
@@ -328,6 +331,7 @@ def run_figures(view: RunView) -> list[Figure]:
         out.append(Figure("neurons", plots.neuron_clusters(view.clusters.freq, view.clusters.frac_explained, CLUSTER_THRESHOLD,
                                                            "MLP neurons clustered by frequency" + suffix, dead=view.clusters.dead),
                           caption_neurons(view)))
+    out += [Figure(*f) for f in group_figures(view.name, view.summary, view.irrep_rows, view.step)]
     out.append(Figure("attention", plots.attention_grid(view.attention, "Attention from '=' to a, per head, over (a, b)" + suffix),
                       caption_attention(view)))
     return out
@@ -468,6 +472,7 @@ def render(views: list[RunView]) -> tuple[str, int]:
     """The HTML page of ``views`` and its number of figures."""
     sections: list[tuple[str, list[Figure], list[str]]] = []
     notes = [f"{v.name}: {v.summary.get('note')}" for v in views if not v.fourier and v.summary.get("note")]
+    notes += [f"{v.name}: {v.summary['basis_note']}" for v in views if v.summary.get("basis_note")]  # log / irreps basis
     notes += [f"{v.name}: {v.summary['phases_note']}" for v in views if v.summary.get("phases_note")]
     sections.append(("Training and progress measures" + (" (runs overlaid)" if len(views) > 1 else ""), overlay_figures(views), notes))
     for v in views:

@@ -126,7 +126,7 @@ def default_run_name(cfg: TrainConfig) -> str:
     """``<task>_p<p>`` plus ``_<field><value>`` for each model/data/optimiser field off its default."""
     base = TrainConfig(task=cfg.task, p=cfg.p)
     skip = {"task", "p", "steps", "eval_every", "save_every", "engine"}
-    parts = [cfg.task if cfg.model_kind == "mlp" else f"{cfg.task}_p{cfg.p}"]  # p means nothing to the digits MLP
+    parts = [cfg.task if cfg.model_kind == "mlp" or cfg.is_group_task else f"{cfg.task}_p{cfg.p}"]  # p means nothing to the digits MLP or a group
     for k, v in cfg.to_dict().items():
         if k not in skip and v != getattr(base, k):
             if k == "init_from":

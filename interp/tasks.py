@@ -7,6 +7,13 @@ is a seeded permutation of that enumeration: the first ``cfg.n_train`` indices (
 With p = 113, frac 0.3 and data seed 598 this is exactly the split of the TransformerLens grokking demo
 (``torch.manual_seed(598); torch.randperm(p * p)``).
 
+Group tasks (``s4``, ``s5``, ``a5``; ``interp.config.GROUP_TASKS``): the inputs are ``[g, h, =]`` for every
+pair of group elements and the label is ``g·h``; ``p`` is the group's order n, the elements are the tokens
+``0..n-1`` and ``=`` is token n. Permutations are numbered in lexicographic order of their one-line
+notation (``analyses.groups.symmetric``: token 0 is the identity ``0123``, token 1 is ``0132``, ...;
+``a5`` numbers the even permutations of 0..4 in the same order), and ``(g·h)(x) = g(h(x))``. Pairs are
+row-major and split exactly as for the modular tasks.
+
 The ``digits`` task (``tasks.digits``) is not algorithmic: scikit-learn's bundled 8x8 handwritten
 digits, 1797 images as 64 pixel intensities in [0, 1] with labels 0..9, split the same way.
 
@@ -90,10 +97,20 @@ def all_pairs(cfg: TrainConfig) -> tuple[Int[Tensor, "N 3"], Int[Tensor, "N"]]:
     if cfg.task == "mod_div":
         keep = b != 0
         a, b = a[keep], b[keep]
-    fn, _ = OPERATIONS[cfg.task]
-    labels = fn(a, b, p)
+    if cfg.is_group_task:
+        labels = task_group(cfg.task).table[a, b]
+    else:
+        fn, _ = OPERATIONS[cfg.task]
+        labels = fn(a, b, p)
     inputs = torch.stack([a, b, torch.full_like(a, cfg.eq_token)], dim=1)
     return inputs, labels
+
+
+def task_group(task: str):
+    """The ``analyses.groups.Group`` of a group task (``s4``: S_4, ``s5``: S_5, ``a5``: A_5)."""
+    from analyses import groups
+
+    return {"s": groups.symmetric, "a": groups.alternating}[task[0]](int(task[1:]))
 
 
 def split_indices(n: int, n_train: int, data_seed: int, n_classes: int) -> tuple[Tensor, Tensor, Tensor]:

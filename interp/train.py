@@ -34,9 +34,9 @@ from transformer_lens import HookedTransformer
 
 from interp import optim, prune, runs
 from interp.cli import Parser
-from interp.config import GROK_ACC, PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
+from interp.config import GROK_ACC, GROUP_TASKS, PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
 from interp.device import describe, resolve
-from interp.model import build_model, criterion, to_device, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn
+from interp.model import build_model, criterion, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn, to_device
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
 from interp.tasks import Dataset, batch_positions, make_dataset
@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     given = given_fields(args)
+    if given["task"] in GROUP_TASKS and "p" in given:
+        raise ConfigError(f"--p {given['p']!r}: {given['task']} is a group task: its size is fixed by the group "
+                          f"({GROUP_TASKS[given['task']]} elements), and --p applies only to the modular tasks")
     cfg = TrainConfig(**given)
     out = args.out or runs.DEFAULT_ROOT / runs.default_run_name(cfg)
     if args.resume and (out / runs.CONFIG_FILE).is_file():

@@ -25,6 +25,7 @@ def test_the_four_notebooks_are_there():
         "02_fourier_circuit.ipynb",
         "03_progress_measures_and_efficiency.ipynb",
         "04_circuit_efficiency.ipynb",
+        "06_groups.ipynb",
     ]
 
 
@@ -143,15 +144,45 @@ def check_03(text: str, rows: list[dict], summary: dict) -> None:
     assert (float(m.group(1)), float(m.group(2))) == pytest.approx((start["train_loss"], start["test_loss"]), rel=1e-3)
 
 
-CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04}  # what a notebook prints vs the library
+def check_06(text: str, rows: list[dict], summary: dict) -> None:
+    """Notebook 6 prints the group run's and the mod_mul run's analysis (the runs of ``group_runs``)."""
+    from interp.analyze import load_analysis
+
+    grows, gsum = load_analysis(os.environ["INTERP_GROUP_RUN"])
+    mrows, msum = load_analysis(os.environ["INTERP_MUL_RUN"])
+    assert re.search(r"^key irreps: (\[.*?\]) =", text, re.M).group(1) == str(gsum["key_irreps"])
+    hom, orth = re.search(r"max \|rho\(gh\) - rho\(g\) rho\(h\)\| = (\S+); max \|<chi_i, chi_j> - delta_ij\| = (\S+)", text).groups()
+    assert float(hom) < 1e-9 and float(orth) < 1e-9
+    assert f"primitive root: {msum['primitive_root']}" in text and f"key log-frequencies: {msum['key_irreps']}" in text
+    printed = re.findall(r"at step (\d+): test loss (\S+), restricted loss (\S+), excluded loss ([^,\s]+)", text)
+    assert len(printed) == 2, text
+    for final, (step, *losses) in zip((grows[-1], mrows[-1]), printed):
+        assert int(step) == final["step"]
+        assert [float(x) for x in losses] == pytest.approx([final["test_loss"], final["restricted_loss"], final["excluded_loss"]], rel=1e-3)
+
+
+CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "06": check_06}  # what a notebook prints vs the library
+
+
+@pytest.fixture(scope="module")
+def group_runs(tmp_path_factory):
+    """A tiny s4 run and a tiny mod_mul run (notebook 6 reads them)."""
+    from interp.train import train
+    from tests.conftest import tiny_config
+
+    d = tmp_path_factory.mktemp("groups")
+    return (train(tiny_config(task="s4", p=24, steps=30), d / "s4", progress=False),
+            train(tiny_config(task="mod_mul", steps=30), d / "mod_mul", progress=False))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, tiny_dcrit, tiny_ungrok, monkeypatch):
+def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, tiny_dcrit, tiny_ungrok, group_runs, monkeypatch):
     # the kernel inherits the environment: the run (and dcrit, ungrok experiments) to use, and this checkout first on the path
     monkeypatch.setenv("INTERP_RUN", str(notebook_run))
     monkeypatch.setenv("INTERP_DCRIT", str(tiny_dcrit[0]))
     monkeypatch.setenv("INTERP_UNGROK", str(tiny_ungrok))
+    monkeypatch.setenv("INTERP_GROUP_RUN", str(group_runs[0]))
+    monkeypatch.setenv("INTERP_MUL_RUN", str(group_runs[1]))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
