@@ -99,3 +99,19 @@ def test_mechanism_sentence_says_which_side_and_how_firmly():
     assert "gradient symmetricity says pizza, distance irrelevance says clock" in mechanism_sentence(_rows(0.98, 0.9), s)
     assert "below the 0.99" in mechanism_sentence(_rows(0.5, 0.85, 0.9), s)
     assert analyze.ANALYSIS_VERSION >= 4
+
+
+def test_report_shows_the_stability_and_mechanism_figures_with_generated_captions(tiny_copy):
+    from interp import plots, report
+
+    view = report.collect(tiny_copy)
+    figs = {f.key: f for f in report.stability_mechanism_figures([view])}
+    assert set(figs) == {"stability", "mechanism"}
+    assert stability_sentence(view.rows, view.summary) in figs["stability"].caption
+    assert mechanism_sentence(view.rows, view.summary) in figs["mechanism"].caption
+    names = [t.name for t in figs["mechanism"].fig.data]
+    assert names == ["gradient symmetricity", "distance irrelevance", "circularity"]
+    assert list(figs["mechanism"].fig.data[0].y) == pytest.approx([r["grad_symmetricity"] for r in view.rows], rel=1e-6)
+    lines = [s for s in figs["mechanism"].fig.layout.shapes if s.y0 == s.y1]  # the reference medians
+    assert {round(s.y0, 3) for s in lines} == {*mechanism.PIZZA_REFERENCE.values(), *mechanism.CLOCK_REFERENCE.values()}
+    assert len(plots.stability_curves({"x": view.rows}).data) == 4
