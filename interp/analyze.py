@@ -755,6 +755,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; a second one only helps on an idle machine)")
     p.add_argument("--readme", action="store_true", help="print only the README's results block (Markdown) for this run")
+    from interp import llc
+    llc.add_arguments(p)
     return p
 
 
@@ -767,6 +769,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads {args.threads}: must be >= 1")
+    from interp import llc
+    try:
+        llc_cfg = llc.config_from_args(args)
+    except llc.LLCError as e:
+        parser.error(str(e))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         rows, summary = analyze_run(args.run_dir, force=args.force, progress=not args.quiet, threads=args.threads)
@@ -776,6 +783,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         print(results_block(rows, summary), end="")
         return 0
+    if llc_cfg is not None:
+        try:
+            llc.main_part(args, llc_cfg)
+        except (llc.LLCError, RunError) as e:
+            print(f"python -m interp.analyze: error: {e}", file=sys.stderr)
+            return 2
     out = args.run_dir / runs.ANALYSIS_DIR
     print(f"{args.run_dir}: analysed {len(summary['steps_computed'])} new of {len(rows)} checkpoints "
           f"in {summary['seconds']:.1f}s -> {out}/{ANALYSIS_TABLE}")

@@ -313,6 +313,15 @@ def stability_mechanism_figures(views: list[RunView]) -> list[Figure]:
         out.append(Figure("mechanism", plots.mechanism_curves({v.name: v.rows for v in mech}, refs, phases),
                           "Gradient symmetricity, distance irrelevance and circularity (analyses.mechanism; dotted: the "
                           "pizza-like runs' medians, dashed: the clock-like runs'). " + joined(mech, mechanism_sentence)))
+    from interp import llc  # the LLC figure, for runs where python -m interp.analyze RUN --llc wrote analysis/llc.csv
+
+    estimated = {v.name: (v, *llc.load_llc(v.run.path)) for v in views}
+    estimated = {k: x for k, x in estimated.items() if x[1]}
+    if estimated:
+        merged = {k: [{**r, **by_step} for r in v.rows for by_step in [next((x for x in lr if x["step"] == r["step"]), {})]]
+                  for k, (v, lr, _) in estimated.items()}
+        out.append(Figure("llc", plots.llc_curves(merged, phases), " ".join(
+            (f"{k}: " if len(views) > 1 else "") + llc.llc_sentence(lr, v.rows, meta) for k, (v, lr, meta) in estimated.items())))
     return out
 
 
