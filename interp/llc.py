@@ -79,8 +79,8 @@ CALIBRATION_FIGURE = "llc_calibration.html"
 LLC_COLUMNS = ["step", "llc_mean", "llc_std", "llc_per_chain", "init_loss", "llc_late", "burn_in_draws", "seconds"]
 INIT_LOSS_BATCHES = 16  # batches averaged for the checkpoint's own loss (more than one: a baseline, not one batch's noise)
 BURN_IN_FRACTION = 0.9  # burn-in ends where the trace has covered this fraction of its rise to its late level
-CALIBRATE_EPSILONS = (1e-4, 3e-4, 1e-3)
-CALIBRATE_NBETAS = (30.0, 100.0, 300.0)
+CALIBRATE_EPSILONS = (3e-5, 1e-4, 3e-4)
+CALIBRATE_NBETAS = (100.0, 500.0, 2000.0)
 DEFAULT_EVERY = 10
 
 
