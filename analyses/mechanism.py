@@ -12,9 +12,10 @@ Two algorithms solve ``a + b mod p`` with embeddings on circles ``E_a = (cos wa,
 The measures (as the authors' code ``fjzzq2002/pizza`` computes them, read not copied):
 
 ``grad_symmetricity``
-    over ``N_TRIPLES`` = 1000 triples ``(a, b, c)`` drawn uniformly from Z_p^3 with a
+    over ``N_TRIPLES`` = 256 triples ``(a, b, c)`` drawn uniformly from Z_p^3 with a
     ``torch.Generator`` seeded ``SEED`` = 0 (the authors: 100 triples, Python's ``random`` seeded
-    42), the mean cosine between the gradients of logit ``c`` (any class, not only the correct
+    42; 256 keeps the column within the analysis's time budget, with a standard error of about 0.02
+    on the canonical run), the mean cosine between the gradients of logit ``c`` (any class, not only the correct
     one) with respect to the input embedding vectors of ``a`` (position 0) and ``b`` (position 1),
     taken at the '=' position. A triple whose gradient is exactly zero counts as cosine 0
     (``torch.nn.functional.cosine_similarity``'s eps). 1 for a pizza (exactly, when the logits
@@ -60,7 +61,7 @@ from torch import Tensor
 from analyses import fourier
 
 COLUMNS = ("grad_symmetricity", "distance_irrelevance", "circularity")
-N_TRIPLES = 1000
+N_TRIPLES = 256
 SEED = 0
 N_COMPONENTS = 4
 PIZZA_REFERENCE = {"grad_symmetricity": 0.993, "distance_irrelevance": 0.282}
@@ -146,8 +147,8 @@ def component_circularity(scores: Float[Tensor, "p k"]) -> Float[Tensor, "k"]:
     p = scores.shape[0]
     x = scores.to(torch.float64)
     x = x - x.mean(0)
-    coef = fourier.fourier_basis(p) @ x  # [p, k]
-    energy = coef[1::2] ** 2 + coef[2::2] ** 2  # rows (cos k, sin k) for k = 1 .. (p - 1) / 2
+    # with the orthonormal basis of analyses.fourier, cos_k^2 + sin_k^2 = 2 |DFT_k|^2 / p for k = 1 .. (p - 1) / 2
+    energy = 2 * torch.fft.rfft(x, dim=0)[1: fourier.n_frequencies(p) + 1].abs().pow(2) / p
     return energy.max(0).values / x.pow(2).sum(0)
 
 

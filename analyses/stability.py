@@ -11,8 +11,8 @@ measures say how close a checkpoint is to it, from the logits the (float32) mode
     of exactly 1.0 (``torch.softmax`` on float32 logits): the softmax "sums to 1" in the correct
     class alone, and the correct class gets no gradient.
 ``zero_loss_frac``
-    fraction whose float32 cross-entropy (``torch.nn.functional.cross_entropy`` on float32 logits)
-    is exactly 0.0. It follows the collapse closely but is not the same test: ``log_softmax``
+    fraction whose float32 cross-entropy (minus the float32 ``log_softmax`` of the correct class, which
+    is what ``torch.nn.functional.cross_entropy`` computes) is exactly 0.0. It follows the collapse closely but is not the same test: ``log_softmax``
     subtracts the maximum and takes a float32 ``log`` of the sum, so the two can differ on a few
     examples.
 ``min_train_margin``
@@ -36,7 +36,6 @@ would fare on its logits).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -71,13 +70,14 @@ def stability_measures(logits: Float[Tensor, "n c"], labels: Int[Tensor, "n"]) -
         ``{"softmax_collapse_frac", "zero_loss_frac", "min_train_margin", "loss_f32_minus_f64"}``.
     """
     x32 = logits.to(torch.float32)
-    p_correct = torch.softmax(x32, dim=-1).gather(-1, labels[:, None]).squeeze(-1)
-    loss32 = F.cross_entropy(x32, labels, reduction="none")
-    mean32 = F.cross_entropy(x32, labels)
-    mean64 = F.cross_entropy(x32.to(torch.float64), labels)
+    x64 = x32.to(torch.float64)
+    y = labels[:, None]
+    p_correct = torch.softmax(x32, dim=-1).gather(-1, y)
+    loss32 = -torch.log_softmax(x32, dim=-1).gather(-1, y)  # what F.cross_entropy computes, per example
+    loss64 = -torch.log_softmax(x64, dim=-1).gather(-1, y)
     return {
         "softmax_collapse_frac": (p_correct == 1.0).double().mean().item(),
         "zero_loss_frac": (loss32 == 0.0).double().mean().item(),
-        "min_train_margin": margins(x32, labels).min().item(),
-        "loss_f32_minus_f64": mean32.item() - mean64.item(),
+        "min_train_margin": margins(x64, labels).min().item(),
+        "loss_f32_minus_f64": loss32.mean().item() - loss64.mean().item(),
     }

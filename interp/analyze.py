@@ -37,7 +37,7 @@ Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; a
     min_train_margin      minimum over the train split of the correct logit minus the largest other
     loss_f32_minus_f64    mean train cross-entropy in float32 minus the same in float64 (same float32 logits)
     grad_symmetricity     mean cosine between the gradients of logit c with respect to the embedding
-                          vectors of a and of b, over 1000 triples (a, b, c) drawn with seed 0 (Zhong et
+                          vectors of a and of b, over 256 triples (a, b, c) drawn with seed 0 (Zhong et
                           al. 2023; analyses.mechanism): ~1 pizza, lower clock (their medians: 0.99 / 0.56)
     distance_irrelevance  mean over d = a - b of the std of the correct logit at that difference over its
                           overall std: ~1 clock, small pizza (their medians: 0.80 / 0.28)

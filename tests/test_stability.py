@@ -35,7 +35,7 @@ def test_collapse_and_zero_loss_at_known_margins():
     per64 = F.cross_entropy(x, labels, reduction="none")
     per32 = F.cross_entropy(logits, labels, reduction="none").double()
     assert per32[1:4].eq(0).all() and (per64[1:4] > 0).all()
-    assert out["loss_f32_minus_f64"] == pytest.approx(F.cross_entropy(logits, labels).item() - per64.mean().item(), rel=1e-9, abs=1e-15)
+    assert out["loss_f32_minus_f64"] == pytest.approx(F.cross_entropy(logits, labels, reduction="none").mean().item() - per64.mean().item(), rel=1e-9, abs=1e-15)
     assert abs(out["loss_f32_minus_f64"]) < 1e-6
 
 
