@@ -3,6 +3,7 @@
     python -m interp.analyze checkpoints/mod_add_p113           # analyse new checkpoints only
     python -m interp.analyze checkpoints/mod_add_p113 --force   # recompute everything
     python -m interp.analyze checkpoints/mod_add_p113 --readme  # print the README's results block
+    python -m interp.analyze checkpoints/mod_add_p113 --llc     # also the LLC (devinterp; interp.llc)
 
 Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; an empty cell is NaN):
 
@@ -49,6 +50,11 @@ Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; a
 ``analysis/frequencies.csv`` (``FREQUENCY_TABLE``), one row per (checkpoint, frequency k = 1..(p-1)/2):
     step, freq, W_E_norm, W_L_norm (sqrt(cos^2 + sin^2) Fourier norms), excluded_loss (train loss
     with only that frequency's two directions removed; key frequencies only, empty for the others)
+
+``analysis/llc.csv`` and ``llc.json`` (only with ``--llc``; ``interp.llc``, optional extra ``llc``): the local
+learning coefficient of every ``--llc-every``-th checkpoint (llc_mean, llc_std over SGLD chains, per-chain
+values, burn-in) with the sampler's settings and loss traces; ``--llc-calibrate`` writes
+``llc_calibration.csv`` / ``.html`` (an epsilon x n*beta grid on one checkpoint).
 
 ``analysis/summary.json`` (``SUMMARY_FILE``): ``key_frequencies`` (neuron clustering on the final
 checkpoint, ``analyses.fourier``), ``key_frequencies_step``, ``key_frequencies_embedding`` (W_E
@@ -783,12 +789,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         print(results_block(rows, summary), end="")
         return 0
-    if llc_cfg is not None:
-        try:
-            llc.main_part(args, llc_cfg)
-        except (llc.LLCError, RunError) as e:
-            print(f"python -m interp.analyze: error: {e}", file=sys.stderr)
-            return 2
     out = args.run_dir / runs.ANALYSIS_DIR
     print(f"{args.run_dir}: analysed {len(summary['steps_computed'])} new of {len(rows)} checkpoints "
           f"in {summary['seconds']:.1f}s -> {out}/{ANALYSIS_TABLE}")
@@ -803,6 +803,12 @@ def main(argv: list[str] | None = None) -> int:
     print("phases: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ph.items()))
     if summary.get("phases_note"):
         print(f"note: {summary['phases_note']}")
+    if llc_cfg is not None:
+        try:
+            llc.main_part(args, llc_cfg)
+        except (llc.LLCError, RunError) as e:
+            print(f"python -m interp.analyze: error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -92,11 +92,11 @@ class LLCError(ValueError):
 class LLCConfig:
     """SGLD settings of one LLC estimate (see the module docstring)."""
 
-    epsilon: float = 3e-4
-    n_beta: float = 100.0
-    gamma: float = 100.0
+    epsilon: float = 1e-4
+    n_beta: float = 500.0
+    gamma: float = 1000.0
     chains: int = 4
-    draws: int = 200
+    draws: int = 150
     batch_size: int = 256
     seed: int = 0
 
@@ -370,6 +370,8 @@ def calibrate(run_dir: str | Path, cfg: LLCConfig, step: int | None = None, epsi
 # ---- words and the command line (python -m interp.analyze RUN --llc ...) ------------------------------
 def llc_sentence(llc_rows: list[dict], rows: list[dict], meta: dict) -> str:
     """The LLC's shape over training against the test loss, in words, from ``llc.csv`` and the analysis table."""
+    from interp.analyze import fmt_step
+
     if not llc_rows:
         return "No LLC was estimated (python -m interp.analyze RUN --llc)."
     s = meta.get("settings", {})
@@ -383,9 +385,9 @@ def llc_sentence(llc_rows: list[dict], rows: list[dict], meta: dict) -> str:
     verb = "then falls to" if last["llc_mean"] < peak["llc_mean"] else "and stays at"
     return (f"LLC (devinterp {meta.get('devinterp')}, SGLD ε {s.get('epsilon')}, nβ {s.get('n_beta')}, γ {s.get('gamma')}, "
             f"{s.get('chains')} chains × {s.get('draws')} draws, batch {s.get('batch_size')}, training set; error bars: std over "
-            f"chains) over {len(llc_rows)} checkpoints: {first['llc_mean']:.3g} at step {first['step']}, highest "
-            f"{peak['llc_mean']:.3g} at step {peak['step']} (test loss {test.get(peak['step'], math.nan):.3g}), {verb} "
-            f"{last['llc_mean']:.3g} at step {last['step']} (test loss {test.get(last['step'], math.nan):.3g}); {corr}; "
+            f"chains) over {len(llc_rows)} checkpoints: {first['llc_mean']:.3g} at step {fmt_step(first['step'])}, highest "
+            f"{peak['llc_mean']:.3g} at step {fmt_step(peak['step'])} (test loss {test.get(peak['step'], math.nan):.3g}), {verb} "
+            f"{last['llc_mean']:.3g} at step {fmt_step(last['step'])} (test loss {test.get(last['step'], math.nan):.3g}); {corr}; "
             f"{secs:.1f} s per checkpoint.")
 
 

@@ -9,7 +9,9 @@ or a missing cache is analysed before the page is drawn.
 
 Figures: loss/accuracy with the phase boundaries; restricted, excluded, train and test loss; Gini
 coefficients and the sum of squared weights; C_gen/C_mem logits, each circuit's own parameter norm
-and their ratio (curves of every run overlaid, one colour per run). Then, for each run, its final
+and their ratio; float32 softmax collapse (analyses.stability); clock vs pizza measures
+(analyses.mechanism, mod_add only); the LLC beside the loss when ``interp.analyze --llc`` has
+written one (curves of every run overlaid, one colour per run). Then, for each run, its final
 checkpoint: Fourier norms of W_E and W_L per frequency, W_E's Fourier norms across training, neurons
 clustered by frequency and the attention of the four heads over (a, b). The Fourier figures are
 left out (with a note) for tasks the Fourier analysers do not apply to.
