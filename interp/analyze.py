@@ -4,6 +4,7 @@
     python -m interp.analyze checkpoints/mod_add_p113 --force   # recompute everything
     python -m interp.analyze checkpoints/mod_add_p113 --readme  # print the README's results block
     python -m interp.analyze checkpoints/s4 --irrep standard    # a group run: one irrep's rows of irreps.csv
+    python -m interp.analyze checkpoints/mod_add_p113 --llc     # also the LLC (devinterp; interp.llc)
 
 Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; an empty cell is NaN):
 
@@ -32,16 +33,35 @@ Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; a
                           b_out, and the constant components; cgen^2 + cmem^2 + shared^2 = sum_sq_weights
     cgen_efficiency       cgen_logit / cgen_param_norm: C_gen's correct-class logit per unit of its own norm
     cmem_efficiency       cmem_logit / cmem_param_norm
+    softmax_collapse_frac fraction of the train split whose float32 softmax gives the correct class a
+                          probability of exactly 1 (no gradient left; Prieto et al. 2025; analyses.stability)
+    zero_loss_frac        fraction of the train split whose float32 cross-entropy is exactly 0
+    min_train_margin      minimum over the train split of the correct logit minus the largest other
+    loss_f32_minus_f64    mean train cross-entropy in float32 minus the same in float64 (same float32 logits)
+    grad_symmetricity     mean cosine between the gradients of logit c with respect to the embedding
+                          vectors of a and of b, over 256 triples (a, b, c) drawn with seed 0 (Zhong et
+                          al. 2023; analyses.mechanism): ~1 pizza, lower clock (their medians: 0.99 / 0.56)
+    distance_irrelevance  mean over d = a - b of the std of the correct logit at that difference over its
+                          overall std: ~1 clock, small pizza (their medians: 0.80 / 0.28)
+    circularity           mean over the top 4 principal components of W_E[:p] of the largest fraction of
+                          the component in one frequency (1: circles)
+                          The three mechanism columns are mod_add only (odd p); for the other tasks they
+                          are empty and summary.json's ``mechanism_note`` says why.
 
 ``analysis/frequencies.csv`` (``FREQUENCY_TABLE``), one row per (checkpoint, frequency k = 1..(p-1)/2):
     step, freq, W_E_norm, W_L_norm (sqrt(cos^2 + sin^2) Fourier norms), excluded_loss (train loss
     with only that frequency's two directions removed; key frequencies only, empty for the others)
 
+``analysis/llc.csv`` and ``llc.json`` (only with ``--llc``; ``interp.llc``, optional extra ``llc``): the local
+learning coefficient of every ``--llc-every``-th checkpoint (llc_mean, llc_std over SGLD chains, per-chain
+values, burn-in) with the sampler's settings and loss traces; ``--llc-calibrate`` writes
+``llc_calibration.csv`` / ``.html`` (an epsilon x n*beta grid on one checkpoint).
+
 ``analysis/summary.json`` (``SUMMARY_FILE``): ``key_frequencies`` (neuron clustering on the final
 checkpoint, ``analyses.fourier``), ``key_frequencies_step``, ``key_frequencies_embedding`` (W_E
 Fourier norm > max/4), ``neurons_per_frequency``, ``unclustered_neurons``, ``dead_neurons``,
 ``small_clusters`` (frequencies with fewer than ``min_cluster_neurons`` neurons: not key),
-``cluster_threshold``, the stability of the set (``key_frequencies_by_threshold`` at thresholds
+``cluster_threshold``, ``mechanism_note`` (why the clock/pizza columns are empty, or null), the stability of the set (``key_frequencies_by_threshold`` at thresholds
 0.8 / 0.85 / 0.9, ``key_frequencies_by_step`` on the last three checkpoints, ``key_frequencies_stable``
 if all of them agree), ``phases`` (steps, with their definitions in ``phase_definitions`` and, where
 Fourier phases are left out, the reason in ``phases_note``), ``fourier_applies`` and ``note``,
@@ -125,7 +145,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from analyses import efficiency, fourier, progress
+from analyses import efficiency, fourier, mechanism, progress, stability
 from interp import group_analysis, runs
 from interp.cli import Parser
 from interp.config import ConfigError
@@ -140,13 +160,15 @@ log = logging.getLogger(__name__)
 ANALYSIS_TABLE = "checkpoints.csv"
 FREQUENCY_TABLE = "frequencies.csv"
 SUMMARY_FILE = "summary.json"
-ANALYSIS_VERSION = 4  # bump when a column's meaning changes: cached tables are then recomputed
+ANALYSIS_VERSION = 5  # bump when a column's meaning changes: cached tables are then recomputed
 
 COLUMNS = [
     "step", "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss",
     "sum_sq_weights", "param_norm", "gini_W_E", "gini_W_L", "logit_cos_sim", "correct_logit",
     "cgen_logit", "cmem_logit", "cgen_frac", "cgen_param_norm", "cmem_param_norm", "shared_param_norm",
     "cgen_efficiency", "cmem_efficiency",
+    *stability.COLUMNS,  # analyses.stability
+    *mechanism.COLUMNS,  # analyses.mechanism
 ]
 FREQUENCY_COLUMNS = ["step", "freq", "W_E_norm", "W_L_norm", "excluded_loss"]
 INT_COLUMNS = {"step", "freq", *group_analysis.INT_COLUMNS}
@@ -204,6 +226,10 @@ class _Analyser:
             self.sign = fourier.DIRECTION_SIGN[cfg.task]
             self.dirs = fourier.directions(cfg.p, self.key_freqs, self.sign)
             self.gen_neurons = efficiency.gen_neuron_mask(cfg.d_mlp, cmem_neurons)
+        self.mechanism_note = mechanism.mechanism_applies(cfg.task, cfg.p)
+        if self.mechanism_note is None:
+            self.triples = mechanism.sample_triples(cfg.p)
+            self.logit_fn = mechanism.transformer_logit_fn(self.model, cfg.eq_token)
 
     def load(self, step: int) -> None:
         path = runs.ckpt_path(self.run.path, step)
@@ -224,9 +250,17 @@ class _Analyser:
         """The table row of checkpoint ``step`` and its frequency-table rows."""
         self.load(step)
         model, data = self.model, self.data
-        logits = self.logits().to(torch.float64)
+        logits32 = self.logits()
+        logits = logits32.to(torch.float64)
         row = {c: math.nan for c in COLUMNS}
         row["step"] = step
+        row.update(stability.stability_measures(logits32[data.train_idx], data.train_labels))
+        if self.mechanism_note is None:
+            p = self.cfg.p
+            row["grad_symmetricity"] = mechanism.grad_symmetricity(self.logit_fn, model.W_E[:p], self.triples)
+            correct = logits.gather(-1, data.labels[:, None]).reshape(p, p)
+            row["distance_irrelevance"] = mechanism.distance_irrelevance(correct)
+            row["circularity"] = mechanism.circularity(model.W_E[:p])
         row.update(split_metrics(logits, data, criterion(self.cfg.loss)))
         row["sum_sq_weights"] = progress.sum_squared_weights(model)
         row["param_norm"] = math.sqrt(row["sum_sq_weights"])
@@ -551,6 +585,7 @@ def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool, device
     summary["cgen_more_efficient_from"] = efficiency.more_efficient_from(
         [r["step"] for r in rows], [r["cgen_efficiency"] for r in rows], [r["cmem_efficiency"] for r in rows])
     summary["phase_definitions"] = PHASE_DEFINITIONS
+    summary["mechanism_note"] = analyser.mechanism_note
     if note is None and not key_freqs:
         summary["phases_note"] = (f"no key frequency was found on the final checkpoint (step {final}): the excluded loss is "
                                   "then just the train loss and C_gen is empty, so the Fourier phases "
@@ -649,6 +684,59 @@ def key_frequency_sentence(summary: dict) -> str:
     return f"{head}; {', '.join(parts)}; {stab}"
 
 
+def mechanism_sentence(rows: list[dict], summary: dict) -> str:
+    """Clock or pizza, in words, from the final checkpoint's mechanism columns (``analyses.mechanism``).
+
+    Each measure is placed between the medians of Zhong et al.'s pizza-like and clock-like runs
+    (``mechanism_position``: 0 pizza, 1 clock); the verdict is "firmly" clock (pizza) when both are at
+    or beyond the clock (pizza) median, "closer to" when both are on the same side of halfway, and
+    "between" when the two measures disagree. Circularity below 0.99 (the authors' cut) is said.
+    """
+    if summary.get("mechanism_note"):
+        return f"{summary['mechanism_note'][0].upper()}{summary['mechanism_note'][1:]}."
+    final = rows[-1]
+    gs, di, circ = final["grad_symmetricity"], final["distance_irrelevance"], final["circularity"]
+    if not all(math.isfinite(x) for x in (gs, di, circ)):
+        return f"The mechanism measures are not defined at step {fmt_step(final['step'])} (a constant correct logit)."
+    pz, ck = mechanism.PIZZA_REFERENCE, mechanism.CLOCK_REFERENCE
+    t = mechanism.mechanism_position(gs, di)
+    ts = list(t.values())
+    if all(x >= 1 for x in ts) or all(x <= 0 for x in ts):
+        verdict = f"firmly {'clock' if ts[0] >= 1 else 'pizza'}-like: both measures are at or beyond the {'clock' if ts[0] >= 1 else 'pizza'} runs' medians"
+    elif all(x > 0.5 for x in ts) or all(x < 0.5 for x in ts):
+        side = "clock" if ts[0] > 0.5 else "pizza"
+        verdict = f"closer to the {side}: both measures are on its side of halfway, not both beyond its median"
+    else:
+        says = lambda x: "clock" if x > 0.5 else "pizza"  # noqa: E731
+        verdict = (f"between the two: gradient symmetricity says {says(ts[0])}, distance irrelevance says "
+                   f"{says(ts[1])}")
+    circ_text = (f"circularity {circ:.3f} (top 4 embedding components are circles)" if circ >= 0.99 else
+                 f"circularity {circ:.3f}, below the 0.99 the authors required before comparing, so the comparison is loose")
+    return (f"At step {fmt_step(final['step'])}, gradient symmetricity {gs:.3f} and distance irrelevance {di:.3f} lie "
+            f"{t['grad_symmetricity']:.0%} and {t['distance_irrelevance']:.0%} of the way from the medians of Zhong et al.'s "
+            f"pizza-like runs ({pz['grad_symmetricity']}, {pz['distance_irrelevance']}) to their clock-like runs' "
+            f"({ck['grad_symmetricity']}, {ck['distance_irrelevance']}; 1-layer, p = 59): {verdict}; {circ_text}.")
+
+
+def stability_sentence(rows: list[dict], summary: dict) -> str:
+    """The float32 softmax collapse before and after grokking, in words, from ``softmax_collapse_frac``,
+    ``zero_loss_frac``, ``min_train_margin`` and ``loss_f32_minus_f64`` at the phase steps."""
+    ph = summary.get("phases", {})
+    points = [("memorisation", ph.get("memorised")), ("grokking", ph.get("grokked")), ("the last checkpoint", rows[-1]["step"])]
+    parts = []
+    for name, step in points:
+        r = _at(rows, step)
+        if r is None:
+            parts.append(f"{name} not reached")
+            continue
+        parts.append(f"at {name} (step {fmt_step(step)}) {r['softmax_collapse_frac']:.1%} of the training examples have "
+                     f"collapsed (zero loss: {r['zero_loss_frac']:.1%}), minimum margin {fmt_num(r['min_train_margin'])}, "
+                     f"float32 minus float64 train loss {r['loss_f32_minus_f64']:.2g}")
+    top = max(rows, key=lambda r: r["softmax_collapse_frac"])
+    return (f"Float32 softmax collapse: {'; '.join(parts)}. The largest collapsed fraction is "
+            f"{top['softmax_collapse_frac']:.1%} at step {fmt_step(top['step'])}.")
+
+
 def results_block(rows: list[dict], summary: dict, irrep_rows: list[dict] | None = None) -> str:
     """What a run's analysis shows, as the README's Markdown list (``python -m interp.analyze RUN --readme``).
 
@@ -732,6 +820,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", action="store_true", help="print only the README's results block (Markdown) for this run")
     p.add_argument("--irrep", default=None, metavar="NAME", help="group and log-basis runs: also print this irrep's shares "
                    "and excluded loss per checkpoint (its name, e.g. 'standard', '[3,2]', 'freq 5', or its index)")
+    from interp import llc
+    llc.add_arguments(p)
     return p
 
 
@@ -744,6 +834,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads {args.threads}: must be >= 1")
+    from interp import llc
+    try:
+        llc_cfg = llc.config_from_args(args)
+    except llc.LLCError as e:
+        parser.error(str(e))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         device = resolve(args.device)
@@ -768,10 +863,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"key frequencies (step {summary['key_frequencies_step']}): {key_frequency_sentence(summary)}; "
               f"embedding check: {summary['key_frequencies_embedding']}")
+    if summary.get("mechanism_note"):
+        print(f"note: {summary['mechanism_note']}")
     ph = summary["phases"]
     print("phases: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ph.items()))
     if summary.get("phases_note"):
         print(f"note: {summary['phases_note']}")
+    if llc_cfg is not None:
+        try:
+            llc.main_part(args, llc_cfg)
+        except (llc.LLCError, RunError) as e:
+            print(f"python -m interp.analyze: error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

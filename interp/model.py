@@ -199,6 +199,17 @@ def stablemax_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tenso
     return (s.sum(-1).log() - s.gather(-1, labels[:, None]).squeeze(-1).log()).mean()
 
 
+def float32_collapse(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> dict[str, float]:
+    """Softmax collapse in float32 (Prieto et al. 2025), over these examples:
+    ``softmax_collapse_frac``, the fraction whose float32 softmax gives the correct class a
+    probability of exactly 1 (so it gets no gradient), and ``zero_loss_frac``, the fraction whose
+    float32 cross-entropy is exactly 0. ``interp.train`` records both for the training set at every
+    evaluation; ``analyses.stability`` adds the margin and the float32-float64 loss gap."""
+    x32, y = logits.to(torch.float32), labels[:, None]
+    return {"softmax_collapse_frac": (torch.softmax(x32, -1).gather(-1, y) == 1.0).double().mean().item(),
+            "zero_loss_frac": (torch.log_softmax(x32, -1).gather(-1, y) == 0.0).double().mean().item()}
+
+
 def mse_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> Tensor:
     """Mean squared error between the logits and one-hot targets, averaged over examples and classes
     (``torch.nn.MSELoss`` on one-hot targets, as Omnigrok trains its MLPs), in float64."""

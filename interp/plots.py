@@ -692,3 +692,98 @@ def irrep_over_training(irrep_rows: Rows, names: Sequence[str], column: str = "W
     fig.update_xaxes(title_text="training step")
     fig.update_yaxes(title_text="irrep (* key)", tickmode="array", tickvals=list(range(len(irr))), ticktext=labels)
     return _layout(fig, title, height=max(360, min(900, 16 * len(irr) + 200)))
+# ---- numerical stability, clock vs pizza, local learning coefficient (interp.analyze) -----------
+def stability_curves(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
+    """Float32 softmax collapse across training (``analyses.stability``'s columns).
+
+    Args:
+        runs: ``{run name: rows of the analysis table}`` (``softmax_collapse_frac, zero_loss_frac``,
+            ``min_train_margin, loss_f32_minus_f64``).
+        phases: as in ``training_curves``.
+    """
+    return _curves(
+        runs,
+        [
+            ("fraction of train split", False, [("softmax_collapse_frac", "float32 softmax collapsed", "solid"),
+                                                ("zero_loss_frac", "float32 loss exactly 0", "dash")]),
+            ("logit margin", False, [("min_train_margin", "minimum train margin", "solid")]),
+            ("float32 - float64", False, [("loss_f32_minus_f64", "train loss float32 minus float64", "solid")]),
+        ],
+        "Numerical stability: float32 softmax collapse on the training set",
+        phases,
+        panel_height=240,
+    )
+
+
+def mechanism_curves(runs: Mapping[str, Rows], references: Mapping[str, Mapping[str, float]] | None = None,
+                     phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
+    """Gradient symmetricity, distance irrelevance and circularity across training (``analyses.mechanism``).
+
+    Args:
+        runs: ``{run name: rows of the analysis table}``.
+        references: ``{"pizza": {column: value}, "clock": {column: value}}`` drawn as dotted horizontal
+            lines on the panels of those columns.
+        phases: as in ``training_curves``.
+    """
+    panels = [("gradient symmetricity", "grad_symmetricity"), ("distance irrelevance", "distance_irrelevance"),
+              ("circularity", "circularity")]
+    fig = _curves(runs, [(t, False, [(c, t, "solid")]) for t, c in panels],
+                  "Clock or pizza: Zhong et al.'s measures across training", phases, panel_height=220)
+    for kind, dash in (("pizza", "dot"), ("clock", "dash")):
+        for row, (_, col) in enumerate(panels, start=1):
+            value = (references or {}).get(kind, {}).get(col)
+            if value is not None:
+                fig.add_hline(y=value, line=dict(color="#888", dash=dash, width=1), row=row, col=1,
+                              annotation_text=f"{kind} median {value:g}", annotation_position="bottom right",
+                              annotation_font=dict(size=10, color="#666"))
+    return fig
+
+
+def llc_curves(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
+    """The local learning coefficient (mean over chains, the chains' std as error bars) with the test and
+    train loss beside it.
+
+    Args:
+        runs: ``{run name: rows}`` with ``step, llc_mean, llc_std, train_loss, test_loss`` (rows
+            without an LLC are gaps).
+        phases: as in ``training_curves``.
+    """
+    fig = _curves(
+        runs,
+        [
+            ("LLC (training set)", False, [("llc_mean", "LLC (mean over chains)", "solid")]),
+            ("loss (cross-entropy)", True, [("train_loss", "train loss", "dash"), ("test_loss", "test loss", "solid")]),
+        ],
+        "Local learning coefficient (devinterp SGLD) and the loss",
+        phases,
+        panel_height=300,
+    )
+    for name, trace in zip(list(runs), [t for t in fig.data if t.name.endswith("LLC (mean over chains)")]):
+        rows = thin(sorted(runs[name], key=lambda r: r["step"]))
+        trace.update(mode="lines+markers", connectgaps=True, error_y=dict(type="data", array=_column(rows, "llc_std"), visible=True))
+    return fig
+
+
+def llc_traces(traces: Mapping[str, Sequence[Sequence[float]]], title: str, burn_in: int | None = None) -> go.Figure:
+    """SGLD loss traces (one line per chain) of several samplers, one panel each (``--llc-calibrate``).
+
+    Args:
+        traces: ``{panel label: [[loss per draw] per chain]}``.
+        title: figure title.
+        burn_in: draws drawn shaded as burn-in, if given.
+    """
+    labels = list(traces)
+    ncols = min(3, len(labels)) or 1
+    nrows = max(1, math.ceil(len(labels) / ncols))
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=labels, shared_xaxes=True, vertical_spacing=0.12)
+    for i, label in enumerate(labels):
+        r, c = i // ncols + 1, i % ncols + 1
+        for j, chain in enumerate(traces[label]):
+            y = _array(chain)
+            fig.add_trace(go.Scatter(x=list(range(len(y))), y=y.tolist(), mode="lines", line=dict(color=color(j), width=1),
+                                     name=f"chain {j}", legendgroup=f"chain {j}", showlegend=i == 0), row=r, col=c)
+        if burn_in:
+            fig.add_vrect(x0=0, x1=burn_in, fillcolor="#ddd", opacity=0.4, line_width=0, row=r, col=c)
+    fig.update_xaxes(title_text="draw", row=nrows)
+    fig.update_yaxes(title_text="train loss")
+    return _layout(fig, title, height=120 + 260 * nrows)

@@ -36,7 +36,7 @@ from interp import optim, prune, runs
 from interp.cli import Parser
 from interp.config import GROK_ACC, GROUP_TASKS, PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
 from interp.device import describe, resolve
-from interp.model import build_model, criterion, fast_applies, fast_logits, fast_loss, hooked_logits, loss_fn, to_device
+from interp.model import build_model, criterion, fast_applies, fast_logits, fast_loss, float32_collapse, hooked_logits, loss_fn, to_device
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
 from interp.tasks import Dataset, batch_positions, make_dataset
@@ -113,12 +113,16 @@ def loss_closure(model: HookedTransformer, cfg: TrainConfig, data: Dataset):
 
 def split_metrics(logits: torch.Tensor, data: Dataset, loss=loss_fn) -> dict[str, float]:
     """Loss (default: float64 log-softmax cross-entropy) and accuracy on the train split (against the
-    labels training uses) and the test split, from the logits of all ``data.inputs``."""
+    labels training uses) and the test split, from the logits of all ``data.inputs``, and the
+    training set's float32 softmax collapse (``softmax_collapse_frac``, ``zero_loss_frac``:
+    ``interp.model.float32_collapse``)."""
     out = {}
     for split, idx, y in (("train", data.train_idx, data.train_labels), ("test", data.test_idx, data.labels[data.test_idx])):
         lg = logits[idx]
         out[f"{split}_loss"] = loss(lg, y).item()
         out[f"{split}_acc"] = (lg.argmax(-1) == y).double().mean().item()
+    if logits.dim() == 2 and logits.shape[-1] > 1:
+        out.update(float32_collapse(logits[data.train_idx], data.train_labels))
     return out
 
 

@@ -19,12 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_four_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert [p.name for p in NOTEBOOKS] == [
         "01_train_and_watch_it_grok.ipynb",
         "02_fourier_circuit.ipynb",
         "03_progress_measures_and_efficiency.ipynb",
         "04_circuit_efficiency.ipynb",
+        "05_stability_mechanism_llc.ipynb",
         "06_groups.ipynb",
     ]
 
@@ -161,7 +162,6 @@ def check_06(text: str, rows: list[dict], summary: dict) -> None:
         assert [float(x) for x in losses] == pytest.approx([final["test_loss"], final["restricted_loss"], final["excluded_loss"]], rel=1e-3)
 
 
-CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "06": check_06}  # what a notebook prints vs the library
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +173,26 @@ def group_runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("groups")
     return (train(tiny_config(task="s4", p=24, steps=30), d / "s4", progress=False),
             train(tiny_config(task="mod_mul", steps=30), d / "mod_mul", progress=False))
+def check_05(text: str, rows: list[dict], summary: dict) -> None:
+    """Notebook 5's by-hand stability and gradient symmetricity are the table's; its sentences are the library's."""
+    from interp import llc
+    from interp.analyze import mechanism_sentence, stability_sentence
+
+    final = rows[-1]
+    found = re.findall(r"^(\w+) at step (\d+): by hand (\S+), analysis table (\S+)$", text, re.M)
+    assert [k for k, *_ in found] == ["softmax_collapse_frac", "zero_loss_frac", "min_train_margin", "grad_symmetricity"], text
+    for k, step, by_hand, table in found:
+        assert int(step) == final["step"] and float(table) == pytest.approx(final[k], rel=1e-5)
+        assert float(by_hand) == pytest.approx(final[k], rel=1e-4, abs=1e-9)
+    assert stability_sentence(rows, summary) in text and mechanism_sentence(rows, summary) in text
+    llc_rows, meta = llc.load_llc(os.environ["INTERP_RUN"])
+    assert llc_rows and meta["settings"]["draws"] == int(os.environ["INTERP_LLC_DRAWS"])
+    assert llc.llc_sentence(llc_rows, rows, meta) in text
+    for r in llc_rows:
+        assert f"step {r['step']:>6}: llc {r['llc_mean']:.4g} ± {r['llc_std']:.3g}" in text
+
+
+CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06}  # what a notebook prints vs the library
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -183,6 +203,8 @@ def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run
     monkeypatch.setenv("INTERP_UNGROK", str(tiny_ungrok))
     monkeypatch.setenv("INTERP_GROUP_RUN", str(group_runs[0]))
     monkeypatch.setenv("INTERP_MUL_RUN", str(group_runs[1]))
+    for k, v in (("INTERP_LLC_DRAWS", "10"), ("INTERP_LLC_CHAINS", "2"), ("INTERP_LLC_EVERY", "30")):
+        monkeypatch.setenv(k, v)  # notebook 5: a short LLC of 3 checkpoints
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})

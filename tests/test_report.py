@@ -25,9 +25,9 @@ from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
-# one training + one progress + weights + efficiency figure, then per run: Fourier norms, W_E norms
-# across training, neuron clusters, attention. The tiny runs (40 steps) have no key frequencies: no progress figure.
-OVERLAY_FIGURES, PER_RUN_FIGURES = 4, 4
+# one training + one progress + weights + efficiency + stability + mechanism figure, then per run: Fourier norms,
+# W_E norms across training, neuron clusters, attention. The tiny runs (40 steps) have no key frequencies: no progress figure.
+OVERLAY_FIGURES, PER_RUN_FIGURES = 6, 4
 TINY_OVERLAY_FIGURES = OVERLAY_FIGURES - 1
 
 
@@ -152,7 +152,7 @@ def test_non_fourier_task_leaves_out_the_fourier_figures(tmp_path):
     assert main([str(run), "--quiet"]) == 0
     page = (run / REPORT_FILE).read_text()
     assert "Fourier figures left out" in page
-    assert n_figures(page) == 3  # loss/accuracy, sum of squared weights, attention
+    assert n_figures(page) == 4  # loss/accuracy, sum of squared weights, float32 stability, attention (no clock/pizza)
 
 
 # ---- the command line ---------------------------------------------------------------------------
@@ -411,5 +411,6 @@ def test_report_of_the_default_run_is_small_and_fast(tmp_path):
     build_s = time.time() - t
     assert out.stat().st_size < 15e6
     r = open_in_chromium(out, tmp_path / "profile")
-    assert r["rendered"] == r["expected"] == OVERLAY_FIGURES + PER_RUN_FIGURES and not r["errors"] and not r["requests"], r
+    llc_figure = (ROOT / "checkpoints/mod_add_p113/analysis/llc.csv").is_file()  # drawn when interp.analyze --llc has run
+    assert r["rendered"] == r["expected"] == OVERLAY_FIGURES + PER_RUN_FIGURES + llc_figure and not r["errors"] and not r["requests"], r
     assert r["seconds"] < 10, (r, build_s)
