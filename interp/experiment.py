@@ -57,14 +57,15 @@ def markdown(name: str, out: Path) -> str:
                 f"{tables.duration(info['wall_s'])} wall time")
     else:
         head = "no experiment.json: the command, commit, machine and wall time were not recorded"
-    parts = [f"<!-- generated: python -m interp.experiment {name} --markdown {out.as_posix()} -->", f"Made by {head}."]
+    parts = [f"Made by {head}."]
     for t in load(name).TABLES:
         rs = [r for r in rows if t.get("rows", lambda r: True)(r)]
+        rs = t["transform"](rs) if rs and "transform" in t else rs
         if not rs:
             continue
         if t.get("title"):
             parts.append(t["title"])
-        parts.append(tables.markdown_table(rs, t["columns"]))
+        parts.append(tables.markdown_table(rs, t["columns"](rs) if callable(t["columns"]) else t["columns"]))
     return "\n\n".join(parts) + "\n"
 
 

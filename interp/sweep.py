@@ -31,12 +31,9 @@ be on storage that the driver and all workers share (NFS or similar), at the sam
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import itertools
 import json
 import logging
-import math
 import os
 import re
 import socket
@@ -49,7 +46,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from interp import runs
+from interp import runs, tables
 from interp.cli import Parser
 from interp.config import ConfigError, TrainConfig, value_parser
 from interp.runs import RunError
@@ -59,8 +56,8 @@ from interp.train import Diverged, add_config_flags, given_fields, train
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.json"
-RESULTS_FILE = "results.csv"
+SWEEP_FILE = tables.SWEEP_FILE
+RESULTS_FILE = tables.RESULTS_FILE
 RUNS_DIR = "runs"
 OUTCOME_COLUMNS = ["status", "train_99_step", "test_99_step", "final_step", "final_train_acc", "final_test_acc",
                    "final_test_loss", "final_param_norm", "wall_s", "reason"]
@@ -239,31 +236,17 @@ def plan_packs(todo: list[tuple[MemberSpec, Path]], pack_size: int) -> list[list
 
 
 # ---- the table ---------------------------------------------------------------------------------
-def _cell(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return repr(v) if isinstance(v, float) else str(v)
-
-
 def write_results(out: Path, spec: Spec, members: list[MemberSpec], rows: dict[str, dict]) -> None:
-    """``results.csv``: one row per finished member, in member order (atomic rewrite)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", *spec.grid, *OUTCOME_COLUMNS])
-    for m in members:
-        if m.name in rows:
-            r = rows[m.name]
-            w.writerow([f"{RUNS_DIR}/{m.name}", *(_cell(v) for v in m.values.values()), *(_cell(r[c]) for c in OUTCOME_COLUMNS)])
-    runs.write_text(out / RESULTS_FILE, buf.getvalue())
+    """``results.csv``: one row per finished member, in member order (atomic rewrite, ``interp.tables``)."""
+    table = [{"run": f"{RUNS_DIR}/{m.name}", **m.values, **{c: rows[m.name][c] for c in OUTCOME_COLUMNS}}
+             for m in members if m.name in rows]
+    tables.write_csv(out / RESULTS_FILE, table, ["run", *spec.grid, *OUTCOME_COLUMNS])
 
 
 def read_results(out: Path) -> list[dict]:
-    """Rows of ``DIR/results.csv`` as strings (empty cells are ``""``); ``[]`` if there is none yet."""
-    path = Path(out) / RESULTS_FILE
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    """Rows of ``DIR/results.csv`` as strings (empty cells are ``""``); ``[]`` if there is none yet.
+    ``interp.experiments.common.results`` reads them typed."""
+    return tables.read_csv(Path(out) / RESULTS_FILE, raw=True)
 
 
 def _row_from_csv(r: dict) -> dict:

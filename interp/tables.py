@@ -80,14 +80,19 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None, di
     return text
 
 
-def read_csv(path: Path, raw: bool = False) -> list[dict]:
-    """The rows of a CSV file, cells parsed by ``parse`` (``raw``: as strings); ``[]`` if there is no file."""
+def read_csv(path: Path, raw: bool = False, text: frozenset[str] | set[str] = frozenset()) -> list[dict]:
+    """The rows of a CSV file, cells parsed by ``parse``; ``[]`` if there is no file.
+
+    Args:
+        raw: keep every cell a string (empty: ``""``).
+        text: columns kept as strings (names, lists written as text), whatever they look like.
+    """
     path = Path(path)
     if not path.is_file():
         return []
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return rows if raw else [{k: parse(v) for k, v in r.items()} for r in rows]
+    return rows if raw else [{k: v if k in text else parse(v) for k, v in r.items()} for r in rows]
 
 
 # ---- where a result came from ---------------------------------------------------------------------
@@ -147,6 +152,16 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, object]]) -> str:
     lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(value(r, how) for _, how in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def sig(x: float | None, n: int = 3) -> str:
+    """``x`` to ``n`` significant digits, trailing zeros kept (``23.0``, ``2.50``, ``0.0610``), whole
+    numbers from 10^n on (``1174``); ``–`` for None."""
+    if x is None:
+        return "–"
+    if abs(x) >= 10 ** n:
+        return str(round(x))
+    return f"{x:#.{n}g}".rstrip(".")
 
 
 def fmt(v, digits: int = 3) -> str:
