@@ -66,6 +66,9 @@ def markdown(name: str, out: Path) -> str:
         if t.get("title"):
             parts.append(t["title"])
         parts.append(tables.markdown_table(rs, t["columns"](rs) if callable(t["columns"]) else t["columns"]))
+    notes = getattr(load(name), "NOTES", None)
+    if notes is not None and rows:
+        parts.append(f"The figure caption `python -m interp.report` writes from the same summary: {notes(rows)}")
     return "\n\n".join(parts) + "\n"
 
 

@@ -181,3 +181,6 @@ def figures(out: Path) -> list:
     for y in (LOW, HIGH):
         fig.add_hline(y=y, line=dict(dash="dot", color="grey", width=1))
     return [Figure("semigrok", fig, caption(read_summary(out)) + " Dotted lines: the plateau band.")]
+
+
+NOTES = caption  # the report's caption, below the docs' table

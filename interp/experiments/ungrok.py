@@ -269,3 +269,6 @@ def figures(out: Path) -> list:
                                                                "Test accuracy of every continued member"),
                            f"Test accuracy against step for the {len(curves)} continued members (all weight decays), one colour per D'."))
     return figs
+
+
+NOTES = caption  # the report's caption, below the docs' table
