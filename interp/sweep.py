@@ -46,6 +46,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from analyses.timing import first_step
 from interp import runs, tables
 from interp.cli import Parser
 from interp.config import ConfigError, TrainConfig, value_parser
@@ -172,11 +173,7 @@ def outcome(run_dir: Path) -> dict:
     """A finished member's row of ``results.csv`` from its run directory's metrics."""
     metrics = runs.read_metrics(run_dir)
     last = metrics[-1]
-
-    def first(key: str):
-        return next((r["step"] for r in metrics if r[key] >= 0.99), None)
-
-    return {"status": "ok", "train_99_step": first("train_acc"), "test_99_step": first("test_acc"),
+    return {"status": "ok", "train_99_step": first_step(metrics, "train_acc", 0.99), "test_99_step": first_step(metrics, "test_acc", 0.99),
             "final_step": last["step"], "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
             "final_test_loss": last["test_loss"], "final_param_norm": last["param_norm"], "wall_s": last["elapsed_s"],
             "reason": ""}

@@ -3,7 +3,8 @@
 An outcome that never happened within the budget (a seed that never reached 99% test accuracy) is
 ``None``. The *censored median* counts it as later than every outcome that did happen, so the median
 is ``None`` ("beyond the budget") when half or more of the seeds never got there; the range
-(``spread``) is over the outcomes that happened.
+(``spread``) is over the outcomes that happened. ``first_step`` (the first evaluation at or above a
+threshold) is ``analyses.timing.first_step``, which ``interp.sweep`` uses for ``results.csv`` too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import statistics
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 
+from analyses.timing import first_step  # noqa: F401  (the one definition; experiments import it from here)
 from interp import tables
 
 
@@ -82,8 +84,3 @@ def censored_median(xs: Iterable[float | None]) -> float | None:
         return None
     m = statistics.median(xs)
     return m if math.isfinite(m) else None
-
-
-def first_step(rows: list[dict], key: str, threshold: float) -> int | None:
-    """The first evaluated step (rows of ``metrics.jsonl``) with ``rows[key] >= threshold``; None: never."""
-    return next((int(r["step"]) for r in rows if r[key] >= threshold), None)
