@@ -20,7 +20,7 @@ Two stages, each a sweep in ``DIR/<stage>/``:
     plateau test accuracy there, and the jump: the first step where test accuracy has covered half of
     its rise from that plateau to its best; the summary gives the norm at each of these steps.
 
-``--quick`` (about 10-15 min on a 2-core CPU, see the README for the measured time): the small preset
+``--quick`` (about 10-15 min on a 2-core CPU; docs/experiments/omnigrok.md has the measured time): the small preset
 (p = 59, d_model 64, d_mlp 256, lr 3e-3) for 2 500 steps at alpha = 0.25 ... 4, one seed; digits 16 000
 steps, one seed, weight decay 0.05 and 0. The full version: 3 seeds, 6 000 steps per alpha and
 30 000 digits steps.
@@ -37,7 +37,7 @@ from interp import runs
 from interp.config import PRESETS
 from interp.experiments.common import is_sweep, ok_rows, run_stages
 from interp.sweep import RUNS_DIR, Spec, load_sweep
-from interp.tables import fmt
+from interp.tables import fmt, sig
 
 DESCRIPTION = "weight norm: train/test loss against a fixed norm (LU) and grokking induced on digits (Omnigrok)"
 STAGES = ("lu", "digits")
@@ -104,12 +104,16 @@ def _never(key: str):
     return lambda r: "never" if r[key] is None else fmt(r[key])
 
 
+def _loss(x: float | None) -> str:
+    return "–" if x is None else sig(x) if x >= 0.01 else f"{x:.1e}"
+
+
 TABLES = [
     {"title": "Fixed norm (`lu/`): the final losses and accuracies against α.", "rows": lambda r: r["stage"] == "lu", "columns": [
         ("α (fixed norm)", lambda r: fmt(r["init_scale"])),
         ("seed", "seed"),
-        ("final train loss", lambda r: f"{r['final_train_loss']:.2g}"),
-        ("final test loss", lambda r: f"{r['final_test_loss']:.3g}"),
+        ("final train loss", lambda r: _loss(r["final_train_loss"])),
+        ("final test loss", lambda r: _loss(r["final_test_loss"])),
         ("train acc", lambda r: f"{r['final_train_acc']:.3f}"),
         ("test acc", lambda r: f"{r['final_test_acc']:.3f}"),
         ("train 99% at", _never("train_99_step")),
