@@ -54,7 +54,7 @@ def markdown(name: str, out: Path) -> str:
     if info:
         commit = (info.get("commit") or "unknown")[:10]
         head = (f"`{info['command']}` at commit `{commit}`, on {info.get('machine', 'an unrecorded machine')}, "
-                f"{tables.duration(info['wall_s'])} wall time")
+                f"{tables.duration(info['wall_s'])} wall time" + (f"; {info['note']}" if info.get("note") else ""))
     else:
         head = "no experiment.json: the command, commit, machine and wall time were not recorded"
     parts = [f"Made by {head}."]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -70,3 +73,13 @@ def test_markdown_bad_input(tmp_path, capsys):
     assert experiment_main(["datafrac", "--quick"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out" in err[0]
+
+
+def test_the_rebuilt_accelerate_summary_is_what_its_script_and_summarise_give(tmp_path):
+    """docs/data/accelerate/quick was rebuilt from a README table (its experiment.json says so): the script
+    that did it, run again through today's summarise, gives the stored summary."""
+    src = docs.ROOT / "docs/data/accelerate/quick"
+    subprocess.run([sys.executable, str(src / "rebuild.py"), str(tmp_path)], check=True, cwd=docs.ROOT,
+                   env={**os.environ, "PYTHONPATH": str(docs.ROOT)})
+    assert (tmp_path / tables.SUMMARY_FILE).read_text() == (src / tables.SUMMARY_FILE).read_text()
+    assert "rebuilt" in tables.provenance(src)["note"]

@@ -182,7 +182,8 @@ TABLES = [{"columns": [
     ("seeds at 99% test", lambda r: f"{r['generalised']} of {r['seeds']}"),
     ("median steps (Kaplan–Meier)", lambda r: fmt(r["median_test_99_step"]) if r["median_test_99_step"] is not None
      else f"> {fmt(r['budget'])}"),
-    ("per seed", lambda r: "; ".join(s.replace(">", "> ") for s in str(r["test_99_steps"]).split(";"))),
+    ("per seed", lambda r: "; ".join(("> " + fmt(int(s[1:]))) if s.startswith(">") else fmt(int(s))
+                                     for s in str(r["test_99_steps"]).split(";"))),
     ("speed-up vs best baseline", lambda r: None if r["speedup_vs_best_baseline"] is None else f"{r['speedup_vs_best_baseline']:.2f}"),
 ]}]
 

@@ -86,5 +86,5 @@ TABLES = [{"columns": [
      else f"> {fmt(r['budget'])}"),
     ("range", _range),
     ("median train 99% step", "median_train_99_step"),
-    ("median final test acc", "median_final_test_acc"),
+    ("median final test acc", lambda r: f"{r['median_final_test_acc']:.3f}"),
 ]}]
