@@ -104,7 +104,7 @@ class TrainConfig:
     eval_every: int = field(default=100, metadata={"help": "evaluate train/test loss and accuracy every N steps"})
     save_every: int = field(default=100, metadata={"help": "write a checkpoint (and resume state) every N steps"})
     engine: str = field(default="auto", metadata={"help": "training forward: 'fast' (1-layer [a, b, =] specialisation), 'hooked' (HookedTransformer.forward), or 'auto' (fast where it applies)"})
-    # ---- training options (README "Training options"; interp.optim): weight norm, gradient filters, loss, optimiser
+    # ---- training options (README "Train"; interp.optim): weight norm, gradient filters, loss, optimiser
     init_scale: float = field(default=1.0, metadata={"help": "multiply every initial weight by this factor alpha (Omnigrok)"})
     fixed_norm: bool = field(default=False, metadata={"help": "after every step rescale the trainable parameters to their total L2 norm at step 0 (Omnigrok; needs --wd 0)"})
     grad_filter: str = field(default="none", metadata={"help": "Grokfast gradient filter: 'none', 'ema' (g += lambda * EMA of g) or 'ma' (g += lambda * mean of the last window gradients)"})
@@ -115,7 +115,7 @@ class TrainConfig:
     optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
     init_from: str | None = field(default=None, metadata={"help": "start from another run's weights instead of the seeded init: RUN_DIR (its last checkpoint) or RUN_DIR@STEP; its model shape must match; the optimiser starts fresh (init_scale still multiplies the weights)"})
     stop_after_grok: int | None = field(default=None, metadata={"help": "end the run this many steps after its test accuracy first reaches 0.99 (checked at evaluations; none: train all --steps); the run records why it ended in config.json"})
-    # ---- pruning (README "Grokking tickets"; interp.prune)
+    # ---- pruning (docs/experiments/tickets.md; interp.prune)
     mask_from: str | None = field(default=None, metadata={"help": "safetensors file of 0/1 masks, one per masked weight named by parameter name (e.g. blocks.0.mlp.W_in); masked weights start at 0 and stay exactly 0; '{seed}' in the path is replaced by --seed; the run keeps a copy as masks.safetensors"})
 
     def __post_init__(self) -> None:

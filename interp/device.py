@@ -77,6 +77,7 @@ def describe(device: torch.device | str = "cpu") -> dict[str, object]:
 
 
 def name(device: torch.device | str = "cpu") -> str:
-    """One phrase for a result's provenance: the GPU's name, or the CPU's model and thread count."""
+    """One phrase for a result's provenance: the CPU's model and core count, after the GPU's name on CUDA."""
     d = describe(device)
-    return str(d["gpu"]) if "gpu" in d else f"{d['cpu']} ({d['torch_threads']} torch threads)"
+    cpu = f"{d['cpu']}, {d['cpu_count']} cores"
+    return f"{d['gpu']} ({cpu})" if "gpu" in d else cpu

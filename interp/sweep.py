@@ -31,8 +31,6 @@ be on storage that the driver and all workers share (NFS or similar), at the sam
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import itertools
 import json
 import logging
@@ -52,10 +50,11 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from interp import runs
+from analyses.timing import first_step
+from interp import runs, tables
 from interp.cli import Parser
 from interp.config import ConfigError, TrainConfig, value_parser
-from interp.device import cpu_info, resolve
+from interp.device import resolve
 from interp.runs import RunError
 from interp.speed import tune_allocator
 from interp.stack import Member, pack_key, saved_step, stackable, train_pack
@@ -63,8 +62,8 @@ from interp.train import Diverged, add_config_flags, given_fields, train
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.json"
-RESULTS_FILE = "results.csv"
+SWEEP_FILE = tables.SWEEP_FILE
+RESULTS_FILE = tables.RESULTS_FILE
 RUNS_DIR = "runs"
 OUTCOME_COLUMNS = ["status", "train_99_step", "test_99_step", "final_step", "final_train_acc", "final_test_acc",
                    "final_test_loss", "final_param_norm", "wall_s", "reason"]
@@ -179,11 +178,7 @@ def outcome(run_dir: Path) -> dict:
     """A finished member's row of ``results.csv`` from its run directory's metrics."""
     metrics = runs.read_metrics(run_dir)
     last = metrics[-1]
-
-    def first(key: str):
-        return next((r["step"] for r in metrics if r[key] >= 0.99), None)
-
-    return {"status": "ok", "train_99_step": first("train_acc"), "test_99_step": first("test_acc"),
+    return {"status": "ok", "train_99_step": first_step(metrics, "train_acc", 0.99), "test_99_step": first_step(metrics, "test_acc", 0.99),
             "final_step": last["step"], "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
             "final_test_loss": last["test_loss"], "final_param_norm": last["param_norm"], "wall_s": last["elapsed_s"],
             "reason": (runs.ended(run_dir) or {}).get("reason", "")}
@@ -292,31 +287,17 @@ def plan_packs(todo: list[tuple[MemberSpec, Path]], pack_size: int) -> list[list
 
 
 # ---- the table ---------------------------------------------------------------------------------
-def _cell(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return repr(v) if isinstance(v, float) else str(v)
-
-
 def write_results(out: Path, spec: Spec, members: list[MemberSpec], rows: dict[str, dict]) -> None:
-    """``results.csv``: one row per finished member, in member order (atomic rewrite)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", *spec.grid, *OUTCOME_COLUMNS])
-    for m in members:
-        if m.name in rows:
-            r = rows[m.name]
-            w.writerow([f"{RUNS_DIR}/{m.name}", *(_cell(v) for v in m.values.values()), *(_cell(r[c]) for c in OUTCOME_COLUMNS)])
-    runs.write_text(out / RESULTS_FILE, buf.getvalue())
+    """``results.csv``: one row per finished member, in member order (atomic rewrite, ``interp.tables``)."""
+    table = [{"run": f"{RUNS_DIR}/{m.name}", **m.values, **{c: rows[m.name][c] for c in OUTCOME_COLUMNS}}
+             for m in members if m.name in rows]
+    tables.write_csv(out / RESULTS_FILE, table, ["run", *spec.grid, *OUTCOME_COLUMNS])
 
 
 def read_results(out: Path) -> list[dict]:
-    """Rows of ``DIR/results.csv`` as strings (empty cells are ``""``); ``[]`` if there is none yet."""
-    path = Path(out) / RESULTS_FILE
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    """Rows of ``DIR/results.csv`` as strings (empty cells are ``""``); ``[]`` if there is none yet.
+    ``interp.experiments.common.results`` reads them typed."""
+    return tables.read_csv(Path(out) / RESULTS_FILE, raw=True)
 
 
 def _row_from_csv(r: dict) -> dict:
@@ -577,7 +558,7 @@ def plan(specs: list[Spec], args: argparse.Namespace, note: str = "") -> dict:
     torch.set_num_threads(threads)
     parallel = min(workers, max(len(members), 1)) if device.type == "cpu" else 1
     return {"members": len(members), "member_steps": sum(m.config.steps for m in members),
-            "estimated_s": round(busy / parallel), "workers": parallel, "machine": machine_name(device) if workers == 1 or device.type != "cpu" else f"{cpu_info()['cpu']} (1 torch thread per worker)",
+            "estimated_s": round(busy / parallel), "workers": parallel, "machine": machine_name(device), "threads_per_worker": 1 if workers > 1 and device.type == "cpu" else torch.get_num_threads(),
             "gpu_estimate": "not measured" if device.type == "cpu" else "this one", "note": note}
 
 

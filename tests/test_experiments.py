@@ -9,6 +9,7 @@ from interp.experiment import main as experiment_main
 from interp.experiments import datafrac
 from interp.report import main as report_main
 from interp.sweep import Spec, expand, write_results
+from tests.text import numbers, sentence
 
 
 def fake_sweep(out, outcomes):
@@ -44,9 +45,9 @@ def test_report_of_a_sweep_directory_states_its_numbers(tmp_path):
     assert report_main([str(out), "--quiet"]) == 0
     page = (out / "report.html").read_text()
     assert "Steps to 99% test accuracy against frac" in page
-    assert "3 did not reach 99% test accuracy within 500 steps" in page
-    assert "From frac = 0.6 every member reached it; there the median is 200 steps" in page
-    assert "No member reached it at frac = 0.3" in page
+    assert numbers(sentence(page, "did not reach 99% test accuracy within"))[-3:] == [3, 99, 500]  # 3 members, within 500 steps
+    assert numbers(sentence(page, "every member reached it; there the median is")) == [0.6, 200]
+    assert numbers(sentence(page, "No member reached it at frac")) == [0.3]
 
 
 def test_datafrac_quick_spec_is_the_documented_grid():

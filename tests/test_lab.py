@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_report import Chromium, find_chromium
+from tests.browser import Chromium, find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "01_train_and_watch_it_grok.ipynb"
@@ -69,6 +69,7 @@ def lab_run(small_run, tmp_path):
     return run, root
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (apt-get install chromium; .ci/run does)")
 def test_jupyterlab_runs_notebook_01_in_headless_chromium(lab_run, tmp_path):
     run, root = lab_run

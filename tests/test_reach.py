@@ -177,3 +177,28 @@ def test_cuda_run_equals_cpu_run(tmp_path):
         b, _ = runs.read_tensors(runs.ckpt_path(gpu, step))
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=f"step {step} {k}")
+
+
+@pytest.mark.integration
+def test_killing_a_sweep_kills_its_workers(tmp_path):
+    """A kill -9 of `interp.sweep` must not leave its worker processes training (and writing) on."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "interp.sweep", "mod_add", "--p", "13", "--d-model", "32", "--d-mlp", "64",
+                             "--steps", "100000", "--eval-every", "100", "--save-every", "100", "--grid", "seed=1,2",
+                             "--workers", "2", "--pack", "1", "--out", str(out), "--quiet"],
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not all(runs.checkpoint_steps(out / "runs" / f"seed{s}")[-1:] >= [200] for s in (1, 2)):
+        time.sleep(0.2)
+    children = {int(c) for t in os.listdir(f"/proc/{proc.pid}/task") for c in open(f"/proc/{proc.pid}/task/{t}/children").read().split()}
+    assert len(children) >= 2, "the sweep should have started worker processes"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)
+    alive = {c for c in children if os.path.exists(f"/proc/{c}") and open(f"/proc/{c}/stat").read().split()[2] != "Z"}
+    assert not alive, f"worker processes {alive} outlived their sweep"

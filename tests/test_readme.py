@@ -41,3 +41,23 @@ def test_readme_results_are_the_default_runs():
     rows, summary = analyze_run(DEFAULT_RUN, write=False)  # the run's tables are read, never rewritten
     assert rows[-1]["step"] == 15000, "the default run is not finished"
     assert readme_results() == results_block(rows, summary)
+
+
+def test_readme_is_a_short_guide_that_opens_with_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 300
+    first_block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == ["make run", "make test"]
+    assert text.index("```bash") < text.index("\n## ")  # before any section
+    # every local link resolves, and every experiment has its page linked
+    links = re.findall(r"\]\(((?:docs|notebooks|interp)/[^)#]*)\)", text)
+    assert links and all((ROOT / link).exists() for link in links), [link for link in links if not (ROOT / link).exists()]
+    from interp.experiments import EXPERIMENTS
+
+    assert all(f"docs/experiments/{name}.md" in links for name in EXPERIMENTS)
+
+
+def test_docs_links_resolve():
+    for page in (ROOT / "docs").rglob("*.md"):
+        for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / link).exists(), f"{page.relative_to(ROOT)}: broken link {link}"

@@ -136,23 +136,27 @@ def test_a_sweep_written_before_a_new_config_field_existed_resumes(tmp_path):
         run_sweep(Spec({**spec.base, "lr": 0.01}, spec.grid), out, progress=False)
 
 
+@pytest.mark.integration
 def test_resume_after_kill_9_mid_pack_gives_the_same_table(tmp_path):
     args = [*TINY, "--steps", "400", "--grid", "train-size=40,80", "--grid", "seed=1,2"]
     ref = tmp_path / "ref"
     assert main([*args, "--out", str(ref)]) == 0
 
-    out = tmp_path / "killed"
+    out, marker = tmp_path / "killed", tmp_path / "saved"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "interp.sweep", *args, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     probe = out / "runs" / "train_size40_seed1"
-    deadline = time.time() + 120
-    while not ckpt_path(probe, 100).exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    # the sweep holds right after the probe member's step-100 checkpoint, in the middle of its pack's
+    # checkpoint (before the metrics and the two-phase resume state), so the kill lands there on any machine;
+    # --workers 1 keeps the packs in the process that pause_after_save patches (worker processes import afresh)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "pause_after_save.py"), str(probe), "100", str(marker),
+                             "interp.sweep", *args, "--workers", "1", "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600  # a cap for a stuck child
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the sweep never saved the probe's step-100 checkpoint"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = load_run(probe).steps[-1]
-    assert 100 <= killed_at < 400, "the sweep must be killed mid-pack"
+    assert load_run(probe).steps[-1] == 100, "the sweep must be killed mid-pack"
 
     assert main([*args, "--out", str(out)]) == 0
     assert without_wall(rows(out)) == without_wall(rows(ref))
@@ -164,6 +168,7 @@ ray = pytest.importorskip("ray")
 RAY_ARGS = [*TINY, "--steps", "60", "--grid", "train-size=40,80", "--grid", "seed=1,2,3", "--pack", "4"]
 
 
+@pytest.mark.integration
 @pytest.mark.xdist_group("ray")  # one Ray instance at a time
 def test_ray_in_process_equals_local(local_sweep, tmp_path):
     out = tmp_path / "ray"
@@ -172,6 +177,7 @@ def test_ray_in_process_equals_local(local_sweep, tmp_path):
     assert not ray.is_initialized()
 
 
+@pytest.mark.integration
 @pytest.mark.xdist_group("ray")
 def test_ray_cluster_head_joined_by_address(local_sweep, tmp_path):
     import socket

@@ -49,23 +49,26 @@ def _final_weights(run_dir, step):
     return load_file(ckpt_path(run_dir, step))
 
 
+@pytest.mark.integration
 def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
     flags = ["mod_add", "--p", "13", "--frac", "0.5", "--d-model", "32", "--d-mlp", "64", "--lr", "0.003",
              "--steps", "1500", "--eval-every", "10", "--save-every", "10", "--quiet"]
     cfg = tiny_config(steps=1500)
     reference = train(cfg, tmp_path / "ref", progress=False)
 
-    out = tmp_path / "killed"
+    out, marker = tmp_path / "killed", tmp_path / "saved"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "interp.train", *flags, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the child holds right after saving its step-300 checkpoint (before that step's metrics and resume
+    # state), so the kill lands there on any machine
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "pause_after_save.py"), str(out), "300", str(marker),
+                             "interp.train", *flags, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600  # a cap for a stuck child; a loaded machine can take minutes to import torch
-    while not ckpt_path(out, 300).exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the child never saved its step-300 checkpoint"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = load_run(out).steps[-1]
-    assert 300 <= killed_at < 1500, "the run must be killed part-way"
+    assert load_run(out).steps[-1] == 300 and int(marker.read_text()) == 300
 
     assert main([*flags, "--out", str(out), "--resume"]) == 0
     a, b = _final_weights(reference, 1500), _final_weights(out, 1500)

@@ -14,6 +14,7 @@ from interp.experiment import main as experiment_main
 from interp.experiments import semigrok, ungrok
 from interp.report import main as report_main
 from interp.sweep import Spec, expand, write_results
+from tests.text import numbers, sentence
 
 
 def fake_sweep(out, spec, outcomes, curves):
@@ -67,13 +68,15 @@ def test_ungrok_summary_known_answer(tmp_path):
 def test_ungrok_caption_states_what_the_numbers_show(tmp_path):
     fake_ungrok(tmp_path)
     text = ungrok.caption(ungrok.summarise(tmp_path))
-    assert "after 500 steps" in text and "(20, 40, 80)" in text and "median over 3 subset seeds" in text
+    # budget, the D' grid, the seeds
+    assert numbers(sentence(text, "Final test accuracy after")) == [500, 20, 40, 80, 3]
     # wd 1: medians 0.2, 0.6, 1.0 -> crosses 0.5 at 20 * 2**0.75 = 33.6; wd 2: 0.1, 0.85, 1 -> 20 * 2**(0.4 / 0.75) = 29.0
-    assert "Weight decay 1: median from 0.20 to 1.00; below 0.9 at D' = 20, 40; it crosses 0.5 near D' = 34." in text
-    assert "Weight decay 2: median from 0.10 to 1.00; below 0.9 at D' = 20, 40; it crosses 0.5 near D' = 29." in text
-    assert "do not overlap at D' = 40 (they overlap at 2 of 3 D')" in text  # [0.5, 0.7] vs [0.8, 0.9]
-    assert "The lowest final train accuracy is 0.980." in text
-    assert "changed by at most 0.10" in text and "still moving" in text
+    # (weight decay, lowest and highest median, the 0.9 level, the D' below it, the 0.5 level, the crossing)
+    assert numbers(sentence(text, "Weight decay 1:")) == [1, 0.2, 1.0, 0.9, 20, 40, 0.5, 34]
+    assert numbers(sentence(text, "Weight decay 2:")) == [2, 0.1, 1.0, 0.9, 20, 40, 0.5, 29]
+    assert numbers(sentence(text, "seed ranges")) == [40, 2, 3]  # [0.5, 0.7] vs [0.8, 0.9] at D' = 40: apart at 1 of 3
+    assert numbers(sentence(text, "final train accuracy")) == [0.98]
+    assert numbers(sentence(text, "last fifth")) == [0.1] and "still moving" in text
 
 
 def test_ungrok_budget_in_decay_times():
@@ -201,9 +204,10 @@ def test_semigrok_summary_and_caption_known_answer(tmp_path):
         (40, True, 300, 700, True), (50, False, None, None, None)]
     assert rows[0]["plateau_mean_test_acc"] == pytest.approx(0.7) and rows[1]["test_99_step"] == 300 and rows[0]["train_99_step"] == 50
     text = semigrok.caption(rows)
-    assert "2 members at training sizes 40, 50, 1000 steps each" in text
-    assert "D = 40, seed 1: plateau at mean test accuracy 0.70 from step 300 for 700 steps, and lasts to the end of the run" in text
-    assert "1 of the 1 plateaus last to the end" in text
+    assert numbers(sentence(text, "members at training sizes")) == [2, 40, 50, 1000]
+    # size, seed, the plateau's mean test accuracy, start and length; it lasts to the end
+    assert numbers(sentence(text, "D = 40, seed 1: plateau"))[:5] == [40, 1, 0.7, 300, 700] and "lasts to the end of the run" in text
+    assert numbers(sentence(text, "plateaus last to the end")) == [1, 1]
     fake_semigrok(tmp_path / "b", plateau=False)
     assert "No member showed such a plateau within this budget: semi-grokking was not elicited here." in semigrok.caption(semigrok.summarise(tmp_path / "b"))
 

@@ -25,25 +25,23 @@ Optionally ``figures(out_dir) -> list[interp.report.Figure]``: the experiment's 
 ``python -m interp.report DIR`` draws above the summary table (``DIR/experiment.json`` names the
 experiment, so the report knows which module to ask).
 
+``TABLES``: the tables ``python -m interp.experiment NAME --markdown DIR`` prints from
+``DIR/summary.csv``, a list of ``{"title": str (optional), "rows": predicate (optional), "transform":
+function of the list of rows (optional, e.g. to put groups side by side), "columns": [(header, column
+or function of the row)], or a function of the rows returning that}`` (``interp.tables.markdown_table``);
+optionally ``NOTES(rows) -> str``, a paragraph printed below them (the report's caption, from the same rows).
+
+What the experiments share (finished rows, grouping, medians where a seed that never got there
+counts as later, ``first_step``, ``run_stages``) is in ``interp.experiments.common``.
+
 A new experiment is a new module here and a line in ``EXPERIMENTS``.
 """
 
 from importlib import import_module
 
+from interp.experiments.common import run_stages  # noqa: F401  (the common ``run``; helpers live in common)
+
 EXPERIMENTS = ("datafrac", "ungrok", "semigrok", "tickets", "omnigrok", "accelerate", "dcrit")
-
-
-def run_stages(specs: dict, sweep) -> dict[str, dict]:
-    """The common ``run``: check every stage's spec (``{stage: interp.sweep.Spec}``) before the first
-    one writes anything, then run them in order; rows keyed ``"stage/name"``."""
-    from interp.sweep import check_values
-
-    for spec in specs.values():
-        check_values(spec)
-    rows = {}
-    for stage, spec in specs.items():
-        rows.update({f"{stage}/{name}": r for name, r in sweep(spec, stage).items()})
-    return rows
 
 
 def load(name: str):

@@ -45,8 +45,9 @@ from pathlib import Path
 from analyses.timing import kaplan_meier, km_median
 from interp import runs
 from interp.config import PRESETS, TrainConfig
-from interp.experiments import run_stages
-from interp.sweep import Spec, SweepError, read_results
+from interp.experiments.common import is_sweep, results, run_stages
+from interp.sweep import Spec, SweepError
+from interp.tables import SWEEP_FILE, fmt
 
 DESCRIPTION = "Grokfast, StableMax, ⊥AdamW and a small init against a tuned AdamW baseline: steps to 99% test, censored"
 BASELINES = ("adamw", "adamw_lr3x")
@@ -84,9 +85,9 @@ def ticket_arm(base: dict, tickets: Path | None) -> dict | None:
     """
     if tickets is None:
         return None
-    dense_sweep = Path(tickets) / "dense" / "sweep.json"
+    dense_sweep = Path(tickets) / "dense" / SWEEP_FILE
     if not dense_sweep.is_file():
-        raise SweepError(f"--tickets {tickets}: not a tickets experiment directory (no dense/sweep.json)")
+        raise SweepError(f"--tickets {tickets}: not a tickets experiment directory (no dense/{SWEEP_FILE})")
     dense = TrainConfig(**{"seed": 1, **json.loads(dense_sweep.read_text())["spec"]["base"]})
     mine = TrainConfig(**base)
     diff = [f"{f} {getattr(dense, f)} there, {getattr(mine, f)} here" for f in TICKET_MATCH if getattr(dense, f) != getattr(mine, f)]
@@ -135,15 +136,15 @@ def arm_outcomes(out: Path) -> dict[str, dict]:
     member (diverged) is censored at the last step it reached.
     """
     found = {}
-    for d in sorted(p for p in Path(out).iterdir() if (p / "sweep.json").is_file()):
-        cfg = TrainConfig(**json.loads((d / "sweep.json").read_text())["spec"]["base"])
+    for d in sorted(p for p in Path(out).iterdir() if is_sweep(p)):
+        cfg = TrainConfig(**json.loads((d / SWEEP_FILE).read_text())["spec"]["base"])
         times, observed = [], []
-        for r in read_results(d):
-            if r["test_99_step"] != "":
-                times.append(int(r["test_99_step"]))
+        for r in results(d):
+            if r["test_99_step"] is not None:
+                times.append(r["test_99_step"])
                 observed.append(True)
-            elif r["final_step"] != "":
-                times.append(int(r["final_step"]))
+            elif r["final_step"] is not None:
+                times.append(r["final_step"])
                 observed.append(False)
         found[d.name] = {"config": cfg, "times": times, "observed": observed, "budget": cfg.steps}
     return found
@@ -177,6 +178,18 @@ def summarise(out: Path) -> list[dict]:
         })
     order = list(arms({"task": "mod_add"}))
     return sorted(rows, key=lambda r: order.index(r["arm"]) if r["arm"] in order else len(order))
+
+
+TABLES = [{"columns": [
+    ("arm", "arm"),
+    ("changes", "changes"),
+    ("seeds at 99% test", lambda r: f"{r['generalised']} of {r['seeds']}"),
+    ("median steps (Kaplan–Meier)", lambda r: fmt(r["median_test_99_step"]) if r["median_test_99_step"] is not None
+     else f"> {fmt(r['budget'])}"),
+    ("per seed", lambda r: "; ".join(("> " + fmt(int(s[1:]))) if s.startswith(">") else fmt(int(s))
+                                     for s in str(r["test_99_steps"]).split(";"))),
+    ("speed-up vs best baseline", lambda r: None if r["speedup_vs_best_baseline"] is None else f"{r['speedup_vs_best_baseline']:.2f}"),
+]}]
 
 
 def summary_caption(rows: list[dict]) -> str:
@@ -219,7 +232,7 @@ def figures(out: Path) -> list:
                    summary_caption(rows))]
     members, groups = {}, {}
     for r in rows:
-        for res in read_results(Path(out) / r["arm"]):
+        for res in results(Path(out) / r["arm"]):
             name = f"{r['arm']}/{res['run']}"
             members[name] = runs.read_metrics(Path(out) / r["arm"] / res["run"])
             groups[name] = r["arm"]

@@ -20,12 +20,12 @@ than the budget times the number of members; the step they reached 99 % at is un
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 from pathlib import Path
 
 from interp.config import PRESETS
-from interp.sweep import Spec, load_sweep, read_results
+from interp.experiments.common import censored_median, group, median, ok_rows, spread
+from interp.sweep import Spec, load_sweep
+from interp.tables import fmt
 
 DESCRIPTION = "training fraction vs steps to 99% test accuracy (Power et al. 2022)"
 SUMMARY_COLUMNS = ["frac", "n_train", "seeds", "generalised", "never", "median_test_99_step", "min_test_99_step",
@@ -48,10 +48,6 @@ def spec(args: argparse.Namespace) -> Spec:
     return Spec({"task": "mod_add", **base}, grid)
 
 
-def _median(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
-
-
 def summarise(out: Path) -> list[dict]:
     """One row per fraction: seeds, how many generalised, the median and range of their steps.
 
@@ -61,27 +57,38 @@ def summarise(out: Path) -> list[dict]:
     """
     _, members = load_sweep(out)
     n_train = {f"runs/{m.name}": m.config.n_train for m in members if m.config}
-    by: dict[float, list[dict]] = {}
-    for r in read_results(out):
-        if r["status"] == "ok":
-            by.setdefault(float(r["frac"]), []).append(r)
     rows = []
-    for frac in sorted(by):
-        rs = by[frac]
-        steps = sorted(int(r["test_99_step"]) for r in rs if r["test_99_step"] != "")
-        all_steps = steps + [math.inf] * (len(rs) - len(steps))
-        med = statistics.median(all_steps)
+    for frac, rs in group(ok_rows(out), "frac").items():
+        steps = [r["test_99_step"] for r in rs]
+        _, lo, hi = spread(steps)
+        reached = sum(s is not None for s in steps)
         rows.append({
             "frac": frac,
             "n_train": n_train[rs[0]["run"]],
             "seeds": len(rs),
-            "generalised": len(steps),
-            "never": len(rs) - len(steps),
-            "median_test_99_step": med if math.isfinite(med) else None,
-            "min_test_99_step": steps[0] if steps else None,
-            "max_test_99_step": steps[-1] if steps else None,
-            "median_train_99_step": _median([int(r["train_99_step"]) for r in rs if r["train_99_step"] != ""]),
-            "median_final_test_acc": _median([float(r["final_test_acc"]) for r in rs]),
-            "budget": max(int(r["final_step"]) for r in rs),
+            "generalised": reached,
+            "never": len(rs) - reached,
+            "median_test_99_step": censored_median(steps),
+            "min_test_99_step": lo,
+            "max_test_99_step": hi,
+            "median_train_99_step": median(r["train_99_step"] for r in rs),
+            "median_final_test_acc": median(r["final_test_acc"] for r in rs),
+            "budget": max(r["final_step"] for r in rs),
         })
     return rows
+
+
+def _range(r: dict) -> str | None:
+    return None if r["min_test_99_step"] is None else f"{fmt(r['min_test_99_step'])}–{fmt(r['max_test_99_step'])}"
+
+
+TABLES = [{"columns": [
+    ("frac", lambda r: f"{r['frac']:.2f}"),
+    ("n_train", "n_train"),
+    ("seeds reaching 99% test acc", lambda r: f"{r['generalised']} of {r['seeds']}"),
+    ("median steps to 99% test acc", lambda r: fmt(r["median_test_99_step"]) if r["median_test_99_step"] is not None
+     else f"> {fmt(r['budget'])}"),
+    ("range", _range),
+    ("median train 99% step", "median_train_99_step"),
+    ("median final test acc", lambda r: f"{r['median_final_test_acc']:.3f}"),
+]}]

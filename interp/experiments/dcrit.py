@@ -57,9 +57,6 @@ one core of the same CPU, which gave D_crit = 967 (90 % interval 797-1 174) by n
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import math
 import statistics
 from pathlib import Path
 
@@ -68,9 +65,11 @@ import torch
 
 from analyses import dcrit as est
 from analyses import efficiency
-from interp import runs
+from interp import runs, tables
 from interp.config import PRESETS, is_prime
-from interp.sweep import Spec, SweepError, load_sweep, read_results
+from interp.experiments.common import is_sweep, ok_rows, run_stages, spread
+from interp.tables import sig
+from interp.sweep import Spec, SweepError, load_sweep
 
 DESCRIPTION = "critical dataset size: C_mem-only vs C_gen-only networks over D (Varma et al. 2023)"
 STAGES = ("mem", "gen")
@@ -119,10 +118,7 @@ def specs(args: argparse.Namespace) -> dict[str, Spec]:
 
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
     plan = specs(args)  # every input checked before anything is written
-    rows = {}
-    for stage in STAGES:
-        rows.update({f"{stage}/{name}": r for name, r in sweep(plan[stage], stage).items()})
-    return rows
+    return run_stages({stage: plan[stage] for stage in STAGES}, sweep)
 
 
 # ---- per member --------------------------------------------------------------------------------
@@ -159,32 +155,17 @@ def members(out: Path) -> list[dict]:
     recs = []
     for stage in STAGES:
         d = Path(out) / stage
-        if not (d / "sweep.json").is_file():
-            continue
-        for r in read_results(d):
-            if r["status"] == "ok":
-                recs.append(member_record(d / r["run"], FAMILY[stage]))
+        if is_sweep(d):
+            recs += [member_record(d / r["run"], FAMILY[stage]) for r in ok_rows(d)]
     return recs
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow(["" if r.get(c) is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
-    return buf.getvalue()
+MEMBER_TEXT = frozenset({"family", "run", "key_frequencies", "flags"})  # read back as strings, whatever they look like
 
 
 def read_members(out: Path) -> list[dict]:
     """``DIR/members.csv`` (written by ``summarise``) with numbers parsed; ``[]`` if there is none."""
-    path = Path(out) / MEMBERS_FILE
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    ints, texts = {"D", "seed", "steps"}, {"family", "run", "key_frequencies", "flags"}
-    return [{k: (v if k in texts else None if v == "" else int(v) if k in ints else float(v)) for k, v in r.items()} for r in rows]
+    return tables.read_csv(Path(out) / MEMBERS_FILE, text=MEMBER_TEXT)
 
 
 # ---- the summary -------------------------------------------------------------------------------
@@ -199,11 +180,6 @@ def estimates(recs: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _stats(xs: list[float]) -> tuple:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return (statistics.median(xs), min(xs), max(xs)) if xs else (None, None, None)
-
-
 def summary_rows(recs: list[dict]) -> list[dict]:
     """One row per family and D (median and min-max over the used seeds), then one ``D_crit`` row per measure."""
     rows = []
@@ -214,8 +190,8 @@ def summary_rows(recs: list[dict]) -> list[dict]:
             row = {"row": family, "D": d, "seeds": len(rs), "used": len(used),
                    "flags": "; ".join(f"seed {r['seed']}: {r['flags']}" for r in rs if r["flags"])}
             for col, key in (("norm", "param_norm"), ("efficiency", "efficiency"), ("norm_at_loss", "norm_at_loss")):
-                row[f"{col}_median"], row[f"{col}_min"], row[f"{col}_max"] = _stats([r[key] for r in used])
-            row["logit_median"] = _stats([r["correct_logit"] for r in used])[0]
+                row[f"{col}_median"], row[f"{col}_min"], row[f"{col}_max"] = spread([r[key] for r in used])
+            row["logit_median"] = spread([r["correct_logit"] for r in used])[0]
             row["max_final_train_loss"] = max(r["final_train_loss"] for r in rs)
             fracs = [r["cgen_frac"] for r in rs if r["cgen_frac"] is not None]
             row["min_cgen_frac"] = min(fracs) if fracs else None
@@ -231,12 +207,50 @@ def summary_rows(recs: list[dict]) -> list[dict]:
 
 def summarise(out: Path) -> list[dict]:
     """Measure every member (``DIR/members.csv``) and return the rows of ``DIR/summary.csv``."""
-    for stage in STAGES:  # a directory that is not a dcrit experiment says so
+    for stage in STAGES:  # a directory that is not a dcrit experiment says so (load_sweep raises)
         if (Path(out) / stage).exists():
             load_sweep(Path(out) / stage)
     recs = members(out)
-    runs.write_text(Path(out) / MEMBERS_FILE, _csv(recs, MEMBER_COLUMNS))
+    tables.write_csv(Path(out) / MEMBERS_FILE, recs, MEMBER_COLUMNS, digits=6)
     return summary_rows(recs)
+
+
+def _mmm(r: dict, col: str) -> str | None:
+    """``21.1 (20.4–21.4)``: the median and min–max over the used seeds (just the median for one seed)."""
+    med, lo, hi = r[f"{col}_median"], r[f"{col}_min"], r[f"{col}_max"]
+    if med is None:
+        return None
+    return sig(med) if lo == hi else f"{sig(med)} ({sig(lo)}–{sig(hi)})"
+
+
+def _estimate(r: dict) -> str:
+    if r["status"] == "crossed":
+        return f"{r['dcrit']:.0f} (90% interval {r['dcrit_lo']:.0f}–{r['dcrit_hi']:.0f})"
+    if r["status"] in ("below grid", "above grid"):
+        return f"{r['status']} ({'<' if r['status'] == 'below grid' else '>'} {(r['dcrit_hi'] if r['status'] == 'below grid' else r['dcrit_lo']):.0f})"
+    return f"no estimate ({r['status']})"
+
+
+TABLES = [
+    {"title": "Per family and training-set size D (medians over the used seeds, min–max in brackets):",
+     "rows": lambda r: r["row"] != "D_crit", "columns": [
+        ("family", "row"),
+        ("D", "D"),
+        ("used / seeds", lambda r: f"{r['used']} / {r['seeds']}"),
+        (f"norm at train loss {MATCHED_LOSS:g}", lambda r: _mmm(r, "norm_at_loss")),
+        ("efficiency (final)", lambda r: _mmm(r, "efficiency")),
+        ("flagged", lambda r: r["flags"] or "–"),
+    ]},
+    {"title": "The estimates (`analyses.dcrit.crossing`; the first is the primary one):",
+     "rows": lambda r: r["row"] == "D_crit", "columns": [
+        ("measure", "measure"),
+        ("D_crit", _estimate),
+        ("C_mem slope (log-log)", lambda r: sig(r["slope"])),
+        ("C_gen level", lambda r: sig(r["gen_level"])),
+        ("members used", "used"),
+        ("interval cut at the grid", lambda r: r["flags"] or "no"),
+    ]},
+]
 
 
 def sentence(e: dict, measure: str) -> str:

@@ -20,7 +20,7 @@ Two stages, each a sweep in ``DIR/<stage>/``:
     plateau test accuracy there, and the jump: the first step where test accuracy has covered half of
     its rise from that plateau to its best; the summary gives the norm at each of these steps.
 
-``--quick`` (about 10-15 min on a 2-core CPU, see the README for the measured time): the small preset
+``--quick`` (about 10-15 min on a 2-core CPU; docs/experiments/omnigrok.md has the measured time): the small preset
 (p = 59, d_model 64, d_mlp 256, lr 3e-3) for 2 500 steps at alpha = 0.25 ... 4, one seed; digits 16 000
 steps, one seed, weight decay 0.05 and 0. The full version: 3 seeds, 6 000 steps per alpha and
 30 000 digits steps.
@@ -35,8 +35,9 @@ from pathlib import Path
 from analyses.timing import late_jump
 from interp import runs
 from interp.config import PRESETS
-from interp.experiments import run_stages
-from interp.sweep import RUNS_DIR, Spec, load_sweep, read_results
+from interp.experiments.common import is_sweep, ok_rows, run_stages
+from interp.sweep import RUNS_DIR, Spec, load_sweep
+from interp.tables import fmt, sig
 
 DESCRIPTION = "weight norm: train/test loss against a fixed norm (LU) and grokking induced on digits (Omnigrok)"
 STAGES = ("lu", "digits")
@@ -67,23 +68,19 @@ def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
     return run_stages(settings(args), sweep)
 
 
-def _f(r: dict, key: str) -> float | None:
-    return None if r.get(key, "") in ("", None) else float(r[key])
-
-
 def member_rows(out: Path, stage: str) -> list[dict]:
     """One row per finished member of a stage: its grid values, final metrics, steps to 99% and
     ``analyses.timing.late_jump`` of its metrics (plus ``run``, its directory inside the stage)."""
     d = Path(out) / stage
-    if not (d / "sweep.json").is_file():
+    if not is_sweep(d):
         return []
     _, members = load_sweep(d)
     cfgs = {f"{RUNS_DIR}/{m.name}": m.config for m in members}
     rows = []
-    for r in read_results(d):
+    for r in ok_rows(d):
         cfg = cfgs.get(r["run"])
         metrics = runs.read_metrics(d / r["run"]) if cfg is not None else []
-        if r["status"] != "ok" or not metrics:
+        if not metrics:
             continue
         last = metrics[-1]
         rows.append({
@@ -91,8 +88,8 @@ def member_rows(out: Path, stage: str) -> list[dict]:
             "n_train": cfg.n_train, "loss": cfg.loss,
             "final_train_loss": last["train_loss"], "final_test_loss": last["test_loss"],
             "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
-            "train_99_step": None if r["train_99_step"] == "" else int(r["train_99_step"]),
-            "test_99_step": None if r["test_99_step"] == "" else int(r["test_99_step"]),
+            "train_99_step": r["train_99_step"],
+            "test_99_step": r["test_99_step"],
             **late_jump(metrics),
         })
     return rows
@@ -101,6 +98,40 @@ def member_rows(out: Path, stage: str) -> list[dict]:
 def summarise(out: Path) -> list[dict]:
     """One row per finished member of both stages (``SUMMARY_COLUMNS``)."""
     return [{k: r[k] for k in SUMMARY_COLUMNS} for stage in STAGES for r in member_rows(out, stage)]
+
+
+def _never(key: str):
+    return lambda r: "never" if r[key] is None else fmt(r[key])
+
+
+def _loss(x: float | None) -> str:
+    return "–" if x is None else sig(x) if x >= 0.01 else f"{x:.1e}"
+
+
+TABLES = [
+    {"title": "Fixed norm (`lu/`): the final losses and accuracies against α.", "rows": lambda r: r["stage"] == "lu", "columns": [
+        ("α (fixed norm)", lambda r: fmt(r["init_scale"])),
+        ("seed", "seed"),
+        ("final train loss", lambda r: _loss(r["final_train_loss"])),
+        ("final test loss", lambda r: _loss(r["final_test_loss"])),
+        ("train acc", lambda r: f"{r['final_train_acc']:.3f}"),
+        ("test acc", lambda r: f"{r['final_test_acc']:.3f}"),
+        ("train 99% at", _never("train_99_step")),
+        ("test 99% at", _never("test_99_step")),
+    ]},
+    {"title": "Digits (`digits/`): memorisation, the late rise of test accuracy and the parameter norm.",
+     "rows": lambda r: r["stage"] == "digits", "columns": [
+        ("weight decay", lambda r: fmt(r["wd"])),
+        ("seed", "seed"),
+        ("memorised at", _never("mem_step")),
+        ("test acc then", lambda r: None if r["plateau_test_acc"] is None else f"{r['plateau_test_acc']:.3f}"),
+        ("norm at step 0 → memorised", lambda r: f"{r['norm0']:.1f} → " + ("–" if r["mem_norm"] is None else f"{r['mem_norm']:.1f}")),
+        ("half of the test rise at", _never("jump_step")),
+        ("norm there", lambda r: None if r["jump_norm"] is None else f"{r['jump_norm']:.1f}"),
+        ("best test acc", lambda r: None if r["top_test_acc"] is None else f"{r['top_test_acc']:.3f}"),
+        ("final norm", lambda r: f"{r['final_norm']:.1f}"),
+    ]},
+]
 
 
 # ---- figures ------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ from typing import Sequence
 
 from interp import plots, runs
 from interp.config import PRESETS
-from interp.sweep import Spec, SweepError, read_results
+from interp.experiments.common import ok_rows, read_summary, results
+from interp.sweep import Spec, SweepError
+from interp.tables import fmt
 
 DESCRIPTION = "semi-grokking: long runs near the critical training-set size, plateaus of partial test accuracy (Varma et al. 2023)"
 LOW, HIGH, BAND, MIN_FRAC, MAX_DRIFT, TRAIN_LEVEL = 0.2, 0.9, 0.2, 0.25, 0.05, 0.99
@@ -118,25 +120,39 @@ def summarise(out: Path) -> list[dict]:
     """One row per finished member: its size and seed, the plateau found, and how the run ended."""
     out = Path(out)
     rows = []
-    for r in read_results(out):
-        if r["status"] != "ok":
-            continue
+    for r in ok_rows(out):
         m = runs.read_metrics(out / r["run"])
-        budget = int(r["final_step"])
+        budget = r["final_step"]
         pl = find_plateau([x["step"] for x in m], [x["train_acc"] for x in m], [x["test_acc"] for x in m], budget)
-        rows.append({"train_size": int(r["train_size"]), "seed": int(r["seed"]), "budget": budget, "train_99_step": pl["train_step"],
+        rows.append({"train_size": r["train_size"], "seed": r["seed"], "budget": budget, "train_99_step": pl["train_step"],
                      "plateau": pl["seen"], "plateau_start": pl["start"], "plateau_length": pl["length"],
                      "plateau_mean_test_acc": pl["mean"], "plateau_drift": pl["drift"], "plateau_to_end": pl["to_end"],
-                     "test_99_step": int(r["test_99_step"]) if r["test_99_step"] != "" else None,
-                     "final_test_acc": float(r["final_test_acc"])})
+                     "test_99_step": r["test_99_step"], "final_test_acc": float(r["final_test_acc"])})
     return rows
+
+
+def _stretch(r: dict) -> str:
+    if r["plateau_start"] is None:
+        return "none"
+    return f"{fmt(r['plateau_start'])}, {fmt(r['plateau_length'])}, {r['plateau_mean_test_acc']:.2f}, {r['plateau_drift']:+.2f}"
+
+
+TABLES = [{"columns": [
+    ("D", "train_size"),
+    ("seed", "seed"),
+    ("train acc ≥ 99% at", "train_99_step"),
+    ("longest partial stretch (start, length, mean, drift)", _stretch),
+    ("plateau?", "plateau"),
+    ("99% test acc at", lambda r: fmt(r["test_99_step"]) if r["test_99_step"] is not None else f"> {fmt(r['budget'])}"),
+    ("final test acc", lambda r: f"{r['final_test_acc']:.2f}"),
+]}]
 
 
 def caption(rows: list[dict]) -> str:
     """What the summary shows: how many members had a plateau, where, and how their runs ended."""
     if not rows:
         return "No finished members yet."
-    yes = lambda v: str(v) == "True"  # noqa: E731  (rows from summary.csv hold strings)
+    yes = bool  # rows from summarise or from summary.csv (interp.tables.read_csv): booleans either way
     seen = [r for r in rows if yes(r["plateau"])]
     sizes = sorted({int(r["train_size"]) for r in rows})
     out = [f"{len(rows)} members at training sizes {', '.join(map(str, sizes))}, {max(int(r['budget']) for r in rows)} steps each. "
@@ -148,7 +164,7 @@ def caption(rows: list[dict]) -> str:
         for r in seen:
             end = ("and lasts to the end of the run (a longer run would show whether it holds)" if yes(r["plateau_to_end"]) else
                    f"then test accuracy leaves it (final {float(r['final_test_acc']):.2f}"
-                   + (f", 99 % at step {r['test_99_step']})" if str(r["test_99_step"]) not in ("", "None") else ")"))
+                   + (f", 99 % at step {r['test_99_step']})" if r["test_99_step"] is not None else ")"))
             out.append(f"D = {r['train_size']}, seed {r['seed']}: plateau at mean test accuracy {float(r['plateau_mean_test_acc']):.2f} "
                        f"from step {r['plateau_start']} for {r['plateau_length']} steps, {end}.")
         to_end = sum(yes(r["plateau_to_end"]) for r in seen)
@@ -157,15 +173,18 @@ def caption(rows: list[dict]) -> str:
 
 
 def figures(out: Path) -> list:
-    from interp.report import Figure, _read_csv
+    from interp.report import Figure
 
     out = Path(out)
-    results = [r for r in read_results(out) if (out / r["run"]).is_dir()]
-    if not results:
+    done = [r for r in results(out) if (out / r["run"]).is_dir()]
+    if not done:
         return []
-    curves = {r["run"]: runs.read_metrics(out / r["run"]) for r in results}
-    groups = {r["run"]: f"D {r['train_size']}" for r in results}
+    curves = {r["run"]: runs.read_metrics(out / r["run"]) for r in done}
+    groups = {r["run"]: f"D {r['train_size']}" for r in done}
     fig = plots.member_curves(curves, groups, "test_acc", "test accuracy", "Semi-grokking: test accuracy of every member")
     for y in (LOW, HIGH):
         fig.add_hline(y=y, line=dict(dash="dot", color="grey", width=1))
-    return [Figure("semigrok", fig, caption(_read_csv(out / "summary.csv")) + " Dotted lines: the plateau band.")]
+    return [Figure("semigrok", fig, caption(read_summary(out)) + " Dotted lines: the plateau band.")]
+
+
+NOTES = caption  # the report's caption, below the docs' table

@@ -48,8 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import statistics
 from pathlib import Path
 
 import torch
@@ -57,8 +55,11 @@ from torch.func import functional_call
 
 from interp import plots, prune, runs
 from interp.config import PRESETS, ConfigError, TrainConfig
+from interp.experiments import common
+from interp.experiments.common import censored_median, ok_rows, spread
 from interp.model import build_model, loss_fn
-from interp.sweep import RUNS_DIR, Spec, read_results
+from interp.sweep import RUNS_DIR, Spec
+from interp.tables import RESULTS_FILE, fmt
 from interp.tasks import make_dataset
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,8 @@ def arm_steps(args: argparse.Namespace, dense: Spec) -> int:
 
 # ---- masks from the dense runs ------------------------------------------------------------------
 def first_step(rows: list[dict], key: str, threshold: float = THRESHOLD) -> int | None:
-    """The first evaluated step with ``rows[key] >= threshold`` (``None``: never)."""
-    return next((int(r["step"]) for r in rows if r[key] >= threshold), None)
+    """``interp.experiments.common.first_step`` at this experiment's threshold (95%)."""
+    return common.first_step(rows, key, threshold)
 
 
 def source_steps(metrics: list[dict], ckpts: list[int]) -> dict[str, int]:
@@ -223,13 +224,8 @@ def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
 def members(out: Path, method: str) -> list[Path]:
     """The finished run directories of ``method`` (its sweep, or its per-seed sweeps)."""
     d = Path(out) / method
-    sweeps = [d] if (d / "results.csv").is_file() else sorted(p for p in d.glob("seed*") if (p / "results.csv").is_file())
-    return [s / r["run"] for s in sweeps for r in read_results(s) if r["status"] == "ok"]
-
-
-def _median(xs: list[float]) -> float | None:
-    m = statistics.median(xs) if xs else math.inf
-    return m if math.isfinite(m) else None
+    sweeps = [d] if (d / RESULTS_FILE).is_file() else sorted(p for p in d.glob("seed*") if (p / RESULTS_FILE).is_file())
+    return [s / r["run"] for s in sweeps for r in ok_rows(s)]
 
 
 def summarise(out: Path) -> list[dict]:
@@ -245,21 +241,22 @@ def summarise(out: Path) -> list[dict]:
         metrics = [runs.read_metrics(d) for d in dirs]
         t_mem = [first_step(m, "train_acc") for m in metrics]
         t_gen = [first_step(m, "test_acc") for m in metrics]
-        mem, gen = sorted(t for t in t_mem if t is not None), sorted(t for t in t_gen if t is not None)
+        (_, mem_lo, mem_hi), (_, gen_lo, gen_hi) = spread(t_mem), spread(t_gen)
+        n_gen = sum(t is not None for t in t_gen)
         rows.append({
             "method": method,
             "k": None if method == "dense" or len(ks) != 1 else next(iter(ks)),
             "seeds": len(dirs),
             "budget": max(m[-1]["step"] for m in metrics),
-            "memorised": len(mem),
-            "median_t_mem": _median([t if t is not None else math.inf for t in t_mem]),
-            "min_t_mem": mem[0] if mem else None,
-            "max_t_mem": mem[-1] if mem else None,
-            "generalised": len(gen),
-            "never": len(dirs) - len(gen),
-            "median_t_gen": _median([t if t is not None else math.inf for t in t_gen]),
-            "min_t_gen": gen[0] if gen else None,
-            "max_t_gen": gen[-1] if gen else None,
+            "memorised": sum(t is not None for t in t_mem),
+            "median_t_mem": censored_median(t_mem),
+            "min_t_mem": mem_lo,
+            "max_t_mem": mem_hi,
+            "generalised": n_gen,
+            "never": len(dirs) - n_gen,
+            "median_t_gen": censored_median(t_gen),
+            "min_t_gen": gen_lo,
+            "max_t_gen": gen_hi,
             "speedup_vs_dense": None,
         })
     dense = next((r for r in rows if r["method"] == "dense"), None)
@@ -271,6 +268,26 @@ def summarise(out: Path) -> list[dict]:
 
 def _fmt(x) -> str:
     return "never" if x is None else f"{x:g}"
+
+
+def _median_range(r: dict, what: str) -> str:
+    """``650 (350–950)``; ``> budget`` for a median beyond the budget, with the range of the seeds that got there."""
+    lo, hi = r[f"min_{what}"], r[f"max_{what}"]
+    rng = "" if lo is None else f" ({fmt(lo)})" if lo == hi else f" ({fmt(lo)}–{fmt(hi)})"
+    med = r[f"median_{what}"]
+    return (fmt(med) if med is not None else f"> {fmt(r['budget'])}") + rng
+
+
+TABLES = [{"columns": [
+    ("method", "method"),
+    ("k", "k"),
+    ("seeds", "seeds"),
+    ("budget", "budget"),
+    ("t_mem median (range)", lambda r: _median_range(r, "t_mem")),
+    ("generalised", lambda r: f"{r['generalised']} of {r['seeds']}"),
+    ("t_gen median (range)", lambda r: _median_range(r, "t_gen")),
+    ("speed-up vs dense", lambda r: None if r["speedup_vs_dense"] is None else f"{r['speedup_vs_dense']:.2f}×"),
+]}]
 
 
 def figures(out: Path) -> list:

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 from pathlib import Path
 
 from interp import plots, runs
 from interp.config import PRESETS, TrainConfig
+from interp.experiments.common import group, is_sweep, median, ok_rows, read_summary, results, spread
 from interp.runs import RunError
-from interp.sweep import RUNS_DIR, Spec, SweepError, load_sweep, read_results
+from interp.sweep import RUNS_DIR, Spec, SweepError, load_sweep
+from interp.tables import fmt
 
 DESCRIPTION = "ungrokking: continue a grokked run on smaller training sets, final test accuracy vs D' (Varma et al. 2023)"
 SOURCE_STAGE, STAGE = "source", "continue"
@@ -129,30 +130,62 @@ def summarise(out: Path) -> list[dict]:
     d = Path(out) / STAGE
     _, members = load_sweep(d)
     n_pairs = next(m.config.n_examples for m in members if m.config)
-    by: dict[tuple[float, int], list[dict]] = {}
-    for r in read_results(d):
-        if r["status"] == "ok":
-            by.setdefault((float(r["wd"]), int(r["train_size"])), []).append(r)
     rows = []
-    for (wd, size), rs in sorted(by.items()):
-        test = [float(r["final_test_acc"]) for r in rs]
-        train = [float(r["final_train_acc"]) for r in rs]
-        budget = max(int(r["final_step"]) for r in rs)
+    for (wd, size), rs in group(ok_rows(d), lambda r: (float(r["wd"]), r["train_size"])).items():
+        test_med, test_lo, test_hi = spread(r["final_test_acc"] for r in rs)
+        train_med, train_lo, _ = spread(r["final_train_acc"] for r in rs)
         changes = []
         for r in rs:
             metrics = runs.read_metrics(d / r["run"])
             if metrics:
                 changes.append(metrics[-1]["test_acc"] - _acc_at(metrics, 0.8 * metrics[-1]["step"]))
         rows.append({"wd": wd, "train_size": size, "frac_of_pairs": size / n_pairs, "seeds": len(rs),
-                     "median_final_test_acc": statistics.median(test), "min_final_test_acc": min(test), "max_final_test_acc": max(test),
-                     "median_final_train_acc": statistics.median(train), "min_final_train_acc": min(train),
-                     "median_change_last_fifth": statistics.median(changes) if changes else None, "budget": budget})
+                     "median_final_test_acc": test_med, "min_final_test_acc": test_lo, "max_final_test_acc": test_hi,
+                     "median_final_train_acc": train_med, "min_final_train_acc": train_lo,
+                     "median_change_last_fifth": median(changes), "budget": max(r["final_step"] for r in rs)})
     return rows
+
+
+def _by_size(rows: list[dict]) -> list[dict]:
+    """One row per D', the weight decays side by side (the shape of the docs' table)."""
+    wds = sorted({r["wd"] for r in rows})
+    out = []
+    for size, rs in group(rows, "train_size").items():
+        by_wd = {r["wd"]: r for r in rs}
+        out.append({"train_size": size, "frac_of_pairs": rs[0]["frac_of_pairs"], "seeds": rs[0]["seeds"], "wds": wds, "by_wd": by_wd})
+    return out
+
+
+def _acc(r: dict | None) -> str | None:
+    if r is None:
+        return None
+    return f"{r['median_final_test_acc']:.3f} ({r['min_final_test_acc']:.3f}–{r['max_final_test_acc']:.3f})"
+
+
+def _columns(rows: list[dict]) -> list[tuple]:
+    """The docs' table (rows from ``_by_size``): per weight decay the median test accuracy (min–max),
+    then the change over the last fifth and the lowest final train accuracy."""
+    wds = rows[0]["wds"]
+
+    def acc(w):
+        return lambda r: _acc(r["by_wd"].get(w))
+
+    def change(r):
+        return " / ".join("–" if r["by_wd"].get(w) is None or r["by_wd"][w]["median_change_last_fifth"] is None
+                          else f"{r['by_wd'][w]['median_change_last_fifth']:+.3f}" for w in wds)
+
+    return ([("D′ (share of pairs)", lambda r: f"{r['train_size']} ({r['frac_of_pairs']:.1%})")]
+            + [(f"wd {fmt(w)}: median test acc (min–max)", acc(w)) for w in wds]
+            + [("change over the last fifth (" + " / ".join(f"wd {fmt(w)}" for w in wds) + ")", change),
+               ("lowest final train acc", lambda r: f"{min(x['min_final_train_acc'] for x in r['by_wd'].values()):.3f}")])
+
+
+TABLES = [{"transform": _by_size, "columns": _columns}]
 
 
 # ---- figure ------------------------------------------------------------------------------------------
 def _num(r: dict, k: str) -> float:
-    return float(r[k])
+    return float(r[k])  # the rows may come from summarise (numbers) or summary.csv (strings in older callers)
 
 
 def crossing(points: list[tuple[float, float]], level: float) -> float | None:
@@ -204,7 +237,7 @@ def caption(rows: list[dict]) -> str:
     low_train = min(_num(r, "min_final_train_acc") for r in rows)
     out.append(f"Every member fits its training set (final train accuracy >= {low_train:.3f})." if low_train >= 0.99 else
                f"The lowest final train accuracy is {low_train:.3f}.")
-    changes = [_num(r, "median_change_last_fifth") for r in rows if str(r.get("median_change_last_fifth", "")) != ""]
+    changes = [_num(r, "median_change_last_fifth") for r in rows if r.get("median_change_last_fifth") not in ("", None)]
     if changes:
         worst = max(changes, key=abs)
         out.append(f"Over the last fifth of the budget the median test accuracy changed by at most {abs(worst):.2f} at any point"
@@ -213,10 +246,10 @@ def caption(rows: list[dict]) -> str:
 
 
 def figures(out: Path) -> list:
-    from interp.report import Figure, _read_csv
+    from interp.report import Figure
 
     out = Path(out)
-    rows = _read_csv(out / "summary.csv")
+    rows = read_summary(out)
     figs = []
     if rows:
         series = {}
@@ -228,11 +261,14 @@ def figures(out: Path) -> list:
                                       "Ungrokking: final test accuracy against D'", log_x=True, y_range=(0, 1.05))
         figs.append(Figure("ungrok", fig, caption(rows)))
     d = out / STAGE
-    results = [r for r in read_results(d) if (d / r["run"]).is_dir()] if (d / "sweep.json").is_file() else []
-    if results:
-        curves = {r["run"]: runs.read_metrics(d / r["run"]) for r in results}
-        groups = {r["run"]: f"D' {r['train_size']}" for r in results}
+    done = [r for r in results(d) if (d / r["run"]).is_dir()] if is_sweep(d) else []
+    if done:
+        curves = {r["run"]: runs.read_metrics(d / r["run"]) for r in done}
+        groups = {r["run"]: f"D' {r['train_size']}" for r in done}
         figs.append(Figure("ungrok-curves", plots.member_curves(curves, groups, "test_acc", "test accuracy",
                                                                "Test accuracy of every continued member"),
                            f"Test accuracy against step for the {len(curves)} continued members (all weight decays), one colour per D'."))
     return figs
+
+
+NOTES = caption  # the report's caption, below the docs' table

@@ -1,0 +1,85 @@
+"""docs/: the generated parts equal their sources, and every experiment has a page with its measured tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from interp import docs, tables
+from interp.experiment import main as experiment_main
+from interp.experiment import markdown
+from interp.experiments import EXPERIMENTS
+from tests.test_experiments import fake_sweep
+
+
+def test_analysis_tables_page_is_the_analyze_docstring():
+    from interp import analyze
+
+    page = docs.ANALYSIS_PAGE.read_text()
+    assert page == docs.analysis_tables_page(), "run python -m interp.docs --write"
+    for column in ("cgen_efficiency", "restricted_loss", "frequencies.csv"):  # the docstring's content is on the page
+        assert column in analyze.__doc__ and column in page
+
+
+def test_every_generated_table_is_what_the_command_prints():
+    assert docs.stale() == [], "run python -m interp.docs --write"
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_has_a_page_with_generated_tables(name):
+    page = docs.DOCS / "experiments" / f"{name}.md"
+    text = page.read_text()
+    blocks = docs.BLOCK.findall(text)
+    assert blocks, f"{page}: no generated table"
+    for _, exp, data, _, _ in blocks:
+        assert exp == name
+        d = docs.ROOT / data
+        assert (d / tables.SUMMARY_FILE).is_file() and (d / tables.EXPERIMENT_FILE).is_file()
+        info = tables.provenance(d)
+        assert info["experiment"] == name and info["commit"] and info["machine"] and info["wall_s"] > 0
+
+
+def test_markdown_names_the_command_commit_machine_and_wall_time(tmp_path, capsys):
+    out = tmp_path / "s"
+    fake_sweep(out, {(0.3, 1): None, (0.3, 2): 400, (0.3, 3): None, (0.6, 1): 200, (0.6, 2): 1000, (0.6, 3): 300})
+    from interp.experiment import write_summary
+    from interp.experiments import datafrac
+
+    write_summary(out, datafrac.summarise(out))
+    (out / tables.EXPERIMENT_FILE).write_text(json.dumps({
+        "experiment": "datafrac", "argv": ["datafrac", "--quick", "--out", "x"], "command": "python -m interp.experiment datafrac --quick --out x",
+        "commit": "0123456789abcdef", "machine": "Some CPU, 2 cores", "wall_s": 794.4}))
+    assert experiment_main(["datafrac", "--markdown", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text == markdown("datafrac", out)
+    head, table = text.split("\n\n", 1)
+    assert "`python -m interp.experiment datafrac --quick --out x`" in head and "`0123456789`" in head
+    assert "Some CPU, 2 cores" in head and "13 min 14 s" in head
+    lines = table.strip().splitlines()
+    assert len(lines) == 2 + 2  # header, rule, one row per fraction
+    low, high = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
+    assert low[:5] == ["0.30", "50", "1 of 3", "> 500", "400–400"]  # 2 of 3 never: the median is beyond the budget
+    assert high[:5] == ["0.60", "101", "3 of 3", "300", "200–1 000"]
+
+
+def test_markdown_bad_input(tmp_path, capsys):
+    assert experiment_main(["datafrac", "--markdown", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--markdown" in err[0] and "summary.csv" in err[0]
+    assert experiment_main(["datafrac", "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0]
+
+
+def test_the_rebuilt_accelerate_summary_is_what_its_script_and_summarise_give(tmp_path):
+    """docs/data/accelerate/quick was rebuilt from a README table (its experiment.json says so): the script
+    that did it, run again through today's summarise, gives the stored summary."""
+    src = docs.ROOT / "docs/data/accelerate/quick"
+    subprocess.run([sys.executable, str(src / "rebuild.py"), str(tmp_path)], check=True, cwd=docs.ROOT,
+                   env={**os.environ, "PYTHONPATH": str(docs.ROOT)})
+    assert (tmp_path / tables.SUMMARY_FILE).read_text() == (src / tables.SUMMARY_FILE).read_text()
+    assert "rebuilt" in tables.provenance(src)["note"]
