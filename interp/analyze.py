@@ -153,6 +153,7 @@ from interp.device import resolve
 from interp.model import build_model, criterion, fast_applies, fast_logits, hooked_logits, to_device
 from interp.runs import Run, RunError
 from interp.speed import flush_denormals
+from interp.text import fmt_num, fmt_set, fmt_step
 from interp.train import split_metrics
 
 log = logging.getLogger(__name__)
@@ -625,24 +626,6 @@ def analysis_throughput(run_dir: str | Path, threads: int | None = 1) -> dict[st
 
 
 # ---- the README's results block ----------------------------------------------------------------
-def fmt_step(step: int | None) -> str:
-    """``10 500``-style step (``not reached`` for ``None``)."""
-    return "not reached" if step is None else f"{step:,}".replace(",", " ")
-
-
-def fmt_num(x: float) -> str:
-    """Three significant digits, thousands separated by a space (``0.0041``, ``24.6``, ``1 578``)."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{round(x):,}".replace(",", " ")
-    return f"{x:.3g}"
-
-
-def fmt_set(values) -> str:
-    return "{" + ", ".join(str(v) for v in values) + "}"
-
-
 def _at(rows: list[dict], step: int | None) -> dict | None:
     return next((r for r in rows if r["step"] == step), None)
 

@@ -370,7 +370,7 @@ def calibrate(run_dir: str | Path, cfg: LLCConfig, step: int | None = None, epsi
 # ---- words and the command line (python -m interp.analyze RUN --llc ...) ------------------------------
 def llc_sentence(llc_rows: list[dict], rows: list[dict], meta: dict) -> str:
     """The LLC's shape over training against the test loss, in words, from ``llc.csv`` and the analysis table."""
-    from interp.analyze import fmt_step
+    from interp.text import fmt_step
 
     if not llc_rows:
         return "No LLC was estimated (python -m interp.analyze RUN --llc)."

@@ -13,12 +13,22 @@ stored as float32, to keep the report of a long run small.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
+
+
+@dataclass
+class Figure:
+    """A figure of the report and its caption (written from the numbers it shows); ``key`` names it."""
+
+    key: str
+    fig: go.Figure
+    caption: str
 
 MAX_POINTS = 2000
 COLORS = qualitative.Plotly

@@ -41,6 +41,7 @@ from transformer_lens import HookedTransformer
 
 from analyses import fourier
 from interp import plots, runs
+from interp.plots import Figure
 from interp.cli import Parser
 from interp.analyze import analyze_run, check_analysable, fmt_num, fmt_set, fmt_step, load_frequency_table, load_irrep_table
 from interp.analyze import mechanism_sentence, stability_sentence
@@ -274,13 +275,6 @@ def caption_attention(v: RunView) -> str:
 
 
 # ---- figures ----------------------------------------------------------------------------------
-@dataclass
-class Figure:
-    key: str
-    fig: object
-    caption: str
-
-
 def efficiency_caption(views: list[RunView]) -> str:
     """The efficiency figure's caption: what its panels are, then the numbers of each run drawn."""
     parts = [CAPTIONS["efficiency"]]

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import pytest
 
 from interp import experiment, report
-from interp.report import Figure
+from interp.plots import Figure
 from interp.sweep import Spec, SweepError
 
 

@@ -21,7 +21,7 @@ train the tickets; or continue from a given run) defines instead of ``spec``:
     the sweep ``spec`` in ``DIR/stage`` with the command's backend flags and returns that sweep's
     outcome rows by member name. ``run`` returns all stages' rows, keyed ``"stage/name"``.
 
-Optionally ``figures(out_dir) -> list[interp.report.Figure]``: the experiment's own figures, which
+Optionally ``figures(out_dir) -> list[interp.plots.Figure]``: the experiment's own figures, which
 ``python -m interp.report DIR`` draws above the summary table (``DIR/experiment.json`` names the
 experiment, so the report knows which module to ask).
 

@@ -220,7 +220,7 @@ def summary_caption(rows: list[dict]) -> str:
 
 def figures(out: Path) -> list:
     from interp import plots
-    from interp.report import Figure
+    from interp.plots import Figure
 
     rows = summarise(out)
     if not rows:

@@ -288,7 +288,7 @@ def figures(out: Path) -> list:
     """Both measures against D for both families (each seed a point), the fitted C_mem line, C_gen's
     level and the D_crit estimate with its interval."""
     from interp.plots import crossing_panels
-    from interp.report import Figure
+    from interp.plots import Figure
 
     recs = read_members(out)
     if not recs:

@@ -206,7 +206,7 @@ def digits_caption(rows: list[dict]) -> str:
 
 def figures(out: Path) -> list:
     from interp import plots
-    from interp.report import Figure
+    from interp.plots import Figure
 
     figs = []
     lu = member_rows(out, "lu")

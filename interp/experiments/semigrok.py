@@ -173,7 +173,7 @@ def caption(rows: list[dict]) -> str:
 
 
 def figures(out: Path) -> list:
-    from interp.report import Figure
+    from interp.plots import Figure
 
     out = Path(out)
     done = [r for r in results(out) if (out / r["run"]).is_dir()]

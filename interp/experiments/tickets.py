@@ -291,7 +291,7 @@ TABLES = [{"columns": [
 
 
 def figures(out: Path) -> list:
-    from interp.report import Figure  # the report imports the experiments: import it late
+    from interp.plots import Figure
 
     curves = {m: [runs.read_metrics(d) for d in members(out, m)] for m in METHODS}
     curves = {m: c for m, c in curves.items() if c}

@@ -246,7 +246,7 @@ def caption(rows: list[dict]) -> str:
 
 
 def figures(out: Path) -> list:
-    from interp.report import Figure
+    from interp.plots import Figure
 
     out = Path(out)
     rows = read_summary(out)
