@@ -58,14 +58,11 @@ def markdown(name: str, out: Path) -> str:
     else:
         head = "no experiment.json: the command, commit, machine and wall time were not recorded"
     parts = [f"Made by {head}."]
-    for t in load(name).TABLES:
-        rs = [r for r in rows if t.get("rows", lambda r: True)(r)]
-        rs = t["transform"](rs) if rs and "transform" in t else rs
-        if not rs:
-            continue
-        if t.get("title"):
-            parts.append(t["title"])
-        parts.append(tables.markdown_table(rs, t["columns"](rs) if callable(t["columns"]) else t["columns"]))
+    for title, headers, cells in tables.experiment_tables(rows, load(name).TABLES):
+        if title:
+            parts.append(title)
+        parts.append("\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+                                 *("| " + " | ".join(c) + " |" for c in cells)]))
     notes = getattr(load(name), "NOTES", None)
     if notes is not None and rows:
         parts.append(f"The figure caption `python -m interp.report` writes from the same summary: {notes(rows)}")

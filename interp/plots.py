@@ -97,14 +97,16 @@ def _legend_rows(fig: go.Figure, width_px: int = 900) -> int:
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    extra = 22 * max(0, _legend_rows(fig) - 1)  # room above the plot for a legend of several rows
+    # the legend goes below the x-axis titles, at the bottom of the figure, where it cannot cover the
+    # title or the subplot titles (which sit above the plot area)
+    extra = 22 * _legend_rows(fig)
     fig.update_layout(
         title=dict(text=title, x=0.01, xanchor="left", y=1, yref="container", yanchor="top", pad=dict(t=12)),
         height=height + extra,
         autosize=True,
         font=FONT,
-        margin=dict(l=70, r=20, t=70 + extra, b=60),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        margin=dict(l=70, r=20, t=70, b=60 + extra),
+        legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0, xanchor="left", x=0.01),
         template="plotly_white",
     )
     return fig

@@ -27,6 +27,7 @@ import importlib.metadata as md
 import json
 import logging
 import math
+import re
 import platform
 import statistics
 import sys
@@ -40,7 +41,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from analyses import fourier
-from interp import plots, runs
+from interp import plots, runs, tables
 from interp.plots import Figure
 from interp.cli import Parser
 from interp.analyze import analyze_run, check_analysable, fmt_num, fmt_set, fmt_step, load_frequency_table, load_irrep_table
@@ -646,6 +647,31 @@ def sweep_figures(sweep_dir: Path) -> tuple[list[Figure], list[dict], list[dict]
     return figs, results, summary
 
 
+LONG_CELL = 60  # characters: a longer table cell (a list of flags, say) becomes a numbered note under its table
+
+
+def experiment_tables_html(mod, summary_path: Path) -> str:
+    """The experiment's own tables (its module's ``TABLES``, what ``--markdown`` prints) from its
+    ``summary.csv``, with every cell longer than ``LONG_CELL`` characters moved to a numbered note."""
+    parts = []
+    for ti, (title, headers, cells) in enumerate(tables.experiment_tables(tables.read_csv(summary_path), mod.TABLES), 1):
+        notes: list[str] = []
+
+        def td(c: str) -> str:
+            if len(c) <= LONG_CELL:
+                return f"<td>{_e(c)}</td>"
+            notes.append(c)
+            return f'<td class="note-ref"><a href="#table{ti}-note{len(notes)}">note {len(notes)}</a></td>'
+
+        body = "".join("<tr>" + "".join(td(c) for c in row) + "</tr>" for row in cells)
+        head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+        title = re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(title))  # the Markdown titles' code spans
+        parts.append((f"<p>{title}</p>" if title else "") + f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>')
+        if notes:
+            parts.append('<ol class="notes">' + "".join(f'<li id="table{ti}-note{i}">{_e(n)}</li>' for i, n in enumerate(notes, 1)) + "</ol>")
+    return "".join(parts)
+
+
 def _experiment_module(path: Path):
     """The ``interp.experiments`` module that wrote ``path`` (its ``experiment.json``), or None."""
     f = Path(path) / "experiment.json"
@@ -680,8 +706,14 @@ def render_sweep(sweep_dir: Path) -> tuple[str, int]:
         meta = (f"{len(figs)} figures. The experiment's sweeps are {', '.join(f'<code>{_e(s)}/</code>' for s in stages) or 'none yet'}; "
                 f"<code>python -m interp.report {_e(name)}/STAGE</code> draws one of them.")
         tail = ""
-    body = ("<h2>Summary</h2>" + _csv_table(summary) if summary else "") + "".join(_figure_html(n, f) for n, f in enumerate(figs, 1))
-    return _page(f"{'experiment' if mod else 'sweep'} {name}", meta, body + tail), len(figs)
+    if summary and mod is not None and hasattr(mod, "TABLES"):
+        table = (experiment_tables_html(mod, sweep_dir / tables.SUMMARY_FILE)
+                 + f"<details><summary>Every column of <code>{tables.SUMMARY_FILE}</code></summary>{_csv_table(summary)}</details>")
+    else:
+        table = _csv_table(summary)
+    body = ("<h2>Summary</h2>" + table if summary else "") + "".join(_figure_html(n, f) for n, f in enumerate(figs, 1))
+    title = f"{mod.__name__.rsplit('.', 1)[-1]}: {mod.DESCRIPTION}" if mod is not None else f"sweep {name}"
+    return _page(title, f"Directory <code>{_e(name)}</code>. " + meta, body + tail), len(figs)
 
 
 def is_sweep(path: Path) -> bool:

@@ -127,14 +127,30 @@ def duration(seconds: float) -> str:
 
 
 # ---- Markdown ----------------------------------------------------------------------------------
+def table_cell(r: dict, how) -> str:
+    """One cell of a reader's table: ``how`` is a column name or a function of the row; None is "–"."""
+    v = how(r) if callable(how) else r.get(how)
+    return "–" if v is None else v if isinstance(v, str) else fmt(v)
+
+
+def experiment_tables(rows: list[dict], specs: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """An experiment's ``TABLES`` (``interp.experiments``) applied to its summary rows: for each table
+    that has rows, ``(title, headers, cells)``. What ``--markdown`` prints and the report shows."""
+    out = []
+    for t in specs:
+        rs = [r for r in rows if t.get("rows", lambda r: True)(r)]
+        rs = t["transform"](rs) if rs and "transform" in t else rs
+        if not rs:
+            continue
+        columns = t["columns"](rs) if callable(t["columns"]) else t["columns"]
+        out.append((t.get("title", ""), [h for h, _ in columns], [[table_cell(r, how) for _, how in columns] for r in rs]))
+    return out
+
+
 def markdown_table(rows: list[dict], columns: list[tuple[str, object]]) -> str:
     """A Markdown table: ``columns`` is ``[(header, key or function of the row)]``; a None cell is "–"."""
-    def value(r, how):
-        v = how(r) if callable(how) else r.get(how)
-        return "–" if v is None else v if isinstance(v, str) else fmt(v)
-
     lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(value(r, how) for _, how in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(table_cell(r, how) for _, how in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -230,3 +231,35 @@ def test_report_of_the_default_run_is_small_and_fast(tmp_path):
     llc_figure = (ROOT / "checkpoints/mod_add_p113/analysis/llc.csv").is_file()  # drawn when interp.analyze --llc has run
     assert r["rendered"] == r["expected"] == OVERLAY_FIGURES + PER_RUN_FIGURES + llc_figure and not r["errors"] and not r["requests"], r
     assert r["seconds"] < 10, (r, build_s)
+
+
+def test_experiment_page_titles_the_experiment_and_moves_long_cells_to_notes(tiny_dcrit, tmp_path):
+    """An experiment directory's page: the experiment's name and question as its title, the module's
+    own tables (not every summary.csv column, those sit behind a details element), long cells as notes."""
+    from types import SimpleNamespace
+
+    from interp import tables
+    from interp.experiments import dcrit
+    from interp.report import LONG_CELL, experiment_tables_html, render_sweep
+
+    page, _ = render_sweep(tiny_dcrit[0])
+    assert f"<title>interp report: dcrit: {html.escape(dcrit.DESCRIPTION)}</title>" in page
+    assert "<details><summary>Every column of <code>summary.csv</code></summary>" in page
+    long = "seed 1: logits 55% in key subspace; test acc < 0.99; seed 2: logits 78% in key subspace"
+    assert len(long) > LONG_CELL
+    (tmp_path / "summary.csv").write_text(f"name,flags\na,\nb,{long}\n")
+    mod = SimpleNamespace(TABLES=[{"title": "Flags (`x`):", "columns": [("name", "name"), ("flags", lambda r: r["flags"] or "–")]}])
+    got = experiment_tables_html(mod, tmp_path / "summary.csv")
+    assert '<td class="note-ref"><a href="#table1-note1">note 1</a></td>' in got and "<td>–</td>" in got
+    assert '<li id="table1-note1">seed 1: logits 55% in key subspace; test acc &lt; 0.99;' in got
+    assert f"<td>{long}" not in got and "<p>Flags (<code>x</code>):</p>" in got
+    assert tables.experiment_tables(tables.read_csv(tmp_path / "summary.csv"), mod.TABLES)[0][1] == ["name", "flags"]
+
+
+def test_legends_sit_below_the_plots_not_over_their_titles():
+    from interp import plots
+
+    fig = plots.go.Figure([plots.go.Scatter(x=[0, 1], y=[0, 1], name=f"trace {i}") for i in range(3)])
+    fig = plots._layout(fig, "t", 400)
+    assert fig.layout.legend.yref == "container" and fig.layout.legend.y == 0 and fig.layout.legend.yanchor == "bottom"
+    assert fig.layout.margin.b >= 60 + 22 and fig.layout.margin.t == 70  # room below for the legend, none taken above
