@@ -656,15 +656,29 @@ def key_frequency_sentence(summary: dict) -> str:
     if n["small"]:
         small = ", ".join(f"{k} ({v})" for k, v in summary["small_clusters"].items())
         parts.append(f"{n['small']} pass the threshold for a frequency with too few neurons ({small})")
+    stable, stab = key_frequency_stability(summary)
+    return f"{head}; {', '.join(parts)}; {stab if stable else 'the set is not stable: ' + stab}"
+
+
+def key_frequency_stability(summary: dict) -> tuple[bool, str]:
+    """Whether the key-frequency set is the same at the nearby clustering thresholds and on the last
+    checkpoints, and in words: where it is the same, or each threshold and step that finds another set."""
+    keys = summary.get("key_frequencies", [])
     by_t, by_s = summary.get("key_frequencies_by_threshold", {}), summary.get("key_frequencies_by_step", {})
     if summary.get("key_frequencies_stable"):
-        stab = (f"the same set at thresholds {', '.join(by_t)} and on the last {len(by_s)} checkpoints "
-                f"(steps {', '.join(fmt_step(int(x)) for x in by_s)})")
-    else:
-        diff = [f"threshold {t}: {fmt_set(v)}" for t, v in by_t.items() if v != keys]
-        diff += [f"step {fmt_step(int(x))}: {fmt_set(v)}" for x, v in by_s.items() if v != keys]
-        stab = "the set is not stable: " + "; ".join(diff)
-    return f"{head}; {', '.join(parts)}; {stab}"
+        return True, (f"the same set at thresholds {', '.join(by_t)} and on the last {len(by_s)} checkpoints "
+                      f"(steps {', '.join(fmt_step(int(x)) for x in by_s)})")
+    diff = [f"threshold {t}: {fmt_set(v)}" for t, v in by_t.items() if v != keys]
+    diff += [f"step {fmt_step(int(x))}: {fmt_set(v)}" for x, v in by_s.items() if v != keys]
+    return False, "; ".join(diff)
+
+
+def loss_crossings(rows: list[dict], phases: dict) -> dict[str, dict | None]:
+    """The first checkpoints after memorisation where restricted and test loss fall below 1 and 0.1
+    (``restricted_1``, ``restricted_0.1``, ``test_1``, ``test_0.1``; rows, or None where never)."""
+    late = [r for r in rows if phases.get("memorised") is not None and r["step"] >= phases["memorised"]]
+    return {f"{col}_{lvl:g}": next((r for r in late if r[f"{col}_loss"] < lvl), None)
+            for col in ("restricted", "test") for lvl in (1, 0.1)}
 
 
 def mechanism_sentence(rows: list[dict], summary: dict) -> str:
@@ -735,9 +749,9 @@ def results_block(rows: list[dict], summary: dict, irrep_rows: list[dict] | None
         lines.append(f"- **Key frequencies** {key_frequency_sentence(summary)}; the embedding check (norm > max/4) gives "
                      f"{same}. The paper's model had {{14, 35, 41, 42, 52}}; other seeds find other sets.")
         late = [r for r in rows if ph["memorised"] is not None and r["step"] >= ph["memorised"]]
-        r1 = next((r for r in late if r["restricted_loss"] < 1), None)
-        r01 = next((r for r in late if r["restricted_loss"] < 0.1), None)
-        t1, t01 = _first(late, lambda r: r["test_loss"] < 1), _first(late, lambda r: r["test_loss"] < 0.1)
+        x = loss_crossings(rows, ph)
+        r1, r01 = x["restricted_1"], x["restricted_0.1"]
+        t1, t01 = (None if x[k] is None else x[k]["step"] for k in ("test_1", "test_0.1"))
         if r1 is not None:
             earlier = t1 is None or r1["step"] < t1
             there = f"test loss {fmt_num(r1['test_loss'])}"

@@ -45,7 +45,7 @@ from interp import plots, runs, tables
 from interp.plots import Figure
 from interp.cli import Parser
 from interp.analyze import analyze_run, check_analysable, fmt_num, fmt_set, fmt_step, load_frequency_table, load_irrep_table
-from interp.analyze import mechanism_sentence, stability_sentence
+from interp.analyze import key_frequency_stability, loss_crossings, mechanism_sentence, stability_sentence
 from interp.group_report import group_figures
 from interp.config import ConfigError
 from interp.runs import Run, RunError
@@ -182,9 +182,8 @@ def caption_progress(views: list[RunView]) -> str:
         if not (v.keys or v.summary.get("key_irreps")):  # a group/log-basis run: key irreps
             return "no key frequency was found, so restricted and excluded loss are not defined (not drawn)."
         ph = v.summary.get("phases", {})
-        late = [r for r in v.rows if ph.get("memorised") is not None and r["step"] >= ph["memorised"]]
-        r1 = next((r["step"] for r in late if r["restricted_loss"] < 1), None)
-        t1 = next((r["step"] for r in late if r["test_loss"] < 1), None)
+        x = loss_crossings(v.rows, ph)
+        r1, t1 = (None if x[k] is None else x[k]["step"] for k in ("restricted_1", "test_1"))
         out = (f"restricted loss (only the key-frequency part of the logits, test split) is first below 1 at step "
                f"{fmt_step(r1)}, test loss at step {fmt_step(t1)}. ")
         start, peak = _row(v, ph.get("circuit_formation_start")), _row(v, ph.get("cleanup_start"))
@@ -454,12 +453,8 @@ def _run_table(views: list[RunView]) -> str:
 
 def _stability(v: RunView) -> str:
     """Whether the key frequencies are the same at nearby clustering thresholds and on the last checkpoints."""
-    by_t, by_s = v.summary.get("key_frequencies_by_threshold", {}), v.summary.get("key_frequencies_by_step", {})
-    if v.summary.get("key_frequencies_stable"):
-        return f"yes: the same at thresholds {', '.join(by_t)} and on the last {len(by_s)} checkpoints"
-    keys = v.keys
-    return "no: " + "; ".join([f"threshold {t}: {fmt_set(k)}" for t, k in by_t.items() if k != keys]
-                              + [f"step {x}: {fmt_set(k)}" for x, k in by_s.items() if k != keys])
+    stable, text = key_frequency_stability(v.summary)
+    return f"{'yes' if stable else 'no'}: {text}"
 
 
 def _generator_versions() -> str:
