@@ -610,7 +610,7 @@ def sweep_figures(sweep_dir: Path) -> tuple[list[Figure], list[dict], list[dict]
     varied = [k for k in spec.grid if k not in SEED_FIELDS] or list(spec.grid)
     x = varied[0]
     ok = [r for r in results if r["status"] == "ok"]
-    budget = max((int(r["final_step"]) for r in ok), default=None)
+    budget = max((m.config.steps for m in members if m.config), default=None)  # stop_after_grok may end runs earlier
     points = [(float(r[x]), None if r["test_99_step"] == "" else int(r["test_99_step"])) for r in ok]
     figs = []
     if points:

@@ -202,3 +202,15 @@ def test_killing_a_sweep_kills_its_workers(tmp_path):
     time.sleep(3)
     alive = {c for c in children if os.path.exists(f"/proc/{c}") and open(f"/proc/{c}/stat").read().split()[2] != "Z"}
     assert not alive, f"worker processes {alive} outlived their sweep"
+
+
+def test_a_summary_reports_the_budget_not_where_stopped_members_ended(tmp_path, low_grok):
+    """datafrac's budget column (and the report's censoring line) is the configured steps, even when
+    stop_after_grok ended every member earlier."""
+    from interp.experiments import datafrac
+
+    base = {"task": "mod_add", **{k: v for k, v in tiny_config(**FAST, stop_after_grok=0).to_dict().items() if k not in ("task", "frac")}}
+    run_sweep(Spec(base, {"frac": [0.8], "seed": [1, 2]}), tmp_path / "s", progress=False, workers=1, pack_size=2)
+    ends = [runs.ended(d)["step"] for d in sorted((tmp_path / "s" / "runs").iterdir())]
+    assert max(ends) < FAST["steps"]
+    assert [r["budget"] for r in datafrac.summarise(tmp_path / "s")] == [FAST["steps"]]

@@ -57,6 +57,7 @@ def summarise(out: Path) -> list[dict]:
     """
     _, members = load_sweep(out)
     n_train = {f"runs/{m.name}": m.config.n_train for m in members if m.config}
+    budgets = {f"runs/{m.name}": m.config.steps for m in members if m.config}  # the budget (stop_after_grok may end a run earlier)
     rows = []
     for frac, rs in group(ok_rows(out), "frac").items():
         steps = [r["test_99_step"] for r in rs]
@@ -73,7 +74,7 @@ def summarise(out: Path) -> list[dict]:
             "max_test_99_step": hi,
             "median_train_99_step": median(r["train_99_step"] for r in rs),
             "median_final_test_acc": median(r["final_test_acc"] for r in rs),
-            "budget": max(r["final_step"] for r in rs),
+            "budget": max(budgets[r["run"]] for r in rs),
         })
     return rows
 

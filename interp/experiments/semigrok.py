@@ -122,7 +122,7 @@ def summarise(out: Path) -> list[dict]:
     rows = []
     for r in ok_rows(out):
         m = runs.read_metrics(out / r["run"])
-        budget = r["final_step"]
+        budget = runs.read_config(out / r["run"]).steps  # the budget, also for a member stop_after_grok ended earlier
         pl = find_plateau([x["step"] for x in m], [x["train_acc"] for x in m], [x["test_acc"] for x in m], budget)
         rows.append({"train_size": r["train_size"], "seed": r["seed"], "budget": budget, "train_99_step": pl["train_step"],
                      "plateau": pl["seen"], "plateau_start": pl["start"], "plateau_length": pl["length"],
