@@ -43,7 +43,7 @@ from typing import Sequence
 from interp import plots, runs
 from interp.config import PRESETS
 from interp.experiments.common import ok_rows, read_summary, results
-from interp.sweep import Spec, SweepError
+from interp.sweep import Spec, SweepError, load_sweep
 from interp.tables import fmt
 
 DESCRIPTION = "semi-grokking: long runs near the critical training-set size, plateaus of partial test accuracy (Varma et al. 2023)"
@@ -119,10 +119,12 @@ def find_plateau(steps: Sequence[int], train_acc: Sequence[float], test_acc: Seq
 def summarise(out: Path) -> list[dict]:
     """One row per finished member: its size and seed, the plateau found, and how the run ended."""
     out = Path(out)
+    # the budget is the configured steps, also for a member that stop_after_grok ended earlier
+    budgets = {f"runs/{m.name}": m.config.steps for m in load_sweep(out)[1] if m.config}
     rows = []
     for r in ok_rows(out):
         m = runs.read_metrics(out / r["run"])
-        budget = runs.read_config(out / r["run"]).steps  # the budget, also for a member stop_after_grok ended earlier
+        budget = budgets[r["run"]]
         pl = find_plateau([x["step"] for x in m], [x["train_acc"] for x in m], [x["test_acc"] for x in m], budget)
         rows.append({"train_size": r["train_size"], "seed": r["seed"], "budget": budget, "train_99_step": pl["train_step"],
                      "plateau": pl["seen"], "plateau_start": pl["start"], "plateau_length": pl["length"],
