@@ -164,7 +164,6 @@ def split_parameters(model: HookedTransformer, key_freqs: list[int], gen_neurons
     p = model.cfg.d_vocab_out
     P_key, P_other, P_const = residue_projectors(p, key_freqs)
     gen, mem, shared = {}, {}, {}
-    neuron_axis = {"blocks.0.mlp.W_in": 1, "blocks.0.mlp.b_in": 0, "blocks.0.mlp.W_out": 0}
     for name, param in model.named_parameters():
         w = param.detach().to(torch.float64)
         if name == "embed.W_E":
@@ -173,13 +172,20 @@ def split_parameters(model: HookedTransformer, key_freqs: list[int], gen_neurons
             shared[name + "[p:]"] = w[p:]
         elif name in ("unembed.W_U", "unembed.b_U"):  # class axis last
             gen[name], mem[name], shared[name] = w @ P_key, w @ P_other, w @ P_const
-        elif name in neuron_axis:
-            ax = neuron_axis[name]
-            gen[name] = w.index_select(ax, torch.nonzero(gen_neurons).flatten())
-            mem[name] = w.index_select(ax, torch.nonzero(~gen_neurons).flatten())
+        elif name in NEURON_AXIS:
+            gen[name], mem[name] = split_neurons(w, NEURON_AXIS[name], gen_neurons)
         else:
             shared[name] = w
     return ParameterSplit(gen, mem, shared)
+
+
+NEURON_AXIS = {"blocks.0.mlp.W_in": 1, "blocks.0.mlp.b_in": 0, "blocks.0.mlp.W_out": 0}  # the MLP neuron axis of each tensor
+
+
+def split_neurons(w: Tensor, axis: int, gen_neurons: Bool[Tensor, "d_mlp"]) -> tuple[Tensor, Tensor]:
+    """``w``'s slices along its neuron ``axis`` that belong to C_gen's neurons and to the rest (C_mem)."""
+    return (w.index_select(axis, torch.nonzero(gen_neurons).flatten()),
+            w.index_select(axis, torch.nonzero(~gen_neurons).flatten()))
 
 
 @torch.no_grad()

@@ -692,7 +692,6 @@ def split_parameters(model, view: GroupView, B: Float[Tensor, "n n"], owner: Int
     P_const = projector(B, owner, [0])
     tok, cls = view.tokens, view.classes
     gen, mem, shared = {}, {}, {}
-    neuron_axis = {"blocks.0.mlp.W_in": 1, "blocks.0.mlp.b_in": 0, "blocks.0.mlp.W_out": 0}
     for name, param in model.named_parameters():
         w = param.detach().to(torch.float64)
         if name == "embed.W_E":
@@ -707,10 +706,8 @@ def split_parameters(model, view: GroupView, B: Float[Tensor, "n n"], owner: Int
             rest = torch.ones(w.shape[-1], dtype=torch.bool)
             rest[cls] = False
             shared[name + "[rest]"] = w[..., rest]
-        elif name in neuron_axis:
-            ax = neuron_axis[name]
-            gen[name] = w.index_select(ax, torch.nonzero(gen_neurons).flatten())
-            mem[name] = w.index_select(ax, torch.nonzero(~gen_neurons).flatten())
+        elif name in efficiency.NEURON_AXIS:
+            gen[name], mem[name] = efficiency.split_neurons(w, efficiency.NEURON_AXIS[name], gen_neurons)
         else:
             shared[name] = w
     return efficiency.ParameterSplit(gen, mem, shared)

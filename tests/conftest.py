@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs 2 workers on 2 cores: one torch thread each (also
     os.environ["OMP_NUM_THREADS"] = "1"    # for the subprocesses tests start), else OpenMP threads oversubscribe the cores
@@ -28,6 +29,14 @@ def tiny_run(tmp_path_factory):
     """A finished tiny run directory (p = 13, 40 steps)."""
     out = tmp_path_factory.mktemp("runs") / "tiny"
     return train(tiny_config(), out, progress=False)
+
+
+@pytest.fixture
+def tiny_copy(tiny_run, tmp_path):
+    """A writable copy of ``tiny_run`` (for tests that analyse it or change it)."""
+    dst = tmp_path / "tiny"
+    shutil.copytree(tiny_run, dst)
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -36,13 +36,6 @@ def fixed_key_frequencies(monkeypatch, keys):
     monkeypatch.setattr(analyze, "key_frequency_summary", fake_summary)
 
 
-@pytest.fixture
-def tiny_copy(tiny_run, tmp_path):
-    dst = tmp_path / "tiny"
-    shutil.copytree(tiny_run, dst)
-    return dst
-
-
 def test_tables_of_a_tiny_run(tiny_copy):
     rows, summary = analyze_run(tiny_copy)
     assert summary["key_frequencies"] == []  # 40 steps form no circuit; the columns are computed all the same

@@ -1,7 +1,6 @@
 """The stability and clock/pizza columns of python -m interp.analyze: recomputed by other routes."""
 
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -14,13 +13,6 @@ from interp.analyze import analyze_run, load_analysis, main, mechanism_sentence,
 from interp.model import fast_logits
 from interp.train import train
 from tests.conftest import tiny_config
-
-
-@pytest.fixture
-def tiny_copy(tiny_run, tmp_path):
-    dst = tmp_path / "tiny"
-    shutil.copytree(tiny_run, dst)
-    return dst
 
 
 def test_columns_of_the_final_checkpoint_by_other_routes(tiny_copy):

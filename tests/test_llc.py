@@ -13,13 +13,6 @@ from interp.analyze import main  # noqa: E402
 FAST = llc.LLCConfig(chains=2, draws=12, batch_size=32)
 
 
-@pytest.fixture
-def tiny_copy(tiny_run, tmp_path):
-    dst = tmp_path / "tiny"
-    shutil.copytree(tiny_run, dst)
-    return dst
-
-
 def test_llc_rows_are_finite_deterministic_and_cached(tiny_copy):
     rows = llc.run_llc(tiny_copy, FAST, every=2)
     assert [r["step"] for r in rows] == [0, 20, 40]  # every 2nd of 0..40 and the last
