@@ -478,7 +478,7 @@ def caption(rows: list[dict]) -> str:
         if r["median_t_gen"] is None:
             parts.append(f"{m}: {reached}, so no median.")
             continue
-        speed = f", {r['speedup_vs_dense']:g}x sooner than dense" if r["speedup_vs_dense"] and m != "dense" else ""
+        speed = f", speed-up vs dense {r['speedup_vs_dense']:g}x" if r["speedup_vs_dense"] and m != "dense" else ""
         parts.append(f"{m}: median t_gen {_fmt(r['median_t_gen'])} ({reached}{speed}).")
     return " ".join(parts)
 
