@@ -364,3 +364,21 @@ def test_omnigrok_bad_input_exits_2_in_one_line_and_writes_nothing(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0]
     assert [p.name for p in out.iterdir()] == [omnigrok.ALPHA_FILE]
+
+
+def test_alpha_columns_and_the_run_nearest_omnigroks_alpha():
+    cfg = TrainConfig(seed=1)
+    facts = omnigrok.alpha_facts(cfg, "original")
+    assert facts["init_scale_per_alpha"] == facts["ratio_original_to_here"] == pytest.approx(facts["init_norm_original"] / facts["init_norm_here"])
+    member = cfg.replace(init_scale=round(0.8 * facts["init_scale_per_alpha"], 6))
+    cols = omnigrok.alpha_columns(member, facts)
+    assert cols["alpha"] == 0.8 and cols["alpha_relative_to"] == "original" and cols["alpha_original"] == pytest.approx(0.8, rel=1e-6)
+    assert omnigrok.alpha_columns(member, {"relative_to": "this", "init_scale_per_alpha": 1.0})["alpha"] == member.init_scale
+    # the caption's highlighted run is the grid value nearest Omnigrok's 0.8 in the original code's terms
+    rows = [{"init_scale": a, "alpha": a, "alpha_original": a * 0.8, "seed": 1, "steps": 100, "train_99_step": 10, "test_99_step": None,
+             "final_train_acc": 1.0, "final_test_acc": 0.5} for a in (0.8, 1.0, 1.5)]
+    assert [r["alpha"] for r in omnigrok.paper_alpha_rows(rows)] == [1.0]
+    assert "Nearest Omnigrok's alpha = 0.8: alpha 1 (0.8 x the original init norm) seed 1" in omnigrok.gap_caption(rows)
+    # rows without alpha_original (summaries written before it was recorded): the run at init_scale 0.8
+    old = [{k: v for k, v in r.items() if k not in ("alpha", "alpha_original")} for r in rows]
+    assert [r["init_scale"] for r in omnigrok.paper_alpha_rows(old)] == [0.8]

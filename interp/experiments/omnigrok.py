@@ -186,7 +186,7 @@ def alpha_columns(cfg: TrainConfig, facts: dict) -> dict:
     if cfg.model_kind != "transformer":
         return {"p": None, "alpha": None, "alpha_relative_to": None, "alpha_original": None, "init_norm_here": None, "init_norm_original": None}
     here, orig = this_init_norm(cfg), original_init_norm(cfg)
-    return {"p": cfg.p, "alpha": round(cfg.init_scale / facts["init_scale_per_alpha"], 4), "alpha_relative_to": facts["relative_to"],
+    return {"p": cfg.p, "alpha": cfg.init_scale if facts["init_scale_per_alpha"] == 1.0 else round(cfg.init_scale / facts["init_scale_per_alpha"], 6), "alpha_relative_to": facts["relative_to"],
             "alpha_original": cfg.init_scale * here / orig, "init_norm_here": here, "init_norm_original": orig}
 
 
