@@ -1,8 +1,8 @@
 """The digits MLP task, the MSE loss, the jump and survival estimates, and the omnigrok / accelerate experiments."""
 
 import html
-import statistics
 import json
+import statistics
 from argparse import Namespace
 
 import pytest

@@ -1,7 +1,6 @@
 """The tickets experiment: its summary (a known answer), checkpoints and masks, bad input, a tiny real run."""
 
 import json
-
 from argparse import Namespace
 
 import pytest

@@ -471,8 +471,8 @@ def labels(rows: list[dict]) -> list[str]:
 
 def caption(rows: list[dict]) -> str:
     """The figure's caption, every number from the summary ``rows``."""
-    parts = [f"Test accuracy against step, the median over seeds per method (band: lowest to highest seed); "
-             f"t_gen is the first evaluation with test accuracy >= {THRESHOLD:.0%}. {tickets_note(rows)}"]
+    parts = [(f"Test accuracy against step, the median over seeds per method (band: lowest to highest seed); "
+              f"t_gen is the first evaluation with test accuracy >= {THRESHOLD:.0%}. {tickets_note(rows)}")]
     for m, r in zip(labels(rows), rows):
         reached = f"{r['generalised']} of {r['seeds']} seeds generalised within {fmt(r['budget'])} steps"
         if r["median_t_gen"] is None:
