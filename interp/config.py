@@ -82,7 +82,7 @@ class TrainConfig:
     task: str = field(default="mod_add", metadata={"help": "the binary operation, mod p"})
     p: int = field(default=113, metadata={"help": "the modulus; '=' is token id p (a group task: the group's order, set for you)"})
     frac: float = field(default=0.3, metadata={"help": "fraction of all pairs used for training, in (0, 1); ignored when --train-size is given"})
-    train_size: int | None = field(default=None, metadata={"help": "number of training pairs (instead of --frac); the split is the same seeded permutation, so a smaller size is a prefix of a larger one"})
+    train_size: int | None = field(default=None, metadata={"help": "number of training pairs (instead of --frac); the split is the same seeded permutation, so a smaller size is a prefix of a larger one; all pairs leave no test split and the test metrics are NaN"})
     label_noise: float = field(default=0.0, metadata={"help": "fraction of the training pairs whose label is replaced by a seeded uniform random label (1.0: all random; test labels stay true)"})
     steps: int = field(default=15000, metadata={"help": "number of full-batch optimiser steps"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
@@ -140,8 +140,9 @@ class TrainConfig:
             bad("p", "mod_div needs a prime modulus (division by b needs b to be invertible)")
         if not 0.0 < self.frac < 1.0:
             bad("frac", "must lie strictly between 0 and 1")
-        if self.train_size is not None and not 1 <= self.train_size < self.n_examples:
-            bad("train_size", f"must lie in [1, {self.n_examples - 1}] ({self.task} mod {self.p} has {self.n_examples} pairs)")
+        if self.train_size is not None and not 1 <= self.train_size <= self.n_examples:
+            bad("train_size", f"must lie in [1, {self.n_examples}] ({self.task} mod {self.p} has {self.n_examples} pairs; "
+                              "all of them leave no test split)")
         if not 0.0 <= self.label_noise <= 1.0:
             bad("label_noise", "must lie in [0, 1]")
         for name in ("steps", "warmup"):
