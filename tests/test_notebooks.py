@@ -66,9 +66,9 @@ def check_04(text: str, rows: list[dict], summary: dict) -> None:
     ungrok_dir = Path(os.environ["INTERP_UNGROK"])
     with open(ungrok_dir / "summary.csv", newline="") as f:
         usum = list(csv.DictReader(f))
-    printed = re.findall(r"^\s*(\S+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", text, re.M)
-    assert [(float(w), int(d), int(n), float(med), float(lo), float(hi)) for w, d, n, med, lo, hi, _ in printed] == [
-        (float(r["wd"]), int(r["train_size"]), int(r["seeds"]), round(float(r["median_final_test_acc"]), 3),
+    printed = re.findall(r"^\s*(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", text, re.M)
+    assert [(float(w), int(d), int(n), int(b), float(med), float(lo), float(hi)) for w, d, n, b, med, lo, hi, _ in printed] == [
+        (float(r["wd"]), int(r["train_size"]), int(r["seeds"]), int(r["budget"]), round(float(r["median_final_test_acc"]), 3),
          round(float(r["min_final_test_acc"]), 3), round(float(r["max_final_test_acc"]), 3)) for r in usum]
     from interp.experiments import ungrok
     assert ungrok.figures(ungrok_dir)[0].caption in text
