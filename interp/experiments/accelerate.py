@@ -318,7 +318,7 @@ def summary_caption(rows: list[dict]) -> str:
         base = [r for r in rs if r["arm"] in baselines and r["median_test_99_step"] is not None]
         if base:
             b = min(base, key=lambda r: r["median_test_99_step"])
-            cap += f"Its better baseline is {b['arm']} (median {b['median_test_99_step']:g}). "
+            cap += f"The better baseline is {b['arm']} (median {b['median_test_99_step']:g}). "
             fast = [r for r in rs if r["speedup_vs_best_baseline"] is not None and r["arm"] not in baselines]
             if fast:
                 top = max(fast, key=lambda r: r["speedup_vs_best_baseline"])
