@@ -161,7 +161,8 @@ def ticket_arm(base: dict, tickets: Path | None) -> dict | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--p", type=int, default=None, help="modulus (default: 59 with --quick, else 113)")
+    p.add_argument("--p", type=int, default=None, help="modulus of the canonical group (default: 59 with --quick, else 113); "
+                                                       "the Grokfast group keeps Grokfast's p = 97")
     p.add_argument("--tickets", type=Path, default=None, metavar="DIR",
                    help="a finished `interp.experiment tickets` directory of the same model: adds its tickets as an arm")
 
