@@ -207,3 +207,21 @@ def test_semigrok_bad_dcrit_and_proxy_exit_2_with_one_line(tmp_path, capsys):
     one_line_error(capsys, ["semigrok", "--quick", "--proxy", "--out", str(out)], out, "--proxy", "full version")
     one_line_error(capsys, ["semigrok", "--quick", "--dcrit", str(tmp_path / "d"), "--out", str(out)], out, "--dcrit", "full version")
     one_line_error(capsys, ["semigrok", "--dcrit", str(tmp_path / "d"), "--steps", "0", "--out", str(out)], out, "--steps 0")
+
+
+def test_accelerate_full_version_end_to_end_tiny(tmp_path, monkeypatch):
+    """Both groups train (the float32 control and the Grokfast group's 2-layer LayerNorm mini-batch model
+    through interp.train), and the summary reads every arm's float32 collapse from its metrics."""
+    base = {**tiny_config().to_dict(), "steps": 20, "eval_every": 10, "save_every": 20, "stop_after_grok": None}
+    base.pop("seed")
+    monkeypatch.setattr(accelerate, "settings", lambda args: (base, [1]))
+    monkeypatch.setattr(accelerate, "GROKFAST_BASE", {**accelerate.GROKFAST_BASE, "p": 13, "d_model": 32, "d_mlp": 64, "batch_size": 32,
+                                                      "steps": 20, "eval_every": 10, "save_every": 20})
+    out = tmp_path / "full"
+    assert experiment_main(["accelerate", "--out", str(out), "--quiet", "--workers", "1"]) == 0
+    rows = {r["arm"]: r for r in tables.read_csv(out / tables.SUMMARY_FILE)}
+    assert list(rows) == list(accelerate.specs(Namespace(quick=False, p=None)))
+    assert all(r["max_collapse_frac"] is not None and r["budget"] == 20 for r in rows.values())
+    assert runs.read_config(out / "softmax32_wd0" / "runs" / "seed1").loss == "softmax32"
+    gf = runs.read_config(out / "gf_grokfast_ema" / "runs" / "seed1")
+    assert (gf.n_layers, gf.normalization, gf.batch_size, gf.engine, gf.task) == (2, "LN", 32, "hooked", "mod_mul")
