@@ -186,6 +186,17 @@ def test_read_dcrit_refuses_what_it_cannot_centre_on(tmp_path, kw, message):
         semigrok.read_dcrit(tmp_path / "nothing")
 
 
+def test_read_dcrit_takes_the_row_at_weight_decay_1_when_there_is_one_per_weight_decay(tmp_path):
+    d = tmp_path / "wds"
+    d.mkdir()
+    (d / tables.SUMMARY_FILE).write_text("row,measure,primary,status,dcrit,dcrit_lo,dcrit_hi,wd\n"
+                                         + "".join(f"D_crit,norm_at_loss,True,crossed,{x},{x - 100},{x + 100},{w}\n"
+                                                   for w, x in ((0.5, 700), (1.0, 900), (2.0, 1100))))
+    assert semigrok.read_dcrit(d)["dcrit"] == 900.0
+    with pytest.raises(SweepError, match="no primary D_crit row .*wd 3"):
+        semigrok.read_dcrit(d, wd=3.0)
+
+
 def test_semigrok_full_grid_is_centred_on_dcrit_and_the_proxy_is_labelled(tmp_path):
     d = dcrit_dir(tmp_path, p=113)
     full = semigrok.spec(Namespace(quick=False, dcrit=d, proxy=False, steps=None))

@@ -83,11 +83,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "not the paper's setting")
 
 
-def read_dcrit(d: Path, p: int | None = None) -> dict:
+def read_dcrit(d: Path, p: int | None = None, wd: float = 1.0) -> dict:
     """The primary D_crit measured by a ``dcrit`` experiment in ``d``: ``{"dcrit", "lo", "hi", "measure", "p"}``.
 
     Reads ``d/summary.csv``'s row whose ``row`` is ``D_crit`` and ``primary`` is true (its ``dcrit``,
-    ``dcrit_lo``, ``dcrit_hi`` columns; ``lo``/``hi`` None where not finite). ``p`` is the modulus of
+    ``dcrit_lo``, ``dcrit_hi`` columns; ``lo``/``hi`` None where not finite); where the summary has one
+    such row per weight decay (a ``wd`` column), the row at ``wd`` (the paper's 1; the proxy uses it
+    too, assuming D_crit does not move with the weight decay). ``p`` is the modulus of
     the experiment's stages, read from the ``sweep.json`` of its stage directories when they are
     there (None otherwise); when given, the argument ``p`` must match it.
 
@@ -103,8 +105,13 @@ def read_dcrit(d: Path, p: int | None = None) -> dict:
     if not rows:
         raise SweepError(f"--dcrit {d}: no {tables.SUMMARY_FILE} there (run `python -m interp.experiment dcrit --out {d}` first)")
     prim = [r for r in rows if r.get("row") == "D_crit" and r.get("primary") is True]
+    if len(prim) > 1 and any(r.get("wd") is not None for r in prim):
+        prim = [r for r in prim if r.get("wd") == wd]
     if not prim:
-        raise SweepError(f"--dcrit {d}: its {tables.SUMMARY_FILE} has no primary D_crit row (row D_crit, primary True)")
+        raise SweepError(f"--dcrit {d}: its {tables.SUMMARY_FILE} has no primary D_crit row (row D_crit, primary True"
+                         + (f", wd {wd:g})" if "wd" in rows[0] else ")"))
+    if len(prim) > 1:
+        raise SweepError(f"--dcrit {d}: its {tables.SUMMARY_FILE} has {len(prim)} primary D_crit rows; expected one")
     r = prim[0]
 
     def finite(x) -> float | None:
