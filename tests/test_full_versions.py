@@ -137,7 +137,7 @@ def test_datafrac_full_version_is_powers_setting_and_canonical_stays_an_option()
     b = s.base
     assert (b["task"], b["p"], b["n_layers"], b["d_model"], b["n_heads"], b["normalization"], b["batch_size"], b["warmup"]) == \
         ("mod_add", 97, 2, 128, 4, "LN", 512, 10)
-    assert (b["lr"], b["wd"], b["steps"], b["stop_after_grok"]) == (1e-3, 1.0, 100_000, 1000)
+    assert (b["lr"], b["wd"], b["steps"], b["stop_after_grok"], b["freeze_biases"]) == (1e-3, 1.0, 100_000, 1000, True)
     cfg = expand(s)[0].config
     assert cfg is not None and not stackable(cfg) and not cfg.full_batch
     c = datafrac.spec(Namespace(quick=False, p=None, setting="canonical")).base

@@ -13,7 +13,7 @@ lr 3e-3, weight decay 1), fractions 0.2-0.8, 3 seeds, 4 000 steps.
 The full version has two settings (``--setting``):
 
 ``power`` (the default): Power et al.'s setting: p = 97, a 2-layer transformer (width 128, 4 heads,
-MLP 512) with LayerNorm and trained biases, mini-batches of 512, AdamW lr 1e-3, weight decay 1,
+MLP 512, ReLU) with LayerNorm and, as in their code, no biases in its linear layers, mini-batches of 512, AdamW lr 1e-3, weight decay 1,
 betas (0.9, 0.98), 10 warm-up steps, a budget of 10^5 steps; fractions 0.2-0.8, 3 seeds. Every
 member trains alone through the hooked engine (the stack and the fast path take the 1-layer
 full-batch model only).
@@ -47,7 +47,8 @@ SUMMARY_COLUMNS = ["frac", "n_train", "seeds", "generalised", "never", "median_t
 SETTINGS = ("power", "canonical")
 # Power et al. 2022 (and the openai/grok code): 2 layers, width 128, 4 heads, LayerNorm, AdamW lr 1e-3, weight decay 1,
 # betas (0.9, 0.98), 10 warm-up steps, batch 512, 10^5 steps, p = 97.
-POWER = {"p": 97, "n_layers": 2, "d_model": 128, "n_heads": 4, "d_mlp": 512, "normalization": "LN", "freeze_biases": False,
+# Their linear layers have no biases: freeze_biases (the default) keeps those at 0 and trains LayerNorm's gain and bias.
+POWER = {"p": 97, "n_layers": 2, "d_model": 128, "n_heads": 4, "d_mlp": 512, "normalization": "LN", "freeze_biases": True,
          "batch_size": 512, "warmup": 10, "lr": 1e-3, "wd": 1.0, "beta1": 0.9, "beta2": 0.98,
          "steps": 100_000, "eval_every": 100, "save_every": 10_000, "stop_after_grok": 1000}
 CANONICAL = {"p": 113, "steps": 20000, "eval_every": 100, "save_every": 2000, "stop_after_grok": 1000}
