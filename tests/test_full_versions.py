@@ -236,3 +236,6 @@ def test_accelerate_full_version_end_to_end_tiny(tmp_path, monkeypatch):
     assert runs.read_config(out / "softmax32_wd0" / "runs" / "seed1").loss == "softmax32"
     gf = runs.read_config(out / "gf_grokfast_ema" / "runs" / "seed1")
     assert (gf.n_layers, gf.normalization, gf.batch_size, gf.engine, gf.task) == (2, "LN", 32, "hooked", "mod_mul")
+    figs = {f.key: f for f in accelerate.figures(out)}
+    assert {"accelerate-survival", "accelerate-curves", "accelerate-collapse"} <= set(figs)
+    assert "Grokfast-setting group (20 steps)" in figs["accelerate-survival"].caption

@@ -48,8 +48,11 @@ Float32 softmax collapse, per arm, from the members' ``metrics.jsonl`` (``interp
 at every evaluation whatever the loss): the largest fraction of training examples whose float32
 softmax gave the correct class probability exactly 1 (``max_collapse_frac``) and whose float32 loss
 term was exactly 0 (``max_zero_loss_frac``), over seeds and evaluations, and the median over seeds
-of the final evaluation's collapse fraction. Read against ``softmax32_wd0`` and ``stablemax`` they
-show whether the float32 control collapsed and whether that is what stalled it.
+of the final evaluation's collapse fraction. For ``softmax32_wd0`` they say whether the float32
+control collapsed (and so lost its gradient) while it stalled; ``softmax_wd0`` shows the same
+float32 diagnostic of a run whose float64 loss still has a gradient there. For ``stablemax`` they
+describe the float32 softmax of its logits, which its loss does not use: StableMax lets the logits
+grow large, so its column can read near 1 while its own loss is finite.
 
 ``--quick``: the small preset (p = 59, 40% of the pairs, d_model 64, d_mlp 256, lr 3e-3, weight
 decay 1), the canonical group without the two softmax controls, 3 seeds, 4 000 steps, evaluated
@@ -330,6 +333,8 @@ def summary_caption(rows: list[dict]) -> str:
     if coll:
         cap += ("Float32 softmax collapse on the training set (largest fraction over seeds and evaluations, final median): "
                 + "; ".join(f"{r['arm']} {r['max_collapse_frac']:.3f}, {r['final_collapse_frac']:.3f}" for r in coll) + ". ")
+        if any(r["arm"] == "stablemax" for r in coll):
+            cap += "StableMax's is the float32 softmax of its logits, which its own loss does not use. "
     if not any(r["arm"] == "ticket" for r in rows):
         cap += "No ticket arm was run (it needs --tickets DIR, a finished tickets experiment of the same model)."
     return cap.strip()
@@ -356,4 +361,11 @@ def figures(out: Path) -> list:
     if members:
         figs.append(Figure("accelerate-curves", plots.member_curves(members, groups, "test_acc", "test accuracy", "Test accuracy of every seed, per arm"),
                            f"Test accuracy against step for the {len(members)} runs, one colour per arm."))
+        recorded = {n: m for n, m in members.items() if m and all(r.get("softmax_collapse_frac") is not None for r in m)}
+        if recorded:
+            figs.append(Figure("accelerate-collapse", plots.member_curves(recorded, {n: groups[n] for n in recorded}, "softmax_collapse_frac",
+                                                                           "fraction of training examples",
+                                                                           "Float32 softmax collapse on the training set, every seed, per arm"),
+                               "Fraction of training examples whose float32 softmax gives the correct class probability exactly 1 "
+                               "(no gradient from them in a float32 loss), against step, one colour per arm."))
     return figs
