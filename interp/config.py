@@ -23,7 +23,7 @@ GROUP_TASKS: dict[str, int] = {"s4": 24, "s5": 120, "a5": 60}
 TASK_NAMES = MODULAR_TASKS + tuple(GROUP_TASKS) + MLP_TASKS
 DIGITS_EXAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
 ENGINES = ("auto", "fast", "hooked")
-GROK_ACC = 0.99  # test accuracy that counts as generalised (stop_after_grok, the sweeps' test_99_step)
+GROK_ACC = 0.99  # test accuracy that counts as generalised (stop_after_grok in interp.stopping, the sweeps' test_99_step)
 GRAD_FILTERS = ("none", "ema", "ma")
 LOSSES = ("softmax", "stablemax", "mse", "softmax32")
 OPTIMIZERS = ("adamw", "orthoadamw")
@@ -82,7 +82,7 @@ class TrainConfig:
     task: str = field(default="mod_add", metadata={"help": "the binary operation, mod p"})
     p: int = field(default=113, metadata={"help": "the modulus; '=' is token id p (a group task: the group's order, set for you)"})
     frac: float = field(default=0.3, metadata={"help": "fraction of all pairs used for training, in (0, 1); ignored when --train-size is given"})
-    train_size: int | None = field(default=None, metadata={"help": "number of training pairs (instead of --frac); the split is the same seeded permutation, so a smaller size is a prefix of a larger one"})
+    train_size: int | None = field(default=None, metadata={"help": "number of training pairs (instead of --frac); the split is the same seeded permutation, so a smaller size is a prefix of a larger one; all pairs leave no test split and the test metrics are NaN"})
     label_noise: float = field(default=0.0, metadata={"help": "fraction of the training pairs whose label is replaced by a seeded uniform random label (1.0: all random; test labels stay true)"})
     steps: int = field(default=15000, metadata={"help": "number of full-batch optimiser steps"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
@@ -115,6 +115,9 @@ class TrainConfig:
     optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
     init_from: str | None = field(default=None, metadata={"help": "start from another run's weights instead of the seeded init: RUN_DIR (its last checkpoint) or RUN_DIR@STEP; its model shape must match; the optimiser starts fresh (init_scale still multiplies the weights)"})
     stop_after_grok: int | None = field(default=None, metadata={"help": "end the run this many steps after its test accuracy first reaches 0.99 (checked at evaluations; none: train all --steps); the run records why it ended in config.json"})
+    settle_tol: float | None = field(default=None, metadata={"help": "end the run once its test accuracy has moved by less than this (max - min) over the last fifth of the steps so far, not before --min-steps (ungrokking: 0.01; none: off); interp.stopping"})
+    equilibrium_tol: float | None = field(default=None, metadata={"help": "end the run once its parameter norm has moved by less than this fraction of itself over the last fifth of the steps so far, not before --min-steps (D_crit at equilibrium: 0.01; none: off); interp.stopping"})
+    min_steps: int = field(default=0, metadata={"help": "--settle-tol and --equilibrium-tol stop no run before this step"})
     # ---- pruning (docs/experiments/tickets.md; interp.prune)
     mask_from: str | None = field(default=None, metadata={"help": "safetensors file of 0/1 masks, one per masked weight named by parameter name (e.g. blocks.0.mlp.W_in); masked weights start at 0 and stay exactly 0; '{seed}' in the path is replaced by --seed; the run keeps a copy as masks.safetensors"})
 
@@ -137,8 +140,9 @@ class TrainConfig:
             bad("p", "mod_div needs a prime modulus (division by b needs b to be invertible)")
         if not 0.0 < self.frac < 1.0:
             bad("frac", "must lie strictly between 0 and 1")
-        if self.train_size is not None and not 1 <= self.train_size < self.n_examples:
-            bad("train_size", f"must lie in [1, {self.n_examples - 1}] ({self.task} mod {self.p} has {self.n_examples} pairs)")
+        if self.train_size is not None and not 1 <= self.train_size <= self.n_examples:
+            bad("train_size", f"must lie in [1, {self.n_examples}] ({self.task} mod {self.p} has {self.n_examples} pairs; "
+                              "all of them leave no test split)")
         if not 0.0 <= self.label_noise <= 1.0:
             bad("label_noise", "must lie in [0, 1]")
         for name in ("steps", "warmup"):
@@ -187,6 +191,12 @@ class TrainConfig:
             bad("filter_window", "must be >= 1")
         if self.stop_after_grok is not None and self.stop_after_grok < 0:
             bad("stop_after_grok", "must be >= 0 steps (or none)")
+        for name in ("settle_tol", "equilibrium_tol"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                bad(name, "must be a finite number > 0 (or none)")
+        if not 0 <= self.min_steps <= self.steps:
+            bad("min_steps", f"must lie in [0, --steps {self.steps}]")
         if self.init_from is not None and not self.init_from.strip():
             bad("init_from", "must name a run directory (RUN_DIR or RUN_DIR@STEP)")
         if self.mask_from is not None and not self.mask_from.strip():
@@ -289,15 +299,20 @@ def _parse_optional_int(text: str) -> int | None:
     return None if text.strip().lower() == "none" else int(text)
 
 
+def _parse_optional_float(text: str) -> float | None:
+    return None if text.strip().lower() == "none" else float(text)
+
+
 def _parse_optional_str(text: str) -> str | None:
     return None if text.strip().lower() == "none" else text
 
 
 _parse_bool.__name__ = "boolean"  # argparse names the expected type by __name__
 _parse_optional_int.__name__ = "integer (or none)"
+_parse_optional_float.__name__ = "number (or none)"
 _parse_optional_str.__name__ = "text (or none)"
 _PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": _parse_bool, "int | None": _parse_optional_int,
-                                             "str | None": _parse_optional_str}
+                                             "float | None": _parse_optional_float, "str | None": _parse_optional_str}
 
 
 def value_parser(name: str) -> Callable[[str], Any]:

@@ -89,12 +89,13 @@ class _Planned(Exception):
 
 
 def experiment_plan(mod, args: argparse.Namespace) -> dict:
-    """``--plan``: the cost of the experiment's sweep (of its first stage, when later stages are built
-    from the first one's results), without training anything."""
+    """``--plan``: the cost of the experiment's sweeps without training anything: every stage's when the
+    module can build them all beforehand (``plan_specs``), else only the first stage's when later stages
+    are built from the first one's results."""
+    if hasattr(mod, "plan_specs"):
+        return plan(mod.plan_specs(args), args, note=f"{args.name}: every stage counted")
     if not hasattr(mod, "run"):
         return plan([mod.spec(args)], args)
-    if hasattr(mod, "plan_specs"):  # stages that do not depend on each other's results: all of them count
-        return plan(mod.plan_specs(args), args)
     specs: list = []
 
     def record(spec, stage: str = ""):

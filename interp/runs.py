@@ -188,7 +188,7 @@ def record_end(run_dir: Path, step: int, reason: str) -> None:
 
 
 def ended(run_dir: Path) -> dict | None:
-    """``{"step", "reason"}`` if the run ended before its ``steps`` (``stop_after_grok``), else ``None``."""
+    """``{"step", "reason"}`` if the run ended before its ``steps`` (a stopping rule, ``interp.stopping``), else ``None``."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return None

@@ -42,12 +42,13 @@ import torch
 from torch import Tensor
 
 from interp import prune, runs
-from interp.config import GROK_ACC, TrainConfig
+from interp.config import TrainConfig
 from interp.device import describe
 from interp.kernel import Layout, short_name, stacked_logits, stacked_loss
 from interp.model import build_model
 from interp.runs import RunError
 from interp.speed import flush_denormals
+from interp.stopping import stop_reason
 from interp.tasks import Dataset, make_dataset
 from interp.train import load_state, lr_at, make_optimizer, split_metrics, state_tensors
 
@@ -107,7 +108,7 @@ class Member:
     data: Dataset | None = None
     metrics: list[dict] = field(default_factory=list)
     failed: str | None = None  # the reason, once failed
-    ended: str | None = None  # why it stopped before its steps (stop_after_grok), once it has
+    ended: str | None = None  # why it stopped before its steps (interp.stopping), once it has
     masks: dict[str, Tensor] = field(default_factory=dict)  # --mask-from's masks (interp.prune), once loaded
 
 
@@ -266,7 +267,7 @@ class Pack:
             p.copy_(self.P[n][i].cpu())
 
     def stop(self, i: int, reason: str) -> None:
-        """Stop training member ``i`` (``stop_after_grok``): no more updates and no more compute for it."""
+        """Stop training member ``i`` (a stopping rule said so): no more updates and no more compute for it."""
         self.members[i].ended = reason
         self.active[i] = False
 
@@ -325,13 +326,6 @@ def train_pack(members: list[Member], device: str | torch.device = "cpu",
         if on_progress:
             on_progress(pack.step, [m.metrics[-1] for m in members if m.metrics])
 
-    def stop_reason(m: Member) -> str | None:  # stop_after_grok, as interp.train.train decides it
-        after = m.config.stop_after_grok
-        g = next((r["step"] for r in m.metrics if r["test_acc"] >= GROK_ACC), None) if after is not None else None
-        if g is not None and pack.step - g >= after and pack.step < cfg.steps:
-            return f"stop_after_grok {after}: test accuracy reached {GROK_ACC} at step {g}"
-        return None
-
     def checkpoint(only: list[int] | None = None) -> None:
         elapsed = time.perf_counter() - t0
         live = only if only is not None else [i for i, m in enumerate(members) if not (m.failed or m.ended)]
@@ -364,7 +358,8 @@ def train_pack(members: list[Member], device: str | torch.device = "cpu",
             stopping = []
             if pack.step % cfg.eval_every == 0 or pack.step == cfg.steps:
                 record()
-                stopping = [(i, r) for i, m in enumerate(members) if not (m.failed or m.ended) and (r := stop_reason(m))]
+                stopping = [(i, r) for i, m in enumerate(members) if not (m.failed or m.ended)
+                            and (r := stop_reason(m.config, m.metrics, pack.step))]
             if pack.step % cfg.save_every == 0 or pack.step == cfg.steps:
                 checkpoint()
             elif stopping:

@@ -34,11 +34,12 @@ from transformer_lens import HookedTransformer
 
 from interp import optim, prune, runs
 from interp.cli import Parser
-from interp.config import GROK_ACC, GROUP_TASKS, PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
+from interp.config import GROUP_TASKS, PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
 from interp.device import describe, resolve
 from interp.model import build_model, criterion, fast_applies, fast_logits, fast_loss, float32_collapse, hooked_logits, loss_fn, to_device
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
+from interp.stopping import stop_reason
 from interp.tasks import Dataset, batch_positions, make_dataset
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,9 @@ def load_state(path: Path, model: HookedTransformer, opt: torch.optim.Optimizer)
 def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = True, device: str | torch.device = "cpu") -> Path:
     """Train ``cfg`` into run directory ``out`` (continuing it if ``resume``) on ``device``; returns ``out``.
 
-    The run ends after ``cfg.steps`` steps, or earlier with ``cfg.stop_after_grok``: that many steps
-    after the first evaluation whose test accuracy reaches ``GROK_ACC`` (then ``config.json`` records
-    the step and the reason under ``ended``, and a later resume does nothing).
+    The run ends after ``cfg.steps`` steps, or earlier when a stopping rule (``interp.stopping``:
+    ``stop_after_grok``, ``settle_tol``, ``equilibrium_tol``) says so at an evaluation; then
+    ``config.json`` records the step and the reason under ``ended``, and a later resume does nothing.
 
     Raises:
         RunError: ``out`` exists and ``resume`` is false, or its resume state is missing or corrupt.
@@ -237,15 +238,6 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
         metrics.append(row)
         return row
 
-    def grokked_at() -> int | None:  # the first evaluation at GROK_ACC test accuracy, if any yet
-        return next((r["step"] for r in metrics if r["test_acc"] >= GROK_ACC), None)
-
-    def should_stop() -> str | None:
-        g = grokked_at() if cfg.stop_after_grok is not None else None
-        if g is not None and step - g >= cfg.stop_after_grok:
-            return f"stop_after_grok {cfg.stop_after_grok}: test accuracy reached {GROK_ACC} at step {g}"
-        return None
-
     if step == 0:
         record()
         checkpoint()
@@ -273,7 +265,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 row = record()
                 bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}", test_loss=f"{row['test_loss']:.2e}")
-            reason = should_stop() if step % cfg.eval_every == 0 and step < cfg.steps else None
+            reason = stop_reason(cfg, metrics, step) if step % cfg.eval_every == 0 else None
             if step % cfg.save_every == 0 or step == cfg.steps or reason:
                 checkpoint()
             if reason:

@@ -2,6 +2,7 @@
 
 import html
 import json
+import statistics
 from argparse import Namespace
 
 import pytest
@@ -229,6 +230,14 @@ def test_omnigrok_end_to_end_tiny(tmp_path, monkeypatch, capsys):
             assert m["final_norm"] == pytest.approx(m["norm0"], rel=1e-5)
     lu_rows = [r for r in rows if r["stage"] == "lu"]
     assert lu_rows[2]["norm0"] == pytest.approx(4 * lu_rows[0]["norm0"], rel=1e-6)  # alpha 2 vs 0.5
+    # alpha both ways: in the grid's terms (--quick: this project's init) and against the original code's init norm
+    facts = json.loads((out / omnigrok.ALPHA_FILE).read_text())
+    assert facts["relative_to"] == "this" and facts["init_norm_original"] == omnigrok.original_init_norm(TrainConfig(**{**lu, "seed": 1}))
+    for r in lu_rows:
+        assert r["alpha"] == r["init_scale"] and r["alpha_relative_to"] == "this" and r["p"] == lu["p"]
+        assert r["norm0"] == pytest.approx(r["alpha_original"] * r["init_norm_original"], rel=1e-5)
+        assert r["norm0"] == pytest.approx(r["alpha"] * r["init_norm_here"], rel=1e-5)
+    assert all(r["alpha_original"] is None for r in rows if r["stage"] == "digits")
     dg = {r["wd"]: r for r in rows if r["stage"] == "digits"}
     assert dg[0.5]["final_norm"] < dg[0.0]["final_norm"]  # weight decay pulls the norm down
     assert (out / "summary.csv").read_text().splitlines()[0] == ",".join(omnigrok.SUMMARY_COLUMNS)
@@ -295,3 +304,81 @@ def test_accelerate_ticket_arm_from_a_tickets_directory(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lr 0.001 there, 0.003 here" in err[0]
     assert not out.exists()
+
+
+# ---- omnigrok: alpha against the original grokking code's init norm ---------------------------------------
+def original_code_init(cfg, seed):
+    """The original grokking code's initial weights for ``cfg``'s shape (Nanda et al.'s, as Omnigrok's notebook
+    copies it): every weight matrix N(0, 1/d_model) except W_U, N(0, 1/d_vocab); d_vocab = p + 1; biases zero."""
+    g = torch.Generator().manual_seed(seed)
+    d, v, h, dh, m = cfg.d_model, cfg.p + 1, cfg.n_heads, cfg.d_head, cfg.d_mlp
+    shapes = [((d, v), d), ((cfg.n_ctx, d), d), ((h, dh, d), d), ((h, dh, d), d), ((h, dh, d), d), ((d, dh * h), d), ((m, d), d), ((d, m), d),
+              ((d, v), v)]
+    return [torch.randn(*s, generator=g, dtype=torch.float64) / fan ** 0.5 for s, fan in shapes]
+
+
+def test_alpha_is_converted_with_the_computed_init_norms():
+    cfg = TrainConfig(seed=1)
+    orig, here = omnigrok.original_init_norm(cfg), omnigrok.this_init_norm(cfg)
+    # the original code's expected norm, against sampled initialisations of that code's shapes and scales
+    sampled = [torch.linalg.vector_norm(torch.cat([w.flatten() for w in original_code_init(cfg, s)])).item() for s in range(5)]
+    assert statistics.mean(sampled) == pytest.approx(orig, rel=0.005)
+    # this project's: the norm --fixed-norm holds at alpha 1, of the built model
+    from interp import optim
+    assert here == pytest.approx(optim.total_norm(optim.trainable(build_model(cfg))).item(), rel=1e-12)
+    assert (round(orig, 1), round(here, 1)) == (42.2, 33.7)  # the numbers the docs quote (33.6 at the default seed 999)
+    # the full version's grid is the paper's alpha x original / this: Omnigrok's 0.8 is this project's ~1.0
+    full = omnigrok.settings(Namespace(quick=False, alpha_relative_to=None))
+    assert full["lu"].grid["init_scale"] == [round(a * orig / here, 6) for a in omnigrok.ALPHAS]
+    assert full["lu"].grid["init_scale"][omnigrok.ALPHAS.index(0.8)] == pytest.approx(1.0, abs=0.01)
+    assert omnigrok.settings(Namespace(quick=False, alpha_relative_to="this"))["lu"].grid["init_scale"] == list(omnigrok.ALPHAS)
+    # a model of another shape gets its own ratio (computed, not a constant)
+    small = TrainConfig(**{**PRESETS["small"], "seed": 1})
+    assert omnigrok.alpha_ratio(small, "original") != pytest.approx(orig / here, rel=1e-3)
+    assert omnigrok.alpha_ratio(small, "this") == 1.0
+
+
+def test_full_version_runs_the_lu_sweep_at_p113_and_quick_is_as_measured():
+    full = omnigrok.settings(Namespace(quick=False, alpha_relative_to=None))["lu"]
+    cfg = TrainConfig(**{**full.base, "seed": 1})
+    assert (cfg.p, cfg.d_model, cfg.d_mlp, cfg.lr, cfg.frac, cfg.wd, cfg.fixed_norm, cfg.steps) == (113, 128, 512, 1e-3, 0.3, 0.0, True, 15000)
+    assert full.grid["seed"] == [1, 2, 3]
+    quick = omnigrok.settings(Namespace(quick=True, alpha_relative_to=None))["lu"]
+    assert quick.base["p"] == 59 and quick.grid == {"init_scale": list(omnigrok.ALPHAS), "seed": [1]}
+    assert omnigrok.alpha_reference(Namespace(quick=True, alpha_relative_to=None)) == "this"
+    assert omnigrok.alpha_reference(Namespace(quick=False, alpha_relative_to=None)) == "original"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--alpha-relative-to", "tl"], "invalid choice: 'tl'"),
+    (["--alpha-relative-to", "original"], "holds a grid relative to this"),
+])
+def test_omnigrok_bad_input_exits_2_in_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / omnigrok.ALPHA_FILE).write_text(json.dumps({"relative_to": "this"}))
+    try:
+        code = experiment_main(["omnigrok", "--quick", "--out", str(out), *argv])
+    except SystemExit as e:  # argparse refuses it
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
+    assert [p.name for p in out.iterdir()] == [omnigrok.ALPHA_FILE]
+
+
+def test_alpha_columns_and_the_run_nearest_omnigroks_alpha():
+    cfg = TrainConfig(seed=1)
+    facts = omnigrok.alpha_facts(cfg, "original")
+    assert facts["init_scale_per_alpha"] == facts["ratio_original_to_here"] == pytest.approx(facts["init_norm_original"] / facts["init_norm_here"])
+    member = cfg.replace(init_scale=round(0.8 * facts["init_scale_per_alpha"], 6))
+    cols = omnigrok.alpha_columns(member, facts)
+    assert cols["alpha"] == 0.8 and cols["alpha_relative_to"] == "original" and cols["alpha_original"] == pytest.approx(0.8, rel=1e-6)
+    assert omnigrok.alpha_columns(member, {"relative_to": "this", "init_scale_per_alpha": 1.0})["alpha"] == member.init_scale
+    # the caption's highlighted run is the grid value nearest Omnigrok's 0.8 in the original code's terms
+    rows = [{"init_scale": a, "alpha": a, "alpha_original": a * 0.8, "seed": 1, "steps": 100, "train_99_step": 10, "test_99_step": None,
+             "final_train_acc": 1.0, "final_test_acc": 0.5} for a in (0.8, 1.0, 1.5)]
+    assert [r["alpha"] for r in omnigrok.paper_alpha_rows(rows)] == [1.0]
+    assert "Nearest Omnigrok's alpha = 0.8: alpha 1 (0.8 x the original init norm) seed 1" in omnigrok.gap_caption(rows)
+    # rows without alpha_original (summaries written before it was recorded): the run at init_scale 0.8
+    old = [{k: v for k, v in r.items() if k not in ("alpha", "alpha_original")} for r in rows]
+    assert [r["init_scale"] for r in omnigrok.paper_alpha_rows(old)] == [0.8]

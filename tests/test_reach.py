@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp import kernel, runs, stack, sweep, train as train_mod
+from interp import kernel, runs, stack, stopping, sweep
 from interp.config import TrainConfig
 from interp.stack import Member, train_pack
 from interp.sweep import Spec, auto_pack_size, member_bytes, run_sweep
@@ -24,8 +24,7 @@ FAST = dict(frac=0.8, lr=1e-2, steps=200, eval_every=10, save_every=50)
 
 @pytest.fixture
 def low_grok(monkeypatch):
-    monkeypatch.setattr(train_mod, "GROK_ACC", 0.5)
-    monkeypatch.setattr(stack, "GROK_ACC", 0.5)
+    monkeypatch.setattr(stopping, "GROK_ACC", 0.5)
     return 0.5
 
 

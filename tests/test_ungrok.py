@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from interp import runs
+from interp import runs, stopping
 from interp.config import TrainConfig
 from interp.experiment import main as experiment_main
 from interp.experiments import semigrok, ungrok
 from interp.report import main as report_main
-from interp.sweep import Spec, expand, write_results
+from interp.sweep import Spec, SweepError, expand, write_results
 from tests.text import numbers, sentence
 
 
@@ -38,19 +38,26 @@ FINAL = {  # (wd, D') -> final test accuracy of seeds 1, 2, 3
     (1.0, 20): [0.1, 0.2, 0.3], (1.0, 40): [0.5, 0.6, 0.7], (1.0, 80): [0.95, 1.0, 1.0],
     (2.0, 20): [0.05, 0.1, 0.15], (2.0, 40): [0.8, 0.85, 0.9], (2.0, 80): [1.0, 1.0, 1.0],
 }
+BUDGET = {1.0: 500, 2.0: 250}  # steps proportional to 1 / wd
 
 
 def fake_ungrok(out):
-    spec = Spec({"task": "mod_add", "p": 13, "steps": 500, "init_from": "/nowhere/src@100"},
-                {"wd": [1.0, 2.0], "train_size": [20, 40, 80], "data_seed": [1, 2, 3]})
-    curves = {}
-    for m in expand(spec):
-        key = (m.values["wd"], m.values["train_size"])
-        final = FINAL[key][m.values["data_seed"] - 1]
-        train_final = 0.98 if key == (2.0, 80) and m.values["data_seed"] == 2 else 1.0
-        at_400 = final + 0.1 if key == (1.0, 20) else final  # still falling over the last fifth at (1, 20)
-        curves[m.name] = [(0, 1.0, 1.0), (400, 1.0, at_400), (500, train_final, final)]
-    fake_sweep(out / ungrok.STAGE, spec, {}, curves)
+    """Two continued sweeps (wd 1 and 2) as the experiment lays them out; the wd 2, D' 40 members settled
+    and stopped at step 200."""
+    for wd, steps in BUDGET.items():
+        spec = Spec({"task": "mod_add", "p": 13, "steps": steps, "wd": wd, "init_from": "/nowhere/src@100"},
+                    {"train_size": [20, 40, 80], "data_seed": [1, 2, 3]})
+        curves, outcomes = {}, {}
+        for m in expand(spec):
+            key = (wd, m.values["train_size"])
+            final = FINAL[key][m.values["data_seed"] - 1]
+            train_final = 0.98 if key == (2.0, 80) and m.values["data_seed"] == 2 else 1.0
+            at_80 = final + 0.1 if key == (1.0, 20) else final  # still falling over the last fifth at (1, 20)
+            end = 200 if key == (2.0, 40) else steps
+            curves[m.name] = [(0, 1.0, 1.0), (int(0.8 * end), 1.0, at_80), (end, train_final, final)]
+            if key == (2.0, 40):
+                outcomes[m.name] = {"reason": "settle_tol 0.01: test accuracy moved 0 over steps 160-200"}
+        fake_sweep(out / ungrok.STAGE / f"wd{wd:g}", spec, outcomes, curves)
 
 
 def test_ungrok_summary_known_answer(tmp_path):
@@ -60,7 +67,8 @@ def test_ungrok_summary_known_answer(tmp_path):
     by = {(r["wd"], r["train_size"]): r for r in rows}
     r = by[(1.0, 40)]
     assert (r["seeds"], r["median_final_test_acc"], r["min_final_test_acc"], r["max_final_test_acc"]) == (3, 0.6, 0.5, 0.7)
-    assert r["frac_of_pairs"] == pytest.approx(40 / 169) and r["budget"] == 500
+    assert r["frac_of_pairs"] == pytest.approx(40 / 169) and r["budget"] == 500 and r["settled"] == 0
+    assert (by[(2.0, 40)]["settled"], by[(2.0, 40)]["median_final_step"], by[(2.0, 40)]["budget"]) == (3, 200, 250)
     assert by[(1.0, 20)]["median_change_last_fifth"] == pytest.approx(-0.1) and by[(1.0, 40)]["median_change_last_fifth"] == 0
     assert (by[(2.0, 80)]["median_final_train_acc"], by[(2.0, 80)]["min_final_train_acc"]) == (1.0, 0.98)
 
@@ -68,8 +76,8 @@ def test_ungrok_summary_known_answer(tmp_path):
 def test_ungrok_caption_states_what_the_numbers_show(tmp_path):
     fake_ungrok(tmp_path)
     text = ungrok.caption(ungrok.summarise(tmp_path))
-    # budget, the D' grid, the seeds
-    assert numbers(sentence(text, "Final test accuracy after")) == [500, 20, 40, 80, 3]
+    assert numbers(sentence(text, "Final test accuracy of")) == [20, 40, 80, 3]  # the D' grid, the seeds
+    assert numbers(sentence(text, "Budget")) == [500, 1, 250, 2, 3, 18]  # budgets per weight decay; 3 of 18 settled
     # wd 1: medians 0.2, 0.6, 1.0 -> crosses 0.5 at 20 * 2**0.75 = 33.6; wd 2: 0.1, 0.85, 1 -> 20 * 2**(0.4 / 0.75) = 29.0
     # (weight decay, lowest and highest median, the 0.9 level, the D' below it, the 0.5 level, the crossing)
     assert numbers(sentence(text, "Weight decay 1:")) == [1, 0.2, 1.0, 0.9, 20, 40, 0.5, 34]
@@ -79,10 +87,27 @@ def test_ungrok_caption_states_what_the_numbers_show(tmp_path):
     assert numbers(sentence(text, "last fifth")) == [0.1] and "still moving" in text
 
 
-def test_ungrok_budget_in_decay_times():
-    src = TrainConfig(task="mod_add", p=113)  # lr 1e-3; the smaller weight decay is 2
-    assert ungrok.continue_spec(src, Path("x"), 0, quick=False).base["steps"] == 1500
-    assert ungrok.continue_spec(src, Path("x"), 0, quick=False, decay_times=10).base["steps"] == 5000
+def test_ungrok_budget_is_the_same_number_of_decay_times_at_every_weight_decay():
+    src = TrainConfig(task="mod_add", p=113)  # lr 1e-3
+    specs = ungrok.continue_specs(src, Path("x"), 0, quick=False)
+    assert list(specs) == ["continue/wd0.5", "continue/wd1", "continue/wd2"]
+    got = {s.base["wd"]: (s.base["steps"], s.base["min_steps"], s.base["settle_tol"]) for s in specs.values()}
+    assert got == {0.5: (200_000, 20_000, 0.01), 1.0: (100_000, 10_000, 0.01), 2.0: (50_000, 5_000, 0.01)}  # 100 and 10 decay times
+    for s in specs.values():
+        assert s.grid == {"train_size": [390, 488, 610, 763, 955, 1194, 1494], "data_seed": list(range(1, 11))}
+        # the settle rule's window (the last fifth of min_steps) holds at least MIN_WINDOW_EVALS evaluations
+        assert 0.2 * s.base["min_steps"] / s.base["eval_every"] + 1 >= stopping.MIN_WINDOW_EVALS
+    short = ungrok.continue_specs(src, Path("x"), 0, quick=False, decay_times=5)
+    assert {s.base["wd"]: (s.base["steps"], s.base["min_steps"]) for s in short.values()} == {
+        0.5: (10_000, 10_000), 1.0: (5_000, 5_000), 2.0: (2_500, 2_500)}  # min_steps never past the budget
+    quick = ungrok.continue_specs(TrainConfig(task="mod_add", p=59, lr=3e-3), Path("x"), 0, quick=True)
+    assert {s.base["wd"]: s.base["steps"] for s in quick.values()} == {1.0: 1350, 2.0: 672}  # 4 decay times, on the eval grid
+
+
+def test_ungrok_source_trains_on_every_pair():
+    for quick, p in ((False, 113), (True, 59)):
+        cfg = TrainConfig(**ungrok.source_spec(quick).base)
+        assert (cfg.p, cfg.n_train, cfg.wd) == (p, p * p, 1.0)
 
 
 def test_ungrok_crossing_and_grid():
@@ -107,7 +132,6 @@ def test_ungrok_report_draws_its_figures(tmp_path):
 @pytest.mark.parametrize("which, message", [
     ("tiny", "not a grokked run (test accuracy {acc} at its last step 40)"),
     ("empty", "not a run directory"),
-    (None, "--from: required without --quick"),
     ("zero", "--decay-times 0: must be a positive number"),
 ])
 def test_ungrok_bad_from(tiny_run, tmp_path, capsys, which, message):
@@ -122,22 +146,38 @@ def test_ungrok_bad_from(tiny_run, tmp_path, capsys, which, message):
 
 
 def test_ungrok_end_to_end_on_the_small_run(small_run, tmp_path, monkeypatch):
-    """The small preset's run (p = 59, grokked) continued for 100 steps at two D' x two weight decays."""
+    """The small preset's run (p = 59, grokked) continued for 0.6 decay times at two D' x three weight decays."""
     monkeypatch.setattr(ungrok, "SEEDS", [1])
     monkeypatch.setattr(ungrok, "d_prime_grid", lambda p: [100, 200])
     out = tmp_path / "u"
-    # 0.6 / (lr 3e-3 * wd 2) = 100 steps
+    # 0.6 / (lr 3e-3 * wd) = 400, 200, 100 steps
     assert experiment_main(["ungrok", "--from", str(small_run), "--decay-times", "0.6", "--out", str(out), "--quiet"]) == 0
     rows = list(csv_rows(out / "summary.csv"))
     assert [(float(r["wd"]), int(r["train_size"])) for r in rows] == [(wd, s) for wd in ungrok.WDS for s in (100, 200)]
-    assert all(r["seeds"] == "1" and r["budget"] == "100" and float(r["min_final_train_acc"]) >= 0 for r in rows)
+    assert [int(r["budget"]) for r in rows] == [400, 400, 200, 200, 100, 100]
+    assert all(r["seeds"] == "1" and r["settled"] == "0" and float(r["min_final_train_acc"]) >= 0 for r in rows)
     last = runs.checkpoint_steps(small_run)[-1]
-    member = out / ungrok.STAGE / "runs" / f"wd{ungrok.WDS[1]}_train_size100_data_seed1"
+    member = out / ungrok.STAGE / "wd2" / "runs" / "train_size100_data_seed1"
     cfg = runs.read_config(member)
-    assert cfg.init_from == f"{small_run.resolve()}@{last}" and (cfg.train_size, cfg.wd, cfg.p, cfg.d_model) == (100, ungrok.WDS[1], 59, 64)
+    assert cfg.init_from == f"{small_run.resolve()}@{last}" and (cfg.train_size, cfg.wd, cfg.p, cfg.d_model) == (100, 2.0, 59, 64)
     start, src = load_file(runs.ckpt_path(member, 0)), load_file(runs.ckpt_path(small_run, last))
     assert all(torch.equal(start[k], src[k]) for k in src)  # it starts from the grokked weights
     assert runs.read_metrics(member)[0]["test_acc"] > 0.95  # which generalise on the new split too
+
+
+def test_ungrok_source_on_every_pair_is_accepted_by_train_accuracy(tmp_path, monkeypatch):
+    """A run on all p^2 pairs has no test split (NaN test metrics); check_source reads its train accuracy."""
+    from interp.train import train
+
+    cfg = TrainConfig(task="mod_add", p=13, d_model=32, d_mlp=64, n_heads=4, train_size=169, lr=1e-2, steps=30, eval_every=10, save_every=10)
+    run = train(cfg, tmp_path / "all", progress=False)
+    last = runs.read_metrics(run)[-1]
+    assert last["test_acc"] != last["test_acc"] and 0 < last["train_acc"] < 1  # NaN: no test split
+    monkeypatch.setattr(ungrok, "GROKKED", last["train_acc"])
+    assert ungrok.check_source(run) == (runs.read_config(run), 30)
+    monkeypatch.setattr(ungrok, "GROKKED", last["train_acc"] + 1e-9)
+    with pytest.raises(SweepError, match=f"accuracy on all pairs {last['train_acc']:.4g} at its last step 30"):
+        ungrok.check_source(run)
 
 
 def csv_rows(path):

@@ -21,9 +21,8 @@ train the tickets; or continue from a given run) defines instead of ``spec``:
     the sweep ``spec`` in ``DIR/stage`` with the command's backend flags and returns that sweep's
     outcome rows by member name. ``run`` returns all stages' rows, keyed ``"stage/name"``.
 
-Optionally ``plan_specs(args) -> list[interp.sweep.Spec]``, for a staged experiment whose stages do not
-depend on each other's results: every stage's spec, so that ``--plan`` counts them all (otherwise it
-counts the first stage only).
+Optionally ``plan_specs(args) -> list[interp.sweep.Spec]``: every stage's sweep, built before any
+has run, for ``--plan`` (without it ``--plan`` counts only the first stage of a staged experiment).
 
 Optionally ``figures(out_dir) -> list[interp.plots.Figure]``: the experiment's own figures, which
 ``python -m interp.report DIR`` draws above the summary table (``DIR/experiment.json`` names the

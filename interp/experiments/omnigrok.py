@@ -20,22 +20,37 @@ Two stages, each a sweep in ``DIR/<stage>/``:
     plateau test accuracy there, and the jump: the first step where test accuracy has covered half of
     its rise from that plateau to its best; the summary gives the norm at each of these steps.
 
+**What alpha is relative to** (``--alpha-relative-to``). Omnigrok's alpha multiplies *its* initial
+weights: those of the original grokking code (Nanda et al.'s, which its modular-addition notebook
+copies), where every weight matrix is drawn from N(0, 1/d_model) except the unembedding, N(0,
+1/d_vocab), over d_vocab = p + 1 tokens. This project's model is initialised by TransformerLens
+(every weight matrix N(0, (0.8/sqrt(d_model))^2)), whose norm is about 0.8x that: at p = 113, 33.6
+against 42.2. ``original_init_norm`` computes the original code's expected norm from the model's
+shapes, ``this_init_norm`` measures this project's by building the model; with ``original`` the
+grid's alpha is the paper's, and each run's ``--init-scale`` is alpha x original / this (the
+paper's alpha = 0.8 is this project's ~1.0). ``DIR/alpha.json`` records both norms and the ratio;
+the summary gives every run's alpha both ways.
+
 ``--quick`` (about 10-15 min on a 2-core CPU; docs/experiments/omnigrok.md has the measured time): the small preset
-(p = 59, d_model 64, d_mlp 256, lr 3e-3) for 2 500 steps at alpha = 0.25 ... 4, one seed; digits 16 000
-steps, one seed, weight decay 0.05 and 0. The full version: 3 seeds, 6 000 steps per alpha and
-30 000 digits steps.
+(p = 59, d_model 64, d_mlp 256, lr 3e-3) for 2 500 steps at alpha = 0.25 ... 4 relative to this
+project's init (``this``, as first measured), one seed; digits 12 000 steps, one seed, weight decay
+0.05 and 0. The full version: the canonical model at p = 113 (30 % of the pairs, lr 1e-3) for 15 000
+steps at the paper's alpha = 0.25 ... 4 (relative to the original code's init norm), 3 seeds; digits
+30 000 steps, 3 seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
 from pathlib import Path
 
 from analyses.timing import late_jump
-from interp import runs
-from interp.config import PRESETS
-from interp.experiments.common import is_sweep, ok_rows, run_stages
+from interp import optim, runs
+from interp.config import PRESETS, TrainConfig
+from interp.experiments.common import is_sweep, ok_rows
 from interp.sweep import RUNS_DIR, Spec, load_sweep
 from interp.tables import fmt, sig
 
@@ -43,29 +58,90 @@ DESCRIPTION = "weight norm: train/test loss against a fixed norm (LU) and grokki
 STAGES = ("lu", "digits")
 SUMMARY_COLUMNS = ["stage", "init_scale", "wd", "seed", "steps", "final_train_loss", "final_test_loss", "final_train_acc",
                    "final_test_acc", "train_99_step", "test_99_step", "mem_step", "plateau_test_acc", "top_test_acc",
-                   "jump_step", "delay", "norm0", "mem_norm", "jump_norm", "final_norm"]
+                   "jump_step", "delay", "norm0", "mem_norm", "jump_norm", "final_norm",
+                   "p", "alpha", "alpha_relative_to", "alpha_original", "init_norm_here", "init_norm_original"]
+ALPHAS = (0.25, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 4.0)
+ALPHA_REFS = ("original", "this")
+PAPER_ALPHA = 0.8  # Omnigrok's fixed-norm run on modular addition (relative to the original init norm)
+ALPHA_FILE = "alpha.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass  # the common --quick and --out only
+    p.add_argument("--alpha-relative-to", choices=ALPHA_REFS, default=None,
+                   help="what the LU grid's alpha multiplies: 'original', the original grokking code's init norm (Omnigrok's alpha), "
+                        "or 'this', this project's TransformerLens init norm (default: original; this with --quick, as first measured)")
+
+
+# ---- alpha against the two initialisations ---------------------------------------------------------
+def original_init_norm(cfg: TrainConfig) -> float:
+    """The expected L2 norm at initialisation of ``cfg``'s transformer as the original grokking code
+    (Nanda et al.; Omnigrok's notebook copies it) initialises it: W_E, W_pos, W_Q, W_K, W_V, W_O,
+    W_in and W_out from N(0, 1/d_model), W_U from N(0, 1/d_vocab), biases zero, with embedding and
+    unembedding over d_vocab = p + 1 tokens. The expected squared norm is the sum over matrices of
+    entries x variance: d_vocab (W_E) + n_ctx (W_pos) + n_layers (4 n_heads d_head + 2 d_mlp) + d_model (W_U).
+    """
+    d_vocab = cfg.p + 1
+    return math.sqrt(d_vocab + cfg.n_ctx + cfg.n_layers * (4 * cfg.n_heads * cfg.d_head + 2 * cfg.d_mlp) + cfg.d_model)
+
+
+def this_init_norm(cfg: TrainConfig) -> float:
+    """The L2 norm of this project's initial trainable parameters for ``cfg`` at ``init_scale`` 1
+    (built, not estimated: the norm ``--fixed-norm`` holds at alpha = 1)."""
+    from interp.model import build_model
+
+    return float(optim.total_norm(optim.trainable(build_model(cfg.replace(init_scale=1.0)))))
+
+
+def alpha_ratio(cfg: TrainConfig, relative_to: str) -> float:
+    """``--init-scale`` per unit of alpha: original / this init norm for ``original``, 1 for ``this``."""
+    return original_init_norm(cfg) / this_init_norm(cfg) if relative_to == "original" else 1.0
+
+
+def alpha_reference(args: argparse.Namespace) -> str:
+    ref = getattr(args, "alpha_relative_to", None)
+    return ref if ref is not None else ("this" if args.quick else "original")
 
 
 def settings(args: argparse.Namespace) -> dict[str, Spec]:
     """The sweep of each stage (``--quick`` or full). Tests replace this with tiny settings."""
     quick = args.quick
-    lu_base = {**PRESETS["small"], "task": "mod_add", "wd": 0.0, "fixed_norm": True,
-               "steps": 2500 if quick else 6000, "eval_every": 50, "save_every": 2500 if quick else 6000}
-    alphas = [0.25, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 4.0]
+    if quick:
+        lu_base = {**PRESETS["small"], "task": "mod_add", "wd": 0.0, "fixed_norm": True, "steps": 2500, "eval_every": 50, "save_every": 2500}
+    else:  # the canonical model and optimiser at p = 113, Omnigrok's 15k steps
+        lu_base = {"task": "mod_add", "p": 113, "wd": 0.0, "fixed_norm": True, "steps": 15000, "eval_every": 100, "save_every": 15000}
     seeds = [1] if quick else [1, 2, 3]
+    ratio = alpha_ratio(TrainConfig(**{**lu_base, "seed": seeds[0]}), alpha_reference(args))
     digits_base = {**PRESETS["digits"], "task": "digits", "steps": 12000 if quick else 30000, "save_every": 3000}
     return {
-        "lu": Spec(lu_base, {"init_scale": alphas, "seed": seeds}),
+        "lu": Spec(lu_base, {"init_scale": [round(a * ratio, 6) for a in ALPHAS], "seed": seeds}),
         "digits": Spec(digits_base, {"wd": [digits_base["wd"], 0.0], "seed": seeds}),
     }
 
 
+def alpha_facts(cfg: TrainConfig, relative_to: str) -> dict:
+    """What ``DIR/alpha.json`` records: the reference, both init norms (of ``cfg``'s model) and their ratio."""
+    here, orig = this_init_norm(cfg), original_init_norm(cfg)
+    return {"relative_to": relative_to, "p": cfg.p, "seed": cfg.seed, "init_norm_here": here, "init_norm_original": orig,
+            "ratio_original_to_here": orig / here, "init_scale_per_alpha": orig / here if relative_to == "original" else 1.0}
+
+
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
-    return run_stages(settings(args), sweep)
+    from interp.sweep import SweepError, check_values
+
+    specs = settings(args)
+    for spec in specs.values():  # refuse bad input before anything is written
+        check_values(spec)
+    lu = specs["lu"]
+    facts = alpha_facts(TrainConfig(**{**lu.base, "seed": lu.grid["seed"][0]}), alpha_reference(args))
+    path = Path(args.out) / ALPHA_FILE
+    if path.is_file() and (before := json.loads(path.read_text()).get("relative_to")) != facts["relative_to"]:
+        raise SweepError(f"--alpha-relative-to {facts['relative_to']}: {args.out} holds a grid relative to {before}; use another --out")
+    rows = {}
+    for stage, spec in specs.items():
+        rows.update({f"{stage}/{name}": r for name, r in sweep(spec, stage).items()})
+        if stage == "lu":  # after the first stage ran (--plan stops before it, and must write nothing)
+            runs.write_text(path, json.dumps(facts, indent=2) + "\n")
+    return rows
 
 
 def member_rows(out: Path, stage: str) -> list[dict]:
@@ -76,6 +152,7 @@ def member_rows(out: Path, stage: str) -> list[dict]:
         return []
     _, members = load_sweep(d)
     cfgs = {f"{RUNS_DIR}/{m.name}": m.config for m in members}
+    facts = read_alpha_facts(out)
     rows = []
     for r in ok_rows(d):
         cfg = cfgs.get(r["run"])
@@ -91,8 +168,26 @@ def member_rows(out: Path, stage: str) -> list[dict]:
             "train_99_step": r["train_99_step"],
             "test_99_step": r["test_99_step"],
             **late_jump(metrics),
+            **alpha_columns(cfg, facts),
         })
     return rows
+
+
+def read_alpha_facts(out: Path) -> dict:
+    """``DIR/alpha.json`` (what the grid's alpha is relative to); without one, alpha is this project's init (``this``)."""
+    path = Path(out) / ALPHA_FILE
+    return json.loads(path.read_text()) if path.is_file() else {"relative_to": "this", "init_scale_per_alpha": 1.0}
+
+
+def alpha_columns(cfg: TrainConfig, facts: dict) -> dict:
+    """A member's alpha both ways: ``alpha`` in the grid's terms (``alpha_relative_to``), ``alpha_original``
+    = its initial norm / the original code's init norm, and both init norms of its model and seed
+    (None for the digits MLP, which has no original-code counterpart)."""
+    if cfg.model_kind != "transformer":
+        return {"p": None, "alpha": None, "alpha_relative_to": None, "alpha_original": None, "init_norm_here": None, "init_norm_original": None}
+    here, orig = this_init_norm(cfg), original_init_norm(cfg)
+    return {"p": cfg.p, "alpha": cfg.init_scale if facts["init_scale_per_alpha"] == 1.0 else round(cfg.init_scale / facts["init_scale_per_alpha"], 6), "alpha_relative_to": facts["relative_to"],
+            "alpha_original": cfg.init_scale * here / orig, "init_norm_here": here, "init_norm_original": orig}
 
 
 def summarise(out: Path) -> list[dict]:
@@ -108,9 +203,13 @@ def _loss(x: float | None) -> str:
     return "–" if x is None else sig(x) if x >= 0.01 else f"{x:.1e}"
 
 
-TABLES = [
-    {"title": "Fixed norm (`lu/`): the final losses and accuracies against α.", "rows": lambda r: r["stage"] == "lu", "columns": [
-        ("α (fixed norm)", lambda r: fmt(r["init_scale"])),
+def _lu_columns(rows: list[dict]) -> list:
+    """The LU table's columns; alpha against the original init norm where the summary has it (summaries
+    written before it was recorded have only ``init_scale``)."""
+    both = any(r.get("alpha_original") is not None for r in rows)
+    alpha = ([("α (× original init norm)", lambda r: "–" if r.get("alpha_original") is None else f"{r['alpha_original']:.3g}"),
+              ("α (× this init norm)", lambda r: f"{r['init_scale']:.3g}")] if both else [("α (fixed norm)", lambda r: fmt(r["init_scale"]))])
+    return alpha + [
         ("seed", "seed"),
         ("final train loss", lambda r: _loss(r["final_train_loss"])),
         ("final test loss", lambda r: _loss(r["final_test_loss"])),
@@ -118,7 +217,11 @@ TABLES = [
         ("test acc", lambda r: f"{r['final_test_acc']:.3f}"),
         ("train 99% at", _never("train_99_step")),
         ("test 99% at", _never("test_99_step")),
-    ]},
+    ]
+
+
+TABLES = [
+    {"title": "Fixed norm (`lu/`): the final losses and accuracies against α.", "rows": lambda r: r["stage"] == "lu", "columns": _lu_columns},
     {"title": "Digits (`digits/`): memorisation, the late rise of test accuracy and the parameter norm.",
      "rows": lambda r: r["stage"] == "digits", "columns": [
         ("weight decay", lambda r: fmt(r["wd"])),
@@ -135,12 +238,29 @@ TABLES = [
 
 
 # ---- figures ------------------------------------------------------------------------------------
+def _alpha(r: dict) -> float:
+    """The member's alpha in its grid's terms (``alpha``; ``init_scale`` in rows without it)."""
+    return r["alpha"] if r.get("alpha") is not None else r["init_scale"]
+
+
 def _by_alpha(rows: list[dict], key: str) -> dict[float, float]:
     """Median over seeds of ``key`` per alpha."""
     by: dict[float, list[float]] = {}
     for r in rows:
-        by.setdefault(r["init_scale"], []).append(r[key])
+        by.setdefault(_alpha(r), []).append(r[key])
     return {a: statistics.median(v) for a, v in sorted(by.items())}
+
+
+def alpha_text(rows: list[dict]) -> str:
+    """What alpha multiplies, with both init norms when the rows have them."""
+    r = rows[0]
+    if r.get("init_norm_original") is None:
+        return "the initial weights x alpha"
+    norms = (f"this project's initial norm {r['init_norm_here']:.1f}, the original grokking code's {r['init_norm_original']:.1f} "
+             f"at p = {r['p']}")
+    if r.get("alpha_relative_to") == "original":
+        return f"alpha x the original grokking code's initial norm, as in Omnigrok; {norms}"
+    return f"alpha x this project's initial norm; {norms}"
 
 
 def lu_caption(rows: list[dict]) -> str:
@@ -150,7 +270,7 @@ def lu_caption(rows: list[dict]) -> str:
     seeds = len({r["seed"] for r in rows})
     a_tr, a_te = min(train, key=train.get), min(test, key=test.get)
     cap = (f"Loss after {rows[0]['steps']} steps with the weight norm held at its initial value, against alpha "
-           f"(the initial weights x alpha; {'median over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}). "
+           f"({alpha_text(rows)}; {'median over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}). "
            f"Train loss goes from {train[alphas[0]]:.3g} at alpha = {alphas[0]:g} to {train[alphas[-1]]:.3g} at alpha = {alphas[-1]:g}, "
            f"lowest ({train[a_tr]:.3g}) at alpha = {a_tr:g}. Test loss is lowest ({test[a_te]:.3g}) at alpha = {a_te:g}; "
            f"it is {test[alphas[0]]:.3g} at alpha = {alphas[0]:g} and {test[alphas[-1]]:.3g} at alpha = {alphas[-1]:g}. ")
@@ -164,19 +284,29 @@ def lu_caption(rows: list[dict]) -> str:
     return cap
 
 
-def gap_caption(rows: list[dict], alpha: float = 0.8) -> str:
-    """Train and test 99% steps of the fixed-norm run at ``alpha``, then of the others."""
+def paper_alpha_rows(rows: list[dict], alpha: float = PAPER_ALPHA) -> list[dict]:
+    """The runs nearest Omnigrok's fixed-norm alpha (0.8 x the original code's init norm): the grid
+    value whose ``alpha_original`` is closest to ``alpha``; rows without it: ``init_scale == alpha``."""
+    if any(r.get("alpha_original") is None for r in rows):
+        return [r for r in rows if r["init_scale"] == alpha]
+    best = min({_alpha(r) for r in rows}, key=lambda a: min(abs(r["alpha_original"] - alpha) for r in rows if _alpha(r) == a))
+    return [r for r in rows if _alpha(r) == best]
+
+
+def gap_caption(rows: list[dict], alpha: float = PAPER_ALPHA) -> str:
+    """Train and test 99% steps of the fixed-norm runs nearest Omnigrok's alpha (``paper_alpha_rows``), then of the others."""
     def when(step):
         return "never" if step is None else f"step {step}"
 
     def line(r):
-        return (f"alpha {r['init_scale']:g} seed {r['seed']}: train 99% {when(r['train_99_step'])}, test 99% {when(r['test_99_step'])} "
+        orig = "" if r.get("alpha_original") is None else f" ({r['alpha_original']:.3g} x the original init norm)"
+        return (f"alpha {_alpha(r):g}{orig} seed {r['seed']}: train 99% {when(r['train_99_step'])}, test 99% {when(r['test_99_step'])} "
                 f"(final train accuracy {r['final_train_acc']:.3f}, test {r['final_test_acc']:.3f})")
 
-    at = [r for r in rows if r["init_scale"] == alpha]
+    at = paper_alpha_rows(rows, alpha)
     head = (f"Test accuracy of every fixed-norm run against step ({rows[0]['steps']} steps). "
-            + ("; ".join(line(r) for r in at) + ". " if at else f"No run at alpha = {alpha:g} finished. "))
-    rest = sorted((r for r in rows if r["init_scale"] != alpha), key=lambda r: (r["init_scale"], r["seed"]))
+            + (f"Nearest Omnigrok's alpha = {alpha:g}: " + "; ".join(line(r) for r in at) + ". " if at else f"No run at alpha = {alpha:g} finished. "))
+    rest = sorted((r for r in rows if r not in at), key=lambda r: (_alpha(r), r["seed"]))
     return head + "The others: " + "; ".join(line(r) for r in rest) + "."
 
 
@@ -214,11 +344,11 @@ def figures(out: Path) -> list:
         train, test = _by_alpha(lu, "final_train_loss"), _by_alpha(lu, "final_test_loss")
         figs.append(Figure("omnigrok-lu", plots.xy_lines({"train loss": (list(train), list(train.values())),
                                                            "test loss": (list(test), list(test.values()))},
-                                                          "alpha (fixed norm / initial norm of the standard init)", "final loss",
+                                                          "alpha (fixed norm / initial norm, " + ("original code's" if lu[0].get("alpha_relative_to") == "original" else "this project's") + ")", "final loss",
                                                           "Final loss against the fixed weight norm (LU)", log_x=True, log_y=True),
                            lu_caption(lu)))
         curves = {r["run"]: runs.read_metrics(Path(out) / "lu" / r["run"]) for r in lu}
-        groups = {r["run"]: f"alpha {r['init_scale']:g}" for r in lu}
+        groups = {r["run"]: f"alpha {_alpha(r):g}" for r in lu}
         figs.append(Figure("omnigrok-fixed-norm-curves", plots.member_curves(curves, groups, "test_acc", "test accuracy",
                                                                              "Test accuracy with the weight norm held fixed"),
                            gap_caption(lu)))

@@ -3,30 +3,36 @@
 The circuit-efficiency account of grokking says that below a critical training-set size D_crit the
 memorising circuit is the cheaper way (in parameter norm) to fit the training set, so weight decay
 should favour it even over a generalising circuit that is already in place. The experiment takes a
-grokked run's final weights and continues training them (``init_from``; the AdamW moments start
-fresh) on random training subsets of size D' drawn from all p^2 pairs (``train_size`` = D', the
-``data_seed`` draws the subset; test accuracy is measured on the pairs outside it), at two weight
-decays, with the learning rate, betas and model shape of the source run.
+generalising network's final weights and continues training them (``init_from``; the AdamW moments
+start fresh) on random training subsets of size D' drawn from all p^2 pairs (``train_size`` = D', the
+``data_seed`` draws the subset; test accuracy is measured on the pairs outside it), with the learning
+rate, betas and model shape of the source run.
 
-Grid: 7 geometric D' in [390, 1494] for p = 113 (3-12 % of the pairs, as in the paper), the same
-range scaled by p^2 / 113^2 for another p; weight decay 2 and 3; 2 subset seeds (3 with ``--quick``).
+**Source.** As in the paper, by default the experiment first trains its own source on **all** p^2
+pairs (``DIR/source``; no test split, so it counts as generalising when its accuracy on every pair is
+>= 0.99 at its last step): the canonical model (p = 113, lr 1e-3, weight decay 1) for ``SOURCE_STEPS``
+steps, or with ``--quick`` the small preset (p = 59, d_model 64, d_mlp 256, lr 3e-3). ``--from RUN_DIR``
+takes another run instead (its test accuracy must be >= 0.99 at its last checkpoint), e.g. the
+canonical run trained on 30 % of the pairs.
 
-Step budget. AdamW's decoupled decay shrinks a weight that the loss does not hold up by
-``1 - lr * wd`` per step, i.e. by 1/e in ``1 / (lr * wd)`` steps. Each member trains ``DECAY_TIMES``
-= 3 such times at the smaller weight decay (4.5 at the larger; ``--decay-times N`` for another
-budget): 1 500 steps from a default p = 113 run (lr 1e-3), 500 from the small preset (lr 3e-3). The
-weight decays are 2 and 3 rather than the usual 1 so that this budget stays short for p = 113 (about
-12 min on one core of a 2-core CPU, scaled from a 5 000-step run that took 41 min). The paper trains
-far longer, so whether the accuracy has settled is part of the summary (``median_change_last_fifth``:
-the median test accuracy's change over the last fifth of the budget).
+**Grid.** 7 geometric D' in [390, 1494] for p = 113 (3-12 % of the pairs, as in the paper), the same
+range scaled by p^2 / 113^2 for another p; weight decays 1, 0.5 and 2 (``--quick``: 1 and 2); 10
+subset seeds (``--quick``: 2).
 
-``--quick``: without ``--from`` it first trains its own source run in ``DIR/source``, the small preset
-(p = 59, d_model 64, d_mlp 256, lr 3e-3, weight decay 1, 40 % of the pairs, 3 000 steps, seed 999;
-it must grok within them), then continues it (D' from 106 to 407). The continued members live in
-``DIR/continue``.
+**Budget and the settle rule.** AdamW's decoupled decay shrinks a weight that the loss does not hold
+up by ``1 - lr * wd`` per step, i.e. by 1/e in one *decay time* ``1 / (lr * wd)`` steps. Every weight
+decay gets the same number of decay times, so steps are proportional to 1 / wd: ``DECAY_TIMES`` = 100
+(10^5 steps at lr 1e-3 and weight decay 1, the paper's budget; ``--quick``: 4; ``--decay-times N``
+for another). A member stops earlier once its test accuracy has *settled*: it moved by less than
+``SETTLE_TOL`` = 0.01 over the last fifth of its steps so far (``settle_tol``, ``interp.stopping``),
+but never before ``MIN_DECAY_TIMES`` (10; ``--quick`` 2) decay times, so a network that still sits
+at its source's accuracy before it starts to fall is not stopped. Each sweep (one per weight decay)
+lives in ``DIR/continue/wd<wd>``.
 
-Summary (``DIR/summary.csv``): per (weight decay, D'): seeds, median/min/max final test accuracy,
-median and min final train accuracy, ``median_change_last_fifth``, the budget.
+Summary (``DIR/summary.csv``): per (weight decay, D'): seeds, how many settled (the rest ran to the
+budget), median/min/max final test accuracy, median and min final train accuracy,
+``median_change_last_fifth`` (the test accuracy's change over the last fifth of each member's run),
+the median final step and the budget.
 """
 
 from __future__ import annotations
@@ -39,26 +45,31 @@ from interp import plots, runs
 from interp.config import PRESETS, TrainConfig
 from interp.experiments.common import group, is_sweep, median, ok_rows, read_summary, results, spread
 from interp.runs import RunError
-from interp.sweep import RUNS_DIR, Spec, SweepError, load_sweep
+from interp.sweep import RUNS_DIR, Spec, SweepError, check_values, load_sweep
 from interp.tables import fmt
 
-DESCRIPTION = "ungrokking: continue a grokked run on smaller training sets, final test accuracy vs D' (Varma et al. 2023)"
+DESCRIPTION = "ungrokking: continue a generalising run on smaller training sets, final test accuracy vs D' (Varma et al. 2023)"
 SOURCE_STAGE, STAGE = "source", "continue"
-GROKKED = 0.99  # the source's test accuracy at its last checkpoint must be at least this
-DECAY_TIMES = 3  # step budget: this many 1 / (lr * wd) at the smallest weight decay
-WDS = [2.0, 3.0]
-SEEDS, QUICK_SEEDS = [1, 2], [1, 2, 3]
-SUMMARY_COLUMNS = ["wd", "train_size", "frac_of_pairs", "seeds", "median_final_test_acc", "min_final_test_acc", "max_final_test_acc",
-                   "median_final_train_acc", "min_final_train_acc", "median_change_last_fifth", "budget"]
+GROKKED = 0.99  # the source's accuracy (test, or on all pairs for a source without a test split) at its last checkpoint
+SOURCE_STEPS, QUICK_SOURCE_STEPS = 10_000, 1_500  # 10 and 4.5 decay times at weight decay 1
+DECAY_TIMES, QUICK_DECAY_TIMES = 100.0, 4.0  # the budget, in decay times 1 / (lr * wd), the same at every weight decay
+MIN_DECAY_TIMES, QUICK_MIN_DECAY_TIMES = 10.0, 2.0  # the settle rule stops no member before this
+SETTLE_TOL = 0.01
+WDS, QUICK_WDS = [0.5, 1.0, 2.0], [1.0, 2.0]
+SEEDS, QUICK_SEEDS = list(range(1, 11)), [1, 2]
+SUMMARY_COLUMNS = ["wd", "train_size", "frac_of_pairs", "seeds", "settled", "median_final_test_acc", "min_final_test_acc",
+                   "max_final_test_acc", "median_final_train_acc", "min_final_train_acc", "median_change_last_fifth",
+                   "median_final_step", "budget"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="source", type=Path, default=None, metavar="RUN_DIR",
-                   help="the grokked run to continue (test accuracy >= 0.99 at its last checkpoint); its p and model shape are used. "
-                        "Required without --quick; with --quick and no --from the experiment trains its own small source run first")
-    p.add_argument("--decay-times", type=float, default=DECAY_TIMES, metavar="N",
-                   help=f"step budget of the continued members, in weight-decay times 1/(lr*wd) at the smaller weight decay "
-                        f"(default: {DECAY_TIMES}: 1500 steps at lr 1e-3); a longer budget shows whether the accuracy has settled")
+                   help="continue this generalising run (test accuracy >= 0.99 at its last checkpoint; its p and model shape are used) "
+                        "instead of training a source on all pairs first (the default, as in the paper)")
+    p.add_argument("--decay-times", type=float, default=None, metavar="N",
+                   help=f"step budget of the continued members in weight-decay times 1/(lr*wd), the same at every weight decay "
+                        f"(default: {DECAY_TIMES:g}, i.e. 10^5 steps at lr 1e-3 and wd 1; {QUICK_DECAY_TIMES:g} with --quick); "
+                        "members stop earlier once their test accuracy has settled")
 
 
 def d_prime_grid(p: int) -> list[int]:
@@ -67,13 +78,18 @@ def d_prime_grid(p: int) -> list[int]:
     return sorted({round(lo * (hi / lo) ** (i / (n - 1))) for i in range(n)})
 
 
-def source_spec() -> Spec:
-    """``--quick`` without ``--from``: the small preset, one member, trained until it groks."""
-    return Spec({"task": "mod_add", **{k: v for k, v in PRESETS["small"].items() if k != "seed"}, "save_every": 500}, {"seed": [999]})
+def source_spec(quick: bool) -> Spec:
+    """The source: one member trained on all p^2 pairs (the small preset with ``--quick``, else the canonical model)."""
+    if quick:
+        base = {**{k: v for k, v in PRESETS["small"].items() if k not in ("seed", "frac")}, "steps": QUICK_SOURCE_STEPS, "save_every": 500}
+    else:
+        base = {"p": 113, "steps": SOURCE_STEPS, "eval_every": 100, "save_every": 1000}
+    return Spec({"task": "mod_add", **base, "train_size": base["p"] ** 2}, {"seed": [999]})
 
 
 def check_source(path: Path) -> tuple[TrainConfig, int]:
-    """The source run's config and last checkpoint step; ``SweepError`` (one line) unless it is a grokked run."""
+    """The source run's config and last checkpoint step; ``SweepError`` (one line) unless it generalises:
+    test accuracy >= 0.99 at its last checkpoint, or, for a run trained on all pairs, train accuracy."""
     try:
         cfg = runs.read_config(path)
         metrics = runs.read_metrics(path)
@@ -84,39 +100,79 @@ def check_source(path: Path) -> tuple[TrainConfig, int]:
         raise SweepError(f"--from {path}: the run has no checkpoints or metrics yet")
     step = steps[-1]
     row = next((r for r in metrics if r["step"] == step), metrics[-1])
-    if row["test_acc"] < GROKKED:
-        raise SweepError(f"--from {path}: not a grokked run (test accuracy {row['test_acc']:.4g} at its last step {row['step']})")
+    every_pair = cfg.n_train == cfg.n_examples
+    acc = row["train_acc"] if every_pair else row["test_acc"]
+    if not acc >= GROKKED:
+        what = "accuracy on all pairs" if every_pair else "test accuracy"
+        raise SweepError(f"--from {path}: not a grokked run ({what} {acc:.4g} at its last step {row['step']})")
     return cfg, step
 
 
-def continue_spec(src: TrainConfig, path: Path, step: int, quick: bool, decay_times: float = DECAY_TIMES) -> Spec:
-    """The continued members: ``src``'s model and optimiser settings, started from its checkpoint ``step``,
-    for ``decay_times`` times 1/(lr * wd) at the smaller weight decay (rounded up to 100 steps)."""
-    steps = math.ceil(round(decay_times / (src.lr * min(WDS)) / 100, 6)) * 100
-    grid = {"wd": WDS, "train_size": d_prime_grid(src.p), "data_seed": QUICK_SEEDS if quick else SEEDS}
-    every = 25 if quick else 100
-    base = {**src.to_dict(), "init_from": f"{Path(path).resolve()}@{step}", "steps": steps, "eval_every": every,
-            "save_every": max(every, steps // 3 // every * every), "init_scale": 1.0, "fixed_norm": False, "label_noise": 0.0, "warmup": 0}
-    return Spec({k: v for k, v in base.items() if k not in grid}, grid)
+def budget(src: TrainConfig, wd: float, decay_times: float, every: int) -> int:
+    """``decay_times`` decay times 1 / (lr * wd) in steps, rounded up to a multiple of ``every``."""
+    return math.ceil(round(decay_times / (src.lr * wd) / every, 6)) * every
+
+
+def continue_specs(src: TrainConfig, path: Path, step: int, quick: bool, decay_times: float | None = None) -> dict[str, Spec]:
+    """The continued members, one sweep per weight decay (``{"continue/wd<wd>": Spec}``): ``src``'s model
+    and optimiser settings, started from its checkpoint ``step``, for ``decay_times`` decay times, stopped
+    early by the settle rule after ``MIN_DECAY_TIMES``."""
+    decay_times = (QUICK_DECAY_TIMES if quick else DECAY_TIMES) if decay_times is None else decay_times
+    min_times = min(QUICK_MIN_DECAY_TIMES if quick else MIN_DECAY_TIMES, decay_times)
+    specs = {}
+    for wd in (QUICK_WDS if quick else WDS):
+        steps = budget(src, wd, decay_times, 1)
+        every = steps // 200 // 25 * 25 if steps >= 5000 else max(1, min(25, steps // 40))  # 40-200 evaluations a run
+        steps = budget(src, wd, decay_times, every)
+        base = {**src.to_dict(), "init_from": f"{Path(path).resolve()}@{step}", "wd": wd, "steps": steps, "eval_every": every,
+                "save_every": max(every, steps // 4 // every * every), "settle_tol": SETTLE_TOL,
+                "min_steps": min(steps, budget(src, wd, min_times, every)), "init_scale": 1.0, "fixed_norm": False,
+                "label_noise": 0.0, "warmup": 0, "stop_after_grok": None, "equilibrium_tol": None}
+        grid = {"train_size": d_prime_grid(src.p), "data_seed": QUICK_SEEDS if quick else SEEDS}
+        specs[f"{STAGE}/wd{wd:g}"] = Spec({k: v for k, v in base.items() if k not in grid}, grid)
+    return specs
+
+
+def _decay_times(args: argparse.Namespace) -> float | None:
+    d = getattr(args, "decay_times", None)
+    if d is not None and not (math.isfinite(d) and d > 0):
+        raise SweepError(f"--decay-times {d:g}: must be a positive number of weight-decay times")
+    return d
+
+
+def plan_specs(args: argparse.Namespace) -> list[Spec]:
+    """``--plan``: every stage, the continued members built from the source's config before it exists."""
+    decay_times = _decay_times(args)
+    if args.source is not None:
+        src, step = check_source(args.source)
+        return list(continue_specs(src, args.source, step, args.quick, decay_times).values())
+    spec = source_spec(args.quick)
+    src = TrainConfig(**spec.base, seed=999)
+    return [spec, *continue_specs(src, args.out / SOURCE_STAGE / RUNS_DIR / "seed999", src.steps, args.quick, decay_times).values()]
 
 
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
-    if args.source is None and not args.quick:
-        raise SweepError("--from: required without --quick (a grokked run directory, e.g. checkpoints/mod_add_p113)")
-    decay_times = getattr(args, "decay_times", DECAY_TIMES)
-    if not (math.isfinite(decay_times) and decay_times > 0):
-        raise SweepError(f"--decay-times {decay_times:g}: must be a positive number of weight-decay times")
+    decay_times = _decay_times(args)
     rows: dict[str, dict] = {}
     if args.source is not None:
         source = args.source
         src, step = check_source(source)  # before anything is written
     else:
-        spec = source_spec()
+        spec = source_spec(args.quick)
+        check_values(spec)
         rows.update({f"{SOURCE_STAGE}/{k}": v for k, v in sweep(spec, SOURCE_STAGE).items()})
         source = args.out / SOURCE_STAGE / RUNS_DIR / "seed999"
         src, step = check_source(source)
-    rows.update({f"{STAGE}/{k}": v for k, v in sweep(continue_spec(src, source, step, args.quick, decay_times), STAGE).items()})
+    for stage, spec in continue_specs(src, source, step, args.quick, decay_times).items():
+        rows.update({f"{stage}/{k}": v for k, v in sweep(spec, stage).items()})
     return rows
+
+
+def stage_dirs(out: Path) -> list[Path]:
+    """The continued sweeps of an experiment directory (``DIR/continue/wd*``), by weight decay."""
+    d = Path(out) / STAGE
+    found = [c for c in d.iterdir() if is_sweep(c)] if d.is_dir() else []
+    return sorted(found, key=lambda c: float(c.name[2:]) if c.name.startswith("wd") else math.inf)
 
 
 # ---- summary ---------------------------------------------------------------------------------------
@@ -126,24 +182,27 @@ def _acc_at(metrics: list[dict], step: float) -> float:
 
 
 def summarise(out: Path) -> list[dict]:
-    """One row per (weight decay, D'), over the finished members of ``DIR/continue``."""
-    d = Path(out) / STAGE
-    _, members = load_sweep(d)
-    n_pairs = next(m.config.n_examples for m in members if m.config)
+    """One row per (weight decay, D'), over the finished members of the ``DIR/continue/wd*`` sweeps."""
     rows = []
-    for (wd, size), rs in group(ok_rows(d), lambda r: (float(r["wd"]), r["train_size"])).items():
-        test_med, test_lo, test_hi = spread(r["final_test_acc"] for r in rs)
-        train_med, train_lo, _ = spread(r["final_train_acc"] for r in rs)
-        changes = []
-        for r in rs:
-            metrics = runs.read_metrics(d / r["run"])
-            if metrics:
-                changes.append(metrics[-1]["test_acc"] - _acc_at(metrics, 0.8 * metrics[-1]["step"]))
-        rows.append({"wd": wd, "train_size": size, "frac_of_pairs": size / n_pairs, "seeds": len(rs),
-                     "median_final_test_acc": test_med, "min_final_test_acc": test_lo, "max_final_test_acc": test_hi,
-                     "median_final_train_acc": train_med, "min_final_train_acc": train_lo,
-                     "median_change_last_fifth": median(changes), "budget": max(r["final_step"] for r in rs)})
-    return rows
+    for d in stage_dirs(out):
+        _, members = load_sweep(d)
+        cfgs = {f"{RUNS_DIR}/{m.name}": m.config for m in members if m.config}
+        n_pairs = next(iter(cfgs.values())).n_examples
+        for (wd, size), rs in group(((r, cfgs[r["run"]]) for r in ok_rows(d)), lambda rc: (rc[1].wd, rc[0]["train_size"])).items():
+            test_med, test_lo, test_hi = spread(r["final_test_acc"] for r, _ in rs)
+            train_med, train_lo, _ = spread(r["final_train_acc"] for r, _ in rs)
+            changes = []
+            for r, _ in rs:
+                metrics = runs.read_metrics(d / r["run"])
+                if metrics:
+                    changes.append(metrics[-1]["test_acc"] - _acc_at(metrics, 0.8 * metrics[-1]["step"]))
+            rows.append({"wd": wd, "train_size": size, "frac_of_pairs": size / n_pairs, "seeds": len(rs),
+                         "settled": sum((r.get("reason") or "").startswith("settle_tol") for r, _ in rs),
+                         "median_final_test_acc": test_med, "min_final_test_acc": test_lo, "max_final_test_acc": test_hi,
+                         "median_final_train_acc": train_med, "min_final_train_acc": train_lo,
+                         "median_change_last_fifth": median(changes), "median_final_step": median(r["final_step"] for r, _ in rs),
+                         "budget": max(c.steps for _, c in rs)})
+    return sorted(rows, key=lambda r: (r["wd"], r["train_size"]))
 
 
 def _by_size(rows: list[dict]) -> list[dict]:
@@ -174,9 +233,13 @@ def _columns(rows: list[dict]) -> list[tuple]:
         return " / ".join("–" if r["by_wd"].get(w) is None or r["by_wd"][w]["median_change_last_fifth"] is None
                           else f"{r['by_wd'][w]['median_change_last_fifth']:+.3f}" for w in wds)
 
+    def settled(r):
+        return " / ".join("–" if r["by_wd"].get(w) is None else f"{r['by_wd'][w]['settled']} of {r['by_wd'][w]['seeds']}" for w in wds)
+
     return ([("D′ (share of pairs)", lambda r: f"{r['train_size']} ({r['frac_of_pairs']:.1%})")]
             + [(f"wd {fmt(w)}: median test acc (min–max)", acc(w)) for w in wds]
-            + [("change over the last fifth (" + " / ".join(f"wd {fmt(w)}" for w in wds) + ")", change),
+            + [("settled before the budget (" + " / ".join(f"wd {fmt(w)}" for w in wds) + ")", settled),
+               ("change over the last fifth (" + " / ".join(f"wd {fmt(w)}" for w in wds) + ")", change),
                ("lowest final train acc", lambda r: f"{min(x['min_final_train_acc'] for x in r['by_wd'].values()):.3f}")])
 
 
@@ -208,9 +271,13 @@ def caption(rows: list[dict]) -> str:
     wds = sorted({_num(r, "wd") for r in rows})
     sizes = sorted({int(_num(r, "train_size")) for r in rows})
     seeds = sorted({int(_num(r, "seeds")) for r in rows})
-    budget = max(int(_num(r, "budget")) for r in rows)
-    out = [f"Final test accuracy after {budget} steps of training a grokked network on D' random pairs, against D' "
-           f"({', '.join(map(str, sizes))}); median over {'/'.join(map(str, seeds))} subset seeds, bars from the lowest to the highest seed."]
+    budgets = {wd: max(int(_num(r, "budget")) for r in rows if _num(r, "wd") == wd) for wd in wds}
+    settled = sum(int(_num(r, "settled")) for r in rows if r.get("settled") not in ("", None))
+    members = sum(int(_num(r, "seeds")) for r in rows)
+    out = [f"Final test accuracy of a generalising network trained on D' random pairs, against D' "
+           f"({', '.join(map(str, sizes))}); median over {'/'.join(map(str, seeds))} subset seeds, bars from the lowest to the highest seed.",
+           f"Budget {', '.join(f'{b} steps at weight decay {wd:g}' for wd, b in budgets.items())}; "
+           f"{settled} of {members} members stopped earlier because their test accuracy had settled."]
     for wd in wds:
         pts = [(int(_num(r, "train_size")), _num(r, "median_final_test_acc")) for r in rows if _num(r, "wd") == wd]
         below = [x for x, y in sorted(pts) if y < 0.9]
@@ -260,11 +327,13 @@ def figures(out: Path) -> list:
         fig = plots.median_with_range(series, "training-set size D' (log)", "final test accuracy",
                                       "Ungrokking: final test accuracy against D'", log_x=True, y_range=(0, 1.05))
         figs.append(Figure("ungrok", fig, caption(rows)))
-    d = out / STAGE
-    done = [r for r in results(d) if (d / r["run"]).is_dir()] if is_sweep(d) else []
-    if done:
-        curves = {r["run"]: runs.read_metrics(d / r["run"]) for r in done}
-        groups = {r["run"]: f"D' {r['train_size']}" for r in done}
+    curves, groups = {}, {}
+    for d in stage_dirs(out):
+        for r in results(d):
+            if (d / r["run"]).is_dir():
+                name = f"{d.name}/{r['run']}"
+                curves[name], groups[name] = runs.read_metrics(d / r["run"]), f"D' {r['train_size']}"
+    if curves:
         figs.append(Figure("ungrok-curves", plots.member_curves(curves, groups, "test_acc", "test accuracy",
                                                                "Test accuracy of every continued member"),
                            f"Test accuracy against step for the {len(curves)} continued members (all weight decays), one colour per D'."))
