@@ -89,7 +89,7 @@ def test_accelerate_full_version_has_the_papers_arms_and_settings():
 def test_accelerate_plan_counts_every_arm(monkeypatch):
     seen = []
     monkeypatch.setattr("interp.experiment.plan", lambda specs, args, note="": seen.append(specs) or {})
-    experiment_plan(accelerate, Namespace(quick=False, p=None, tickets=None))
+    experiment_plan(accelerate, Namespace(name="accelerate", quick=False, p=None, tickets=None))
     assert len(seen[0]) == len(accelerate.specs(Namespace(quick=False, p=None)))
 
 
