@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from interp import runs, tables
-from interp.config import ConfigError, TrainConfig
+from interp.config import ConfigError
 from interp.experiment import experiment_plan
 from interp.experiment import main as experiment_main
 from interp.experiments import accelerate, datafrac, semigrok
