@@ -21,6 +21,7 @@ once only: a double backward (Hessian-vector products) raises instead of returni
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -180,9 +181,11 @@ def hooked_logits(model: HookedTransformer, inputs: Int[Tensor, "batch 3"]) -> F
     return model(inputs)[:, -1]
 
 
-def loss_fn(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> Tensor:
-    """Mean cross-entropy with the log-softmax in float64 (avoids slingshot spikes)."""
-    return F.cross_entropy(logits.to(torch.float64), labels)
+def loss_fn(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"], dtype: torch.dtype = torch.float64) -> Tensor:
+    """Mean cross-entropy with the log-softmax in ``dtype``: float64 by default (avoids slingshot spikes);
+    float32 is the ``softmax32`` loss, the float32 control of Prieto et al. (2025), whose softmax can
+    collapse (a correct class at probability exactly 1 gives that example no gradient)."""
+    return F.cross_entropy(logits.to(dtype), labels)
 
 
 def stablemax_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> Tensor:
@@ -218,5 +221,6 @@ def mse_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "ba
 
 
 def criterion(name: str):
-    """The loss function named by ``TrainConfig.loss``: ``loss_fn`` ('softmax'), ``stablemax_loss`` or ``mse_loss``."""
-    return {"softmax": loss_fn, "stablemax": stablemax_loss, "mse": mse_loss}[name]
+    """The loss function named by ``TrainConfig.loss``: ``loss_fn`` ('softmax'; 'softmax32': the same in
+    float32), ``stablemax_loss`` or ``mse_loss``."""
+    return {"softmax": loss_fn, "softmax32": functools.partial(loss_fn, dtype=torch.float32), "stablemax": stablemax_loss, "mse": mse_loss}[name]

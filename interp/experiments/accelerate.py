@@ -1,7 +1,9 @@
 """The grokking accelerators compared fairly: one model, one split, several seeds, censored outcomes.
 
 Each arm is one sweep over the model seeds in ``DIR/<arm>/``, on the same task, split, model and
-step budget; an arm changes only what its row of ``ARMS`` names (``ARM_NOTES`` says why):
+step budget as the other arms of its group; an arm changes only what its row below names.
+
+**The canonical group** (the 1-layer model of Nanda et al., full batch; ``--quick``: the small preset):
 
 ===============  ===========================================================================
 adamw            the baseline: AdamW at the base learning rate, weight decay as the base
@@ -9,10 +11,15 @@ adamw_lr3x       the baseline at 3x the learning rate (Grokfast's lambda = 2 act
                  step, so a filter must beat the better-tuned of the two baselines)
 grokfast_ema     Grokfast EMA filter, alpha 0.98, lambda 2 (the paper's algorithmic setting)
 grokfast_ma      Grokfast MA filter, window 100, lambda 5 (the Grokfast code's defaults)
-stablemax        StableMax cross-entropy, weight decay 0 (as Prieto et al. 2025 run it: their
-                 scripts leave weight decay at its default 0 for StableMax and ⊥Grad)
+softmax_wd0      (full version) the softmax cross-entropy in float64 with weight decay 0 and the
+                 StableMax arm's Adam settings: what the loss alone changes, at full precision
+softmax32_wd0    (full version) the same in float32 (``loss = softmax32``): Prieto et al.'s control,
+                 whose float32 softmax collapses (correct class at probability exactly 1, so no
+                 gradient) and, they find, stalls grokking without weight decay
+stablemax        StableMax cross-entropy, weight decay 0 (Prieto et al. 2025 run it without weight
+                 decay); in the full version at their Adam settings: eps 1e-25, beta2 0.999
 orthoadamw       ⊥AdamW: the gradient's component along each weight removed, then AdamW with
-                 weight decay 0 (the same; their point is grokking without weight decay)
+                 weight decay 0; in the full version eps 1e-25 and beta2 0.99 (their code's defaults)
 init_x0.5        initial weights x 0.5 (Omnigrok: a smaller initial norm)
 ticket           with ``--tickets DIR``: the tickets experiment's final-checkpoint ticket of each seed
                  (its masks, ``DIR/masks/ticket_seed<s>.safetensors``; the same seed rebuilds the same
@@ -20,20 +27,45 @@ ticket           with ``--tickets DIR``: the tickets experiment's final-checkpoi
                  model on the same split with the same optimiser
 ===============  ===========================================================================
 
+**The Grokfast group** (full version only; arms ``gf_*``): Grokfast's own setting (Lee et al. 2024,
+their public code): x·y mod 97, half of the pairs for training, a 2-layer transformer (width 128,
+4 heads, MLP 512, GELU, LayerNorm, trained biases), mini-batches of 512, 10 warm-up steps, lr 1e-3,
+betas (0.9, 0.98), no weight decay in the baseline; ``gf_adamw``, ``gf_adamw_lr3x``, ``gf_adamw_wd0.01``
+(the baseline with the MA arm's decay, so a filter's speed-up is not its decay's), ``gf_grokfast_ema``
+(alpha 0.98, lambda 2, weight decay 0.005) and ``gf_grokfast_ma`` (window 100, lambda 5, weight decay
+0.01). Their code applies the decay as Adam's coupled L2 term; here it is AdamW's decoupled decay
+with the same coefficient (the only optimiser this project has).
+
 Outcome per seed: the first step with test accuracy >= 99% (``test_99_step``). A seed that never got
 there within the budget is right-censored at its last step, and the arm's curve of the fraction of
 seeds generalised against step is the Kaplan-Meier estimate (``analyses.timing``); the median is that
 curve's median (empty when half or more of the seeds never generalised: "more than the budget").
-The speed-up of an arm is the median of the better baseline (the smaller median of ``adamw`` and
-``adamw_lr3x``) divided by the arm's median.
+The speed-up of an arm is the median of its group's better baseline (the smallest median among
+``adamw`` and ``adamw_lr3x``; in the Grokfast group ``gf_adamw``, ``gf_adamw_lr3x`` and
+``gf_adamw_wd0.01``) divided by the arm's median.
+
+Float32 softmax collapse, per arm, from the members' ``metrics.jsonl`` (``interp.train`` records it
+at every evaluation whatever the loss): the largest fraction of training examples whose float32
+softmax gave the correct class probability exactly 1 (``max_collapse_frac``) and whose float32 loss
+term was exactly 0 (``max_zero_loss_frac``), over seeds and evaluations, and the median over seeds
+of the final evaluation's collapse fraction. For ``softmax32_wd0`` they say whether the float32
+control collapsed (and so lost its gradient) while it stalled; ``softmax_wd0`` shows the same
+float32 diagnostic of a run whose float64 loss still has a gradient there. For ``stablemax`` they
+describe the float32 softmax of its logits, which its loss does not use: StableMax lets the logits
+grow large, so its column can read near 1 while its own loss is finite.
 
 ``--quick``: the small preset (p = 59, 40% of the pairs, d_model 64, d_mlp 256, lr 3e-3, weight
-decay 1), 3 seeds, 4 000 steps, evaluated every 50. The full version: the canonical p = 113 model
-(30%, lr 1e-3, weight decay 1), 3 seeds, 20 000 steps, evaluated every 100.
+decay 1), the canonical group without the two softmax controls, 3 seeds, 4 000 steps, evaluated
+every 50. The full version: the canonical p = 113 model (30%, lr 1e-3, weight decay 1) with every
+arm of the canonical group, 3 seeds, 80 000 steps (Prieto et al.'s 80k full-batch epochs for
+StableMax), evaluated every 100; and the Grokfast group, 3 seeds, 100 000 steps each. ``--p`` sets the
+canonical group's modulus only.
 
 Members stop 200 (``--quick``) or 1 000 steps after their test accuracy first reaches 99 %
 (``stop_after_grok``) and leave their stack, so the sweep costs what its slowest member needs rather
-than the budget times the number of members; the step they reached 99 % at is unaffected.
+than the budget times the number of members; the step they reached 99 % at is unaffected. Arms
+other than the plain-AdamW softmax ones (and every Grokfast-group arm: 2 layers, LayerNorm,
+mini-batches) train one member at a time through ``interp.train``.
 """
 
 from __future__ import annotations
@@ -45,18 +77,35 @@ from pathlib import Path
 from analyses.timing import kaplan_meier, km_median
 from interp import runs
 from interp.config import PRESETS, TrainConfig
-from interp.experiments.common import is_sweep, results, run_stages
+from interp.experiments.common import is_sweep, median, results, run_stages
 from interp.sweep import Spec, SweepError
 from interp.tables import SWEEP_FILE, fmt
 
-DESCRIPTION = "Grokfast, StableMax, ⊥AdamW and a small init against a tuned AdamW baseline: steps to 99% test, censored"
+DESCRIPTION = "Grokfast, StableMax, ⊥AdamW, a float32-softmax control and a small init against a tuned AdamW baseline: steps to 99% test, censored"
 BASELINES = ("adamw", "adamw_lr3x")
-SUMMARY_COLUMNS = ["arm", "changes", "lr", "wd", "seeds", "generalised", "censored", "median_test_99_step", "min_test_99_step",
-                   "max_test_99_step", "test_99_steps", "speedup_vs_best_baseline", "budget"]
+GF = "gf_"  # prefix of the Grokfast group's arms
+GF_BASELINES = ("gf_adamw", "gf_adamw_lr3x", "gf_adamw_wd0.01")
+SUMMARY_COLUMNS = ["group", "arm", "changes", "lr", "wd", "seeds", "generalised", "censored", "median_test_99_step", "min_test_99_step",
+                   "max_test_99_step", "test_99_steps", "speedup_vs_best_baseline", "budget", "max_collapse_frac", "max_zero_loss_frac",
+                   "final_collapse_frac"]
+
+# Prieto et al.'s Adam settings (their code's defaults and Fig. 1's StableMax run): eps 1e-25, and beta2
+# 0.999 for StableMax (and the two softmax controls, so that they differ from it in the loss alone), 0.99 for ⊥Grad.
+PRIETO_STABLEMAX = {"wd": 0.0, "adam_eps": 1e-25, "beta2": 0.999}
+PRIETO_ORTHO = {"wd": 0.0, "adam_eps": 1e-25, "beta2": 0.99}
+FULL_STEPS = 80_000  # Prieto et al.: 80k full-batch epochs for StableMax
+GF_STEPS = 100_000  # Grokfast's baseline needs ~4x10^4 steps to 95 % validation accuracy (their README)
+
+# Grokfast's setting (ironjr/grokfast main.py and README): x*y mod 97, 50 % train, 2 layers, width 128, 4 heads,
+# MLP 4 x 128, GELU, LayerNorm, trained biases, batch 512, 10 warm-up steps, lr 1e-3, betas (0.9, 0.98), no decay.
+GROKFAST_BASE = {"task": "mod_mul", "p": 97, "frac": 0.5, "n_layers": 2, "normalization": "LN", "act_fn": "gelu", "freeze_biases": False,
+                 "d_model": 128, "n_heads": 4, "d_mlp": 512, "batch_size": 512, "warmup": 10, "lr": 1e-3, "wd": 0.0, "beta1": 0.9,
+                 "beta2": 0.98, "steps": GF_STEPS, "eval_every": 100, "save_every": 10_000, "stop_after_grok": 1000}
 
 
-def arms(base: dict, tickets: Path | None = None) -> dict[str, dict]:
-    """``{arm: the config fields it changes}`` for a base config (``adamw_lr3x``: 3x the base's lr)."""
+def arms(base: dict, tickets: Path | None = None, full: bool = False) -> dict[str, dict]:
+    """``{arm: the config fields it changes}`` of the canonical group for a base config (``adamw_lr3x``:
+    3x the base's lr); ``full``: with the two softmax controls and Prieto et al.'s Adam settings."""
     out = {
         "adamw": {},
         "adamw_lr3x": {"lr": round(3 * TrainConfig(**base).lr, 12)},
@@ -66,10 +115,28 @@ def arms(base: dict, tickets: Path | None = None) -> dict[str, dict]:
         "orthoadamw": {"optimizer": "orthoadamw", "wd": 0.0},
         "init_x0.5": {"init_scale": 0.5},
     }
+    if full:
+        out = {**{k: out[k] for k in ("adamw", "adamw_lr3x", "grokfast_ema", "grokfast_ma")},
+               "softmax_wd0": dict(PRIETO_STABLEMAX),
+               "softmax32_wd0": {"loss": "softmax32", **PRIETO_STABLEMAX},
+               "stablemax": {"loss": "stablemax", **PRIETO_STABLEMAX},
+               "orthoadamw": {"optimizer": "orthoadamw", **PRIETO_ORTHO},
+               "init_x0.5": out["init_x0.5"]}
     ticket = ticket_arm(base, tickets)
     if ticket is not None:
         out["ticket"] = ticket
     return out
+
+
+def grokfast_arms() -> dict[str, dict]:
+    """``{arm: the fields it changes from GROKFAST_BASE}``: the Grokfast group of the full version."""
+    return {
+        "gf_adamw": {},
+        "gf_adamw_lr3x": {"lr": 3e-3},
+        "gf_adamw_wd0.01": {"wd": 0.01},
+        "gf_grokfast_ema": {"grad_filter": "ema", "filter_alpha": 0.98, "filter_lambda": 2.0, "wd": 0.005},
+        "gf_grokfast_ma": {"grad_filter": "ma", "filter_window": 100, "filter_lambda": 5.0, "wd": 0.01},
+    }
 
 
 # ---- the ticket arm ---------------------------------------------------------------------------
@@ -97,40 +164,66 @@ def ticket_arm(base: dict, tickets: Path | None) -> dict | None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--p", type=int, default=None, help="modulus (default: 59 with --quick, else 113)")
+    p.add_argument("--p", type=int, default=None, help="modulus of the canonical group (default: 59 with --quick, else 113); "
+                                                       "the Grokfast group keeps Grokfast's p = 97")
     p.add_argument("--tickets", type=Path, default=None, metavar="DIR",
                    help="a finished `interp.experiment tickets` directory of the same model: adds its tickets as an arm")
 
 
 def settings(args: argparse.Namespace) -> tuple[dict, list[int]]:
-    """The base config every arm shares and the seeds (``--quick`` or full). Tests replace this."""
+    """The base config the canonical group's arms share and the seeds (``--quick`` or full). Tests replace this."""
     if args.quick:
         base = {**PRESETS["small"], "task": "mod_add", "steps": 4000, "eval_every": 50, "save_every": 4000, "stop_after_grok": 200}
     else:
-        base = {"task": "mod_add", "p": 113, "steps": 20000, "eval_every": 100, "save_every": 5000, "stop_after_grok": 1000}
+        base = {"task": "mod_add", "p": 113, "steps": FULL_STEPS, "eval_every": 100, "save_every": 5000, "stop_after_grok": 1000}
     if args.p is not None:
         base["p"] = args.p
     return base, [1, 2, 3]
 
 
 def specs(args: argparse.Namespace) -> dict[str, Spec]:
+    """Every arm's sweep, ``{arm: Spec}``: the canonical group, then (full version) the Grokfast group."""
     base, seeds = settings(args)
     tickets = getattr(args, "tickets", None)
-    all_arms = arms(base, tickets)
+    all_arms = arms(base, tickets, full=not args.quick)
     if "ticket" in all_arms:
         missing = [s for s in seeds if not Path(all_arms["ticket"]["mask_from"].format(seed=s)).is_file()]
         if missing:
             raise SweepError(f"--tickets {tickets}: no ticket masks for seed(s) {missing} (masks/ticket_seed<s>.safetensors)")
-    return {arm: Spec({**base, **fields}, {"seed": seeds}) for arm, fields in all_arms.items()}
+    out = {arm: Spec({**base, **fields}, {"seed": seeds}) for arm, fields in all_arms.items()}
+    if not args.quick:
+        out.update({arm: Spec({**GROKFAST_BASE, **fields}, {"seed": seeds}) for arm, fields in grokfast_arms().items()})
+    return out
 
 
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
     return run_stages(specs(args), sweep)
 
 
+def plan_specs(args: argparse.Namespace) -> list[Spec]:
+    """Every arm's spec: no arm depends on another's results, so ``--plan`` counts them all."""
+    return list(specs(args).values())
+
+
 # ---- summary ------------------------------------------------------------------------------------
+def group_of(arm: str) -> str:
+    """``grokfast`` for the Grokfast group's arms (``gf_*``), else ``canonical``."""
+    return "grokfast" if arm.startswith(GF) else "canonical"
+
+
+def collapse(run_dir: Path) -> dict[str, float | None]:
+    """A member's float32 softmax collapse from its ``metrics.jsonl``: the largest collapsed and
+    zero-loss fractions over its evaluations and the final collapsed fraction (None where not recorded)."""
+    m = [r for r in runs.read_metrics(run_dir) if r.get("softmax_collapse_frac") is not None] if (Path(run_dir) / runs.METRICS_FILE).is_file() else []
+    if not m:
+        return {"max_collapse": None, "max_zero_loss": None, "final_collapse": None}
+    return {"max_collapse": max(r["softmax_collapse_frac"] for r in m), "max_zero_loss": max(r["zero_loss_frac"] for r in m),
+            "final_collapse": m[-1]["softmax_collapse_frac"]}
+
+
 def arm_outcomes(out: Path) -> dict[str, dict]:
-    """Per arm found in ``out``: its base config (seed aside), per-seed ``(time, observed)`` and the budget.
+    """Per arm found in ``out``: its base config (seed aside), per-seed ``(time, observed)``, the budget
+    and the members' float32 collapse (``collapse``).
 
     A member that finished without reaching 99% test accuracy is censored at its final step; a failed
     member (diverged) is censored at the last step it reached.
@@ -138,7 +231,7 @@ def arm_outcomes(out: Path) -> dict[str, dict]:
     found = {}
     for d in sorted(p for p in Path(out).iterdir() if is_sweep(p)):
         cfg = TrainConfig(**json.loads((d / SWEEP_FILE).read_text())["spec"]["base"])
-        times, observed = [], []
+        times, observed, coll = [], [], []
         for r in results(d):
             if r["test_99_step"] is not None:
                 times.append(r["test_99_step"])
@@ -146,41 +239,57 @@ def arm_outcomes(out: Path) -> dict[str, dict]:
             elif r["final_step"] is not None:
                 times.append(r["final_step"])
                 observed.append(False)
-        found[d.name] = {"config": cfg, "times": times, "observed": observed, "budget": cfg.steps}
+            coll.append(collapse(d / r["run"]))
+        found[d.name] = {"config": cfg, "times": times, "observed": observed, "budget": cfg.steps, "collapse": coll}
     return found
 
 
+def _max(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return max(xs) if xs else None
+
+
 def summarise(out: Path) -> list[dict]:
-    """One row per arm: seeds, how many generalised, Kaplan-Meier median and range of steps to 99%
-    test accuracy, and the speed-up against the better of the two baselines."""
+    """One row per arm: its group, seeds, how many generalised, Kaplan-Meier median and range of steps
+    to 99% test accuracy, the speed-up against its group's better baseline, and the float32 collapse."""
     found = arm_outcomes(out)
     if not found:
         return []
-    ref = found["adamw"]["config"].to_dict() if "adamw" in found else None
-    medians = {}
-    for arm, f in found.items():
-        medians[arm] = km_median(*kaplan_meier(f["times"], f["observed"])) if f["times"] else None
-    base_meds = [medians[b] for b in BASELINES if b in medians and medians[b] is not None]
-    best = min(base_meds) if base_meds else None
+    medians = {arm: km_median(*kaplan_meier(f["times"], f["observed"])) if f["times"] else None for arm, f in found.items()}
+    best, ref = {}, {}
+    for group, (first, baselines) in {"canonical": ("adamw", BASELINES), "grokfast": ("gf_adamw", GF_BASELINES)}.items():
+        ref[group] = found[first]["config"].to_dict() if first in found else None
+        meds = [medians[b] for b in baselines if medians.get(b) is not None]
+        best[group] = min(meds) if meds else None
     rows = []
     for arm, f in found.items():
+        g = group_of(arm)
         seen = sorted(t for t, o in zip(f["times"], f["observed"]) if o)
         med = medians[arm]
+        r0 = ref[g]
         rows.append({
-            "arm": arm,
-            "changes": "?" if ref is None else " ".join(f"{k}={v}" for k, v in f["config"].to_dict().items() if v != ref[k] and k != "seed") or "-",
+            "group": g, "arm": arm,
+            "changes": "?" if r0 is None else " ".join(f"{k}={v}" for k, v in f["config"].to_dict().items() if v != r0[k] and k != "seed") or "-",
             "lr": f["config"].lr, "wd": f["config"].wd,
             "seeds": len(f["times"]), "generalised": len(seen), "censored": len(f["times"]) - len(seen),
             "median_test_99_step": med, "min_test_99_step": seen[0] if seen else None, "max_test_99_step": seen[-1] if seen else None,
             "test_99_steps": ";".join(str(t) if o else f">{t}" for t, o in sorted(zip(f["times"], f["observed"]))),
-            "speedup_vs_best_baseline": best / med if best is not None and med else None,
+            "speedup_vs_best_baseline": best[g] / med if best[g] is not None and med else None,
             "budget": f["budget"],
+            "max_collapse_frac": _max(c["max_collapse"] for c in f["collapse"]),
+            "max_zero_loss_frac": _max(c["max_zero_loss"] for c in f["collapse"]),
+            "final_collapse_frac": median(c["final_collapse"] for c in f["collapse"]),
         })
-    order = list(arms({"task": "mod_add"}))
+    order = [*arms({"task": "mod_add"}, full=True), "ticket", *grokfast_arms()]
     return sorted(rows, key=lambda r: order.index(r["arm"]) if r["arm"] in order else len(order))
 
 
+def _frac(x) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
 TABLES = [{"columns": [
+    ("group", "group"),
     ("arm", "arm"),
     ("changes", "changes"),
     ("seeds at 99% test", lambda r: f"{r['generalised']} of {r['seeds']}"),
@@ -189,33 +298,46 @@ TABLES = [{"columns": [
     ("per seed", lambda r: "; ".join(("> " + fmt(int(s[1:]))) if s.startswith(">") else fmt(int(s))
                                      for s in str(r["test_99_steps"]).split(";"))),
     ("speed-up vs best baseline", lambda r: None if r["speedup_vs_best_baseline"] is None else f"{r['speedup_vs_best_baseline']:.2f}"),
+    ("float32 collapse: max / final (zero loss: max)", lambda r: "not recorded" if r["max_collapse_frac"] is None else
+     f"{_frac(r['max_collapse_frac'])} / {_frac(r['final_collapse_frac'])} ({_frac(r['max_zero_loss_frac'])})"),
 ]}]
 
 
 def summary_caption(rows: list[dict]) -> str:
-    """What the survival figure shows: per arm the generalised count and median, and the fastest arm."""
+    """What the survival figure shows: per arm the generalised count and median, per group the better
+    baseline and the fastest arm, and the float32 collapse of the softmax controls and StableMax."""
     def med(r):
         return f"median {r['median_test_99_step']:g}" if r["median_test_99_step"] is not None else "median beyond the budget"
 
-    budget = max(r["budget"] for r in rows)
     seeds = max(r["seeds"] for r in rows)
-    parts = [f"{r['arm']} {r['generalised']}/{r['seeds']} ({med(r)})" for r in rows]
     cap = (f"Fraction of seeds with test accuracy >= 99% against step (Kaplan-Meier; a seed that never got there is censored "
-           f"at the budget of {budget} steps; {seeds} seeds per arm). Seeds generalised and median step per arm: "
-           + "; ".join(parts) + ". ")
-    base = [r for r in rows if r["arm"] in BASELINES and r["median_test_99_step"] is not None]
-    if base:
-        b = min(base, key=lambda r: r["median_test_99_step"])
-        cap += f"The better baseline is {b['arm']} (median {b['median_test_99_step']:g}). "
-        fast = [r for r in rows if r["speedup_vs_best_baseline"] is not None and r["arm"] not in BASELINES]
-        if fast:
-            top = max(fast, key=lambda r: r["speedup_vs_best_baseline"])
-            cap += f"Against it the largest speed-up of the medians is {top['arm']}'s {top['speedup_vs_best_baseline']:.2f}x. "
-    else:
-        cap += "Neither baseline reached a median within the budget, so no speed-up is computed. "
+           f"at its arm's budget; {seeds} seeds per arm). ")
+    for group, baselines in (("canonical", BASELINES), ("grokfast", GF_BASELINES)):
+        rs = [r for r in rows if r.get("group", "canonical") == group]
+        if not rs:
+            continue
+        budget = max(r["budget"] for r in rs)
+        cap += (f"{'Canonical' if group == 'canonical' else 'Grokfast-setting'} group ({budget} steps): "
+                + "; ".join(f"{r['arm']} {r['generalised']}/{r['seeds']} ({med(r)})" for r in rs) + ". ")
+        base = [r for r in rs if r["arm"] in baselines and r["median_test_99_step"] is not None]
+        if base:
+            b = min(base, key=lambda r: r["median_test_99_step"])
+            cap += f"The better baseline is {b['arm']} (median {b['median_test_99_step']:g}). "
+            fast = [r for r in rs if r["speedup_vs_best_baseline"] is not None and r["arm"] not in baselines]
+            if fast:
+                top = max(fast, key=lambda r: r["speedup_vs_best_baseline"])
+                cap += f"Against it the largest speed-up of the medians is {top['arm']}'s {top['speedup_vs_best_baseline']:.2f}x. "
+        else:
+            cap += "No baseline of this group reached a median within the budget, so no speed-up is computed. "
+    coll = [r for r in rows if r["arm"] in ("softmax_wd0", "softmax32_wd0", "stablemax") and r.get("max_collapse_frac") is not None]
+    if coll:
+        cap += ("Float32 softmax collapse on the training set (largest fraction over seeds and evaluations, final median): "
+                + "; ".join(f"{r['arm']} {r['max_collapse_frac']:.3f}, {r['final_collapse_frac']:.3f}" for r in coll) + ". ")
+        if any(r["arm"] == "stablemax" for r in coll):
+            cap += "StableMax's is the float32 softmax of its logits, which its own loss does not use. "
     if not any(r["arm"] == "ticket" for r in rows):
         cap += "No ticket arm was run (it needs --tickets DIR, a finished tickets experiment of the same model)."
-    return cap
+    return cap.strip()
 
 
 def figures(out: Path) -> list:
@@ -239,4 +361,11 @@ def figures(out: Path) -> list:
     if members:
         figs.append(Figure("accelerate-curves", plots.member_curves(members, groups, "test_acc", "test accuracy", "Test accuracy of every seed, per arm"),
                            f"Test accuracy against step for the {len(members)} runs, one colour per arm."))
+        recorded = {n: m for n, m in members.items() if m and all(r.get("softmax_collapse_frac") is not None for r in m)}
+        if recorded:
+            figs.append(Figure("accelerate-collapse", plots.member_curves(recorded, {n: groups[n] for n in recorded}, "softmax_collapse_frac",
+                                                                           "fraction of training examples",
+                                                                           "Float32 softmax collapse on the training set, every seed, per arm"),
+                               "Fraction of training examples whose float32 softmax gives the correct class probability exactly 1 "
+                               "(no gradient from them in a float32 loss), against step, one colour per arm."))
     return figs

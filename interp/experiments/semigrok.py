@@ -22,9 +22,23 @@ paper's semi-grokking, which holds its partial level to the end of long training
 training sizes 1040, 1120, 1200 (30-34 % of the 3 481 pairs: the datafrac experiment's quick run
 finds none of 3 seeds generalising within 4 000 steps at 1 044 pairs and 2 of 3 at 1 218), 2 model
 seeds, 3 000 steps (what fits in 20 minutes on a loaded 2-core CPU; the paper's plateaus last far
-longer). The full version (p = 113, the default model): 1300, 1532, 1750, 2000 pairs, 2 seeds,
-40 000 steps, one stack of 8 members: 2 h 21 min measured on one core of a 2-core CPU (0.21 s a
-step); none of the 8 generalised at all within that budget. ``--steps N`` sets another budget.
+longer).
+
+The full version (p = 113, the canonical model, weight decay 1) needs ``--dcrit DIR``, a finished
+``python -m interp.experiment dcrit`` directory: its D grid is centred on the D_crit measured there
+(``read_dcrit``: the primary ``D_crit`` row of ``DIR/summary.csv``), five sizes spaced geometrically
+from the lower end of its 90 % interval through D_crit to the upper end (``dcrit_grid``; 0.8x to
+1.25x D_crit when the interval is missing), 10 model seeds each (the paper's count), and a budget of
+10^7 steps (Fig. 6's plateau starts near 0.8x10^7), evaluated every 1 000 steps: a GPU's job
+(``--plan`` says what it costs on the machine it runs on).
+
+``--proxy`` (with ``--dcrit``): a CPU proxy, labelled as such and never the default: weight decay 3
+instead of 1, so that the decay's time scale 1/(lr x wd) is a third as long, 10^5 steps, the three
+middle sizes of the grid, 2 seeds. Its lr x wd x steps is 300, against the paper's 10^4: it can show a
+plateau starting, not the paper's ten-million-step one. It assumes D_crit does not move with the
+weight decay (the circuit-efficiency account's prediction), while ``dcrit`` measured it at its own.
+
+``--steps N`` sets another budget (a different sweep: use a new ``--out``).
 
 Summary (``DIR/summary.csv``): one row per member.
 
@@ -40,8 +54,8 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from interp import plots, runs
-from interp.config import PRESETS
+from interp import plots, runs, tables
+from interp.config import PRESETS, TrainConfig
 from interp.experiments.common import ok_rows, read_summary, results
 from interp.sweep import Spec, SweepError, load_sweep
 from interp.tables import fmt
@@ -50,23 +64,116 @@ DESCRIPTION = "semi-grokking: long runs near the critical training-set size, pla
 LOW, HIGH, BAND, MIN_FRAC, MAX_DRIFT, TRAIN_LEVEL = 0.2, 0.9, 0.2, 0.25, 0.05, 0.99
 
 
+FULL = {"p": 113, "steps": 10_000_000, "eval_every": 1000, "save_every": 250_000, "stop_after_grok": 1000}
+FULL_SEEDS = list(range(1, 11))
+PROXY = {"p": 113, "wd": 3.0, "steps": 100_000, "eval_every": 200, "save_every": 10_000, "stop_after_grok": 1000}
+PROXY_SEEDS = [1, 2]
+GRID_POINTS = 5  # sizes in the full version's grid; the proxy takes the middle three
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, metavar="N",
-                   help="step budget of every member (default: 3 000 with --quick, 40 000 without); "
+                   help="step budget of every member (default: 3 000 with --quick, 10^7 for the full version, 10^5 with --proxy); "
                         "a different budget is a different sweep, so it needs a new --out")
+    p.add_argument("--dcrit", type=Path, default=None, metavar="DIR",
+                   help="a finished `interp.experiment dcrit` directory: the full version centres its D grid on the primary D_crit "
+                        "of DIR/summary.csv (required without --quick)")
+    p.add_argument("--proxy", action="store_true",
+                   help="the CPU proxy of the full version (needs --dcrit): weight decay 3, 10^5 steps, 3 sizes x 2 seeds; "
+                        "not the paper's setting")
+
+
+def read_dcrit(d: Path, p: int | None = None, wd: float = 1.0) -> dict:
+    """The primary D_crit measured by a ``dcrit`` experiment in ``d``: ``{"dcrit", "lo", "hi", "measure", "p"}``.
+
+    Reads ``d/summary.csv``'s row whose ``row`` is ``D_crit`` and ``primary`` is true (its ``dcrit``,
+    ``dcrit_lo``, ``dcrit_hi`` columns; ``lo``/``hi`` None where not finite); where the summary has one
+    such row per weight decay (a ``wd`` column), the row at ``wd`` (the paper's 1; the proxy uses it
+    too, assuming D_crit does not move with the weight decay). ``p`` is the modulus of
+    the experiment's stages, read from the ``sweep.json`` of its stage directories when they are
+    there (None otherwise); when given, the argument ``p`` must match it.
+
+    Raises:
+        SweepError: no summary, no primary D_crit row, a D_crit that is not a finite positive number,
+        or a dcrit experiment at another modulus.
+    """
+    import json
+    import math
+
+    d = Path(d)
+    rows = tables.read_csv(d / tables.SUMMARY_FILE)
+    if not rows:
+        raise SweepError(f"--dcrit {d}: no {tables.SUMMARY_FILE} there (run `python -m interp.experiment dcrit --out {d}` first)")
+    prim = [r for r in rows if r.get("row") == "D_crit" and r.get("primary") is True]
+    if len(prim) > 1 and any(r.get("wd") is not None for r in prim):
+        prim = [r for r in prim if r.get("wd") == wd]
+    if not prim:
+        raise SweepError(f"--dcrit {d}: its {tables.SUMMARY_FILE} has no primary D_crit row (row D_crit, primary True"
+                         + (f", wd {wd:g})" if "wd" in rows[0] else ")"))
+    if len(prim) > 1:
+        raise SweepError(f"--dcrit {d}: its {tables.SUMMARY_FILE} has {len(prim)} primary D_crit rows; expected one")
+    r = prim[0]
+
+    def finite(x) -> float | None:
+        return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 else None
+
+    dc = finite(r.get("dcrit"))
+    if dc is None:
+        raise SweepError(f"--dcrit {d}: its primary D_crit ({r.get('measure')}) has no finite value "
+                         f"(status {r.get('status')!r}, dcrit {r.get('dcrit')!r}); nothing to centre the grid on")
+    ps = set()
+    for sj in sorted(d.glob(f"*/{tables.SWEEP_FILE}")):
+        try:
+            ps.add(int(json.loads(sj.read_text())["spec"]["base"].get("p", 113)))
+        except (ValueError, KeyError, TypeError):
+            raise SweepError(f"--dcrit {d}: {sj} is not a sweep file") from None
+    if len(ps) > 1:
+        raise SweepError(f"--dcrit {d}: its stages were trained at different moduli {sorted(ps)}")
+    their_p = ps.pop() if ps else None
+    if p is not None and their_p is not None and their_p != p:
+        raise SweepError(f"--dcrit {d}: measured at p = {their_p}, but this experiment trains at p = {p}")
+    return {"dcrit": dc, "lo": finite(r.get("dcrit_lo")), "hi": finite(r.get("dcrit_hi")), "measure": r.get("measure"), "p": their_p}
+
+
+def dcrit_grid(dcrit: float, lo: float | None, hi: float | None, n_examples: int, points: int = GRID_POINTS) -> list[int]:
+    """``points`` (odd) training-set sizes centred on ``dcrit``: geometric from ``lo`` to ``dcrit`` and on
+    to ``hi`` (``0.8 dcrit`` and ``1.25 dcrit`` where the interval is missing or does not contain it),
+    rounded, kept inside ``[1, n_examples - 1]`` and distinct."""
+    lo = lo if lo is not None and lo < dcrit else 0.8 * dcrit
+    hi = hi if hi is not None and hi > dcrit else 1.25 * dcrit
+    half = points // 2
+    xs = [lo * (dcrit / lo) ** (i / half) for i in range(half)] + [dcrit] + [dcrit * (hi / dcrit) ** (i / half) for i in range(1, half + 1)]
+    return sorted({min(max(1, round(x)), n_examples - 1) for x in xs})
 
 
 def spec(args: argparse.Namespace) -> Spec:
+    """The sweep: ``--quick``'s fixed grid, or the full version's (or ``--proxy``'s) grid centred on ``--dcrit``'s D_crit.
+
+    Raises:
+        SweepError: a bad ``--steps``; ``--dcrit`` missing (full version), given with ``--quick``, or
+        unreadable (``read_dcrit``); ``--proxy`` with ``--quick`` or without ``--dcrit``.
+    """
+    dcrit, proxy = getattr(args, "dcrit", None), getattr(args, "proxy", False)
+    steps = getattr(args, "steps", None)
+    if steps is not None and steps <= 0:
+        raise SweepError(f"--steps {steps}: must be a positive number of steps")
     if args.quick:
+        if dcrit is not None or proxy:
+            raise SweepError(f"{'--dcrit' if dcrit is not None else '--proxy'}: applies to the full version only (--quick has its own fixed grid)")
         base = {**{k: v for k, v in PRESETS["small"].items() if k != "frac"}, "steps": 3000, "eval_every": 50, "save_every": 1000, "stop_after_grok": 200}
         grid = {"train_size": [1040, 1120, 1200], "seed": [1, 2]}
     else:
-        base = {"p": 113, "steps": 40000, "eval_every": 100, "save_every": 5000, "stop_after_grok": 1000}
-        grid = {"train_size": [1300, 1532, 1750, 2000], "seed": [1, 2]}
-    steps = getattr(args, "steps", None)
+        if dcrit is None:
+            raise SweepError("--dcrit DIR: required for the full version (its D grid is centred on the D_crit that "
+                             "`python -m interp.experiment dcrit` measured); --quick runs without it")
+        base = dict(PROXY if proxy else FULL)
+        found = read_dcrit(dcrit, base["p"])
+        sizes = dcrit_grid(found["dcrit"], found["lo"], found["hi"], TrainConfig(**base).n_examples)
+        if proxy:
+            mid = len(sizes) // 2
+            sizes = sizes[max(0, mid - 1): mid + 2]
+        grid = {"train_size": sizes, "seed": PROXY_SEEDS if proxy else FULL_SEEDS}
     if steps is not None:
-        if steps <= 0:
-            raise SweepError(f"--steps {steps}: must be a positive number of steps")
         base["steps"] = steps
     return Spec({"task": "mod_add", **base}, grid)
 

@@ -1,0 +1,241 @@
+"""The full versions of accelerate, datafrac and semigrok follow their papers (issue 17): their specs, the
+float32 softmax control, semigrok's D_crit reading, and one-line errors for bad values."""
+
+from __future__ import annotations
+
+import json
+import math
+from argparse import Namespace
+
+import pytest
+import torch
+
+from interp import runs, tables
+from interp.config import ConfigError
+from interp.experiment import experiment_plan
+from interp.experiment import main as experiment_main
+from interp.experiments import accelerate, datafrac, semigrok
+from interp.model import criterion, loss_fn
+from interp.stack import stackable
+from interp.sweep import Spec, SweepError, expand, write_results
+from interp.train import train
+from tests.conftest import tiny_config
+from tests.text import numbers, sentence
+
+
+def one_line_error(capsys, argv: list[str], out, *needles: str) -> None:
+    """``argv`` exits 2 with one line on stderr naming every needle, and writes nothing to ``out``."""
+    capsys.readouterr()
+    assert experiment_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(n in err[0] for n in needles), err
+    assert not out.exists()
+
+
+# ---- the float32 softmax control ---------------------------------------------------------------------
+def test_softmax32_is_the_float32_cross_entropy_and_collapses_where_float64_does_not():
+    logits = torch.tensor([[30.0, 0.0, -5.0], [0.5, 0.2, 0.1]], requires_grad=True)
+    y = torch.tensor([0, 1])
+    loss32 = criterion("softmax32")(logits, y)
+    assert loss32.dtype == torch.float32 and criterion("softmax")(logits, y).dtype == torch.float64
+    assert loss32.item() == pytest.approx(loss_fn(logits, y).item(), rel=1e-5)
+    # a margin of 30: the float32 softmax gives the label probability exactly 1, so the example has no loss and its
+    # correct-class logit no gradient (float64 still pushes it up)
+    per32 = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
+    assert per32[0].item() == 0.0 and loss_fn(logits[:1], y[:1]).item() > 0
+    g32, = torch.autograd.grad(criterion("softmax32")(logits[:1], y[:1]), logits)
+    g64, = torch.autograd.grad(criterion("softmax")(logits[:1], y[:1]), logits)
+    assert g32[0, 0].item() == 0.0 and g64[0, 0].item() < 0
+
+
+def test_softmax32_trains_alone_and_records_its_float32_loss(tmp_path):
+    cfg = tiny_config(loss="softmax32", wd=0.0, adam_eps=1e-25, steps=20)
+    assert not stackable(cfg)  # the stack's loss is the float64 softmax: this control trains through interp.train
+    out = train(cfg, tmp_path / "r", progress=False)
+    assert runs.read_config(out).loss == "softmax32"
+    m = runs.read_metrics(out)
+    assert m[-1]["step"] == 20 and math.isfinite(m[-1]["train_loss"]) and "softmax_collapse_frac" in m[-1]
+    with pytest.raises(ConfigError, match="--loss 'softmax16'"):
+        tiny_config(loss="softmax16")
+
+
+# ---- accelerate ----------------------------------------------------------------------------------------
+def test_accelerate_full_version_has_the_papers_arms_and_settings():
+    full = accelerate.specs(Namespace(quick=False, p=None))
+    canon = ["adamw", "adamw_lr3x", "grokfast_ema", "grokfast_ma", "softmax_wd0", "softmax32_wd0", "stablemax", "orthoadamw", "init_x0.5"]
+    assert list(full) == canon + ["gf_adamw", "gf_adamw_lr3x", "gf_adamw_wd0.01", "gf_grokfast_ema", "gf_grokfast_ma"]
+    for arm in canon:
+        assert full[arm].base["p"] == 113 and full[arm].base["steps"] == 80_000 and full[arm].grid["seed"] == [1, 2, 3]
+    control, sm, plain = full["softmax32_wd0"].base, full["stablemax"].base, full["softmax_wd0"].base
+    assert (control["loss"], control["wd"], control["adam_eps"], control["beta2"]) == ("softmax32", 0.0, 1e-25, 0.999)
+    assert {k: v for k, v in sm.items() if k != "loss"} == {k: v for k, v in control.items() if k != "loss"} and sm["loss"] == "stablemax"
+    assert plain.get("loss", "softmax") == "softmax" and {k: v for k, v in plain.items() if k != "loss"} == {k: v for k, v in control.items() if k != "loss"}
+    ortho = full["orthoadamw"].base
+    assert (ortho["optimizer"], ortho["wd"], ortho["adam_eps"]) == ("orthoadamw", 0.0, 1e-25)
+    gf = full["gf_adamw"].base
+    assert (gf["task"], gf["p"], gf["frac"], gf["n_layers"], gf["normalization"], gf["batch_size"], gf["warmup"], gf["wd"]) == \
+        ("mod_mul", 97, 0.5, 2, "LN", 512, 10, 0.0)
+    assert (full["gf_grokfast_ema"].base["wd"], full["gf_grokfast_ema"].base["grad_filter"]) == (0.005, "ema")
+    assert (full["gf_grokfast_ma"].base["wd"], full["gf_grokfast_ma"].base["filter_lambda"]) == (0.01, 5.0)
+    for spec in full.values():  # every member is a valid config
+        assert all(m.config is not None for m in expand(spec))
+    # --p sets the canonical group only; the quick version is what it was (no controls, no Grokfast group, eps 1e-8)
+    assert accelerate.specs(Namespace(quick=False, p=59))["gf_adamw"].base["p"] == 97
+    quick = accelerate.specs(Namespace(quick=True, p=None))
+    assert list(quick) == ["adamw", "adamw_lr3x", "grokfast_ema", "grokfast_ma", "stablemax", "orthoadamw", "init_x0.5"]
+    assert "adam_eps" not in quick["stablemax"].base and quick["stablemax"].base["steps"] == 4000
+
+
+def test_accelerate_plan_counts_every_arm(monkeypatch):
+    seen = []
+    monkeypatch.setattr("interp.experiment.plan", lambda specs, args, note="": seen.append(specs) or {})
+    experiment_plan(accelerate, Namespace(name="accelerate", quick=False, p=None, tickets=None))
+    assert len(seen[0]) == len(accelerate.specs(Namespace(quick=False, p=None)))
+
+
+def _fake_arm(out, arm, base, fields, steps_to_99, collapse=None):
+    spec = Spec({**base, **fields}, {"seed": list(range(1, len(steps_to_99) + 1))})
+    members = expand(spec)
+    d = out / arm
+    d.mkdir(parents=True)
+    (d / "sweep.json").write_text(json.dumps({"spec": spec.to_dict(), "members": [{"name": m.name} for m in members]}))
+    rows = {m.name: {"status": "ok", "train_99_step": 50, "test_99_step": t, "final_step": base["steps"], "final_train_acc": 1.0,
+                     "final_test_acc": 1.0, "final_test_loss": 0.1, "final_param_norm": 9.0, "wall_s": 1.0, "reason": ""}
+            for m, t in zip(members, steps_to_99)}
+    write_results(d, spec, members, rows)
+    for m, c in zip(members, collapse or []):  # metrics with the float32 collapse: [(step, collapse, zero_loss)]
+        (d / "runs" / m.name).mkdir(parents=True)
+        runs.write_metrics(d / "runs" / m.name, [{"step": s, "softmax_collapse_frac": a, "zero_loss_frac": z} for s, a, z in c])
+
+
+def test_accelerate_summary_groups_and_collapse(tmp_path):
+    canon = {"task": "mod_add", "p": 13, "steps": 1000}
+    gf = {"task": "mod_mul", "p": 13, "steps": 2000, "n_layers": 2, "normalization": "LN", "batch_size": 32, "wd": 0.0}
+    _fake_arm(tmp_path, "adamw", canon, {}, [400, 600, 800])
+    _fake_arm(tmp_path, "softmax32_wd0", canon, {"loss": "softmax32", "wd": 0.0},
+              [None, None], collapse=[[(0, 0.0, 0.0), (500, 0.9, 0.8), (1000, 0.7, 0.6)], [(0, 0.0, 0.0), (1000, 0.5, 0.4)]])
+    _fake_arm(tmp_path, "stablemax", canon, {"loss": "stablemax", "wd": 0.0}, [300, 300], collapse=[[(0, 0.0, 0.0)], [(0, 0.0, 0.0)]])
+    _fake_arm(tmp_path, "gf_adamw", gf, {}, [1000, 1200, 1400])
+    _fake_arm(tmp_path, "gf_grokfast_ema", gf, {"grad_filter": "ema", "wd": 0.005}, [100, 120, 300])
+    rows = {r["arm"]: r for r in accelerate.summarise(tmp_path)}
+    assert list(rows) == ["adamw", "softmax32_wd0", "stablemax", "gf_adamw", "gf_grokfast_ema"]
+    assert [rows[a]["group"] for a in rows] == ["canonical"] * 3 + ["grokfast"] * 2
+    c = rows["softmax32_wd0"]
+    assert (c["max_collapse_frac"], c["max_zero_loss_frac"], c["final_collapse_frac"]) == (0.9, 0.8, 0.6)
+    assert rows["adamw"]["max_collapse_frac"] is None  # no metrics on disk: not recorded
+    assert rows["stablemax"]["speedup_vs_best_baseline"] == 2.0  # against adamw (600)
+    assert rows["gf_grokfast_ema"]["speedup_vs_best_baseline"] == 10.0  # against gf_adamw (1200), not adamw
+    assert rows["gf_grokfast_ema"]["changes"] == "wd=0.005 grad_filter=ema"  # relative to its group's baseline
+    cap = accelerate.summary_caption(list(rows.values()))
+    assert "Grokfast-setting group (2000 steps)" in cap and "softmax32_wd0 0.900, 0.600" in cap
+    assert numbers(sentence(cap, "Against it the largest speed-up of the medians is gf_grokfast_ema")) == [10.0]
+
+
+# ---- datafrac ------------------------------------------------------------------------------------------
+def test_datafrac_full_version_is_powers_setting_and_canonical_stays_an_option():
+    s = datafrac.spec(Namespace(quick=False, p=None))
+    b = s.base
+    assert (b["task"], b["p"], b["n_layers"], b["d_model"], b["n_heads"], b["normalization"], b["batch_size"], b["warmup"]) == \
+        ("mod_add", 97, 2, 128, 4, "LN", 512, 10)
+    assert (b["lr"], b["wd"], b["steps"], b["stop_after_grok"], b["freeze_biases"]) == (1e-3, 1.0, 100_000, 1000, True)
+    cfg = expand(s)[0].config
+    assert cfg is not None and not stackable(cfg) and not cfg.full_batch
+    c = datafrac.spec(Namespace(quick=False, p=None, setting="canonical")).base
+    assert (c["p"], c["steps"], c.get("n_layers", 1), c.get("batch_size")) == (113, 20000, 1, None)
+    assert datafrac.spec(Namespace(quick=False, p=89, setting="power")).base["p"] == 89
+    assert datafrac.spec(Namespace(quick=True, p=None)).base["p"] == 59  # the quick version is unchanged
+
+
+def test_datafrac_bad_setting_exits_2_with_one_line(tmp_path, capsys):
+    one_line_error(capsys, ["datafrac", "--setting", "nanda", "--out", str(tmp_path / "a")], tmp_path / "a", "--setting nanda", "power")
+    one_line_error(capsys, ["datafrac", "--quick", "--setting", "power", "--out", str(tmp_path / "b")], tmp_path / "b",
+                   "--setting power", "full version")
+
+
+# ---- semigrok: D_crit from a dcrit directory --------------------------------------------------------------
+def dcrit_dir(tmp_path, dcrit="967", lo="797", hi="1174", status="crossed", primary="True", p=None, name="d"):
+    d = tmp_path / name
+    d.mkdir()
+    (d / tables.SUMMARY_FILE).write_text("row,D,measure,primary,status,dcrit,dcrit_lo,dcrit_hi\nC_mem,255,,,,,,\n"
+                                         f"D_crit,,norm_at_loss,{primary},{status},{dcrit},{lo},{hi}\n"
+                                         "D_crit,,efficiency,False,crossed,2000,1500,2500\n")
+    if p is not None:
+        for stage in ("mem", "gen"):
+            (d / stage).mkdir()
+            (d / stage / "sweep.json").write_text(json.dumps({"spec": {"base": {"p": p}, "grid": {}}, "members": []}))
+    return d
+
+
+def test_read_dcrit_takes_the_primary_row(tmp_path):
+    got = semigrok.read_dcrit(dcrit_dir(tmp_path, p=113), p=113)
+    assert (got["dcrit"], got["lo"], got["hi"], got["measure"], got["p"]) == (967.0, 797.0, 1174.0, "norm_at_loss", 113)
+    assert semigrok.read_dcrit(dcrit_dir(tmp_path, lo="", hi="nan", name="e"))["lo"] is None
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"dcrit": "nan"}, "no finite value"),
+    ({"dcrit": "", "status": "below grid"}, "no finite value"),
+    ({"dcrit": "inf"}, "no finite value"),
+    ({"primary": "False"}, "no primary D_crit row"),
+    ({"p": 31}, "measured at p = 31"),
+])
+def test_read_dcrit_refuses_what_it_cannot_centre_on(tmp_path, kw, message):
+    with pytest.raises(SweepError, match=message):
+        semigrok.read_dcrit(dcrit_dir(tmp_path, **kw), p=113)
+    with pytest.raises(SweepError, match="no summary.csv"):
+        semigrok.read_dcrit(tmp_path / "nothing")
+
+
+def test_read_dcrit_takes_the_row_at_weight_decay_1_when_there_is_one_per_weight_decay(tmp_path):
+    d = tmp_path / "wds"
+    d.mkdir()
+    (d / tables.SUMMARY_FILE).write_text("row,measure,primary,status,dcrit,dcrit_lo,dcrit_hi,wd\n"
+                                         + "".join(f"D_crit,norm_at_loss,True,crossed,{x},{x - 100},{x + 100},{w}\n"
+                                                   for w, x in ((0.5, 700), (1.0, 900), (2.0, 1100))))
+    assert semigrok.read_dcrit(d)["dcrit"] == 900.0
+    with pytest.raises(SweepError, match="no primary D_crit row .*wd 3"):
+        semigrok.read_dcrit(d, wd=3.0)
+
+
+def test_semigrok_full_grid_is_centred_on_dcrit_and_the_proxy_is_labelled(tmp_path):
+    d = dcrit_dir(tmp_path, p=113)
+    full = semigrok.spec(Namespace(quick=False, dcrit=d, proxy=False, steps=None))
+    sizes = full.grid["train_size"]
+    assert sizes == sorted(sizes) and len(sizes) == 5 and sizes[2] == 967 and (sizes[0], sizes[-1]) == (797, 1174)
+    assert (full.base["p"], full.base["steps"], full.base.get("wd", 1.0), len(full.grid["seed"])) == (113, 10_000_000, 1.0, 10)
+    proxy = semigrok.spec(Namespace(quick=False, dcrit=d, proxy=True, steps=None))
+    assert proxy.grid["train_size"] == sizes[1:4] and proxy.base["wd"] > 1 and proxy.base["steps"] < full.base["steps"]
+    assert semigrok.dcrit_grid(1000, None, None, 12769) == [800, 894, 1000, 1118, 1250]  # no interval: 0.8x to 1.25x
+    quick = semigrok.spec(Namespace(quick=True, dcrit=None, proxy=False, steps=None))
+    assert quick.grid["train_size"] == [1040, 1120, 1200] and quick.base["steps"] == 3000  # unchanged
+
+
+def test_semigrok_bad_dcrit_and_proxy_exit_2_with_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    one_line_error(capsys, ["semigrok", "--out", str(out)], out, "--dcrit DIR", "required")
+    one_line_error(capsys, ["semigrok", "--dcrit", str(tmp_path / "missing"), "--out", str(out)], out, "no summary.csv")
+    one_line_error(capsys, ["semigrok", "--dcrit", str(dcrit_dir(tmp_path, dcrit="nan")), "--out", str(out)], out, "no finite value")
+    one_line_error(capsys, ["semigrok", "--quick", "--proxy", "--out", str(out)], out, "--proxy", "full version")
+    one_line_error(capsys, ["semigrok", "--quick", "--dcrit", str(tmp_path / "d"), "--out", str(out)], out, "--dcrit", "full version")
+    one_line_error(capsys, ["semigrok", "--dcrit", str(tmp_path / "d"), "--steps", "0", "--out", str(out)], out, "--steps 0")
+
+
+def test_accelerate_full_version_end_to_end_tiny(tmp_path, monkeypatch):
+    """Both groups train (the float32 control and the Grokfast group's 2-layer LayerNorm mini-batch model
+    through interp.train), and the summary reads every arm's float32 collapse from its metrics."""
+    base = {**tiny_config().to_dict(), "steps": 20, "eval_every": 10, "save_every": 20, "stop_after_grok": None}
+    base.pop("seed")
+    monkeypatch.setattr(accelerate, "settings", lambda args: (base, [1]))
+    monkeypatch.setattr(accelerate, "GROKFAST_BASE", {**accelerate.GROKFAST_BASE, "p": 13, "d_model": 32, "d_mlp": 64, "batch_size": 32,
+                                                      "steps": 20, "eval_every": 10, "save_every": 20})
+    out = tmp_path / "full"
+    assert experiment_main(["accelerate", "--out", str(out), "--quiet", "--workers", "1"]) == 0
+    rows = {r["arm"]: r for r in tables.read_csv(out / tables.SUMMARY_FILE)}
+    assert list(rows) == list(accelerate.specs(Namespace(quick=False, p=None)))
+    assert all(r["max_collapse_frac"] is not None and r["budget"] == 20 for r in rows.values())
+    assert runs.read_config(out / "softmax32_wd0" / "runs" / "seed1").loss == "softmax32"
+    gf = runs.read_config(out / "gf_grokfast_ema" / "runs" / "seed1")
+    assert (gf.n_layers, gf.normalization, gf.batch_size, gf.engine, gf.task) == (2, "LN", 32, "hooked", "mod_mul")
+    figs = {f.key: f for f in accelerate.figures(out)}
+    assert {"accelerate-survival", "accelerate-curves", "accelerate-collapse"} <= set(figs)
+    assert "Grokfast-setting group (20 steps)" in figs["accelerate-survival"].caption
