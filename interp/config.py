@@ -96,7 +96,7 @@ class TrainConfig:
     n_heads: int = field(default=4, metadata={"help": "attention heads (d_head = d_model / n_heads)"})
     d_mlp: int = field(default=512, metadata={"help": "MLP hidden width (digits: the width of both hidden layers of the 64-d_mlp-d_mlp-10 MLP)"})
     n_layers: int = field(default=1, metadata={"help": "transformer blocks (Power et al. and Grokfast used 2); more than 1 trains through the hooked engine"})
-    normalization: str = field(default="none", metadata={"help": "'none' (Nanda et al.) or 'LN' (LayerNorm before attention, MLP and unembedding, as Power et al.); LN trains through the hooked engine"})
+    normalization: str = field(default="none", metadata={"help": "'none' (Nanda et al.) or 'LN' (LayerNorm before attention, MLP and unembedding; Power et al. use LayerNorm, placed after each residual sum); LN trains through the hooked engine"})
     act_fn: str = field(default="relu", metadata={"help": "MLP activation: 'relu' (Nanda et al.) or 'gelu'; gelu trains through the hooked engine"})
     batch_size: int | None = field(default=None, metadata={"help": "examples per step (none: the full training set every step); mini-batches are an epoch-wise permutation seeded by --seed and the epoch, so a resumed run draws the same ones (Power et al.: 512)"})
     adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon (Prieto et al. use 1e-25 with StableMax)"})

@@ -84,30 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Planned(Exception):
-    """Raised by the planning sweep after the first stage of a multi-stage experiment."""
-
-
 def experiment_plan(mod, args: argparse.Namespace) -> dict:
-    """``--plan``: the cost of the experiment's sweeps without training anything: every stage's when the
-    module can build them all beforehand (``plan_specs``), else only the first stage's when later stages
-    are built from the first one's results."""
-    if hasattr(mod, "plan_specs"):
+    """``--plan``: the cost of the experiment's sweeps, every stage (a staged experiment builds them
+    all beforehand with ``plan_specs``), without training or writing anything."""
+    if hasattr(mod, "run"):
         return plan(mod.plan_specs(args), args, note=f"{args.name}: every stage counted")
-    if not hasattr(mod, "run"):
-        return plan([mod.spec(args)], args)
-    specs: list = []
-
-    def record(spec, stage: str = ""):
-        specs.append(spec)
-        raise _Planned
-
-    try:
-        mod.run(args, record)
-    except _Planned:
-        pass
-    return plan(specs, args, note=f"{args.name} runs in stages; this plan counts its first stage only: "
-                                  "the later stages are built from that stage's results")
+    return plan([mod.spec(args)], args)
 
 
 def main(argv: list[str] | None = None) -> int:

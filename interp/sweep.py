@@ -42,6 +42,7 @@ import signal
 import socket
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -542,23 +543,26 @@ def plan(specs: list[Spec], args: argparse.Namespace, note: str = "") -> dict:
 
     device = resolve(args.device)
     workers = args.workers if args.backend == "local" else 1
-    members = [m for spec in specs for m in expand(spec) if m.config is not None]
+    members = [(i, m) for i, spec in enumerate(specs) for m in expand(spec) if m.config is not None]
     groups: dict[tuple, list[TrainConfig]] = {}
-    for m in members:
-        groups.setdefault(pack_key(m.config) if stackable(m.config) else ("alone", m.name), []).append(m.config)
-    busy, threads = 0.0, torch.get_num_threads()
+    for i, m in members:  # each stage is its own sweep, run after the one before: packs form within a stage
+        groups.setdefault((i, *pack_key(m.config)) if stackable(m.config) else (i, "alone", m.name), []).append(m.config)
+    busy: dict[int, float] = {}  # per stage, summed over its packs
+    threads = torch.get_num_threads()
     if device.type == "cpu" and workers > 1:
         torch.set_num_threads(1)  # as each worker process will run
     with flush_denormals():
-        for cfgs in groups.values():
+        for (stage, *_), cfgs in groups.items():
             size = len(cfgs) if args.pack == "auto" else min(args.pack, len(cfgs))
             size = min(size, auto_pack_size(cfgs, device, workers)) if args.pack == "auto" else size
             train_s, eval_s = _seconds_per_member_step(cfgs[:size], device)
-            busy += sum(c.steps * train_s + (c.steps // c.eval_every + 1) * eval_s for c in cfgs)
+            busy[stage] = busy.get(stage, 0.0) + sum(c.steps * train_s + (c.steps // c.eval_every + 1) * eval_s for c in cfgs)
     torch.set_num_threads(threads)
-    parallel = min(workers, max(len(members), 1)) if device.type == "cpu" else 1
-    return {"members": len(members), "member_steps": sum(m.config.steps for m in members),
-            "estimated_s": round(busy / parallel), "workers": parallel, "machine": machine_name(device), "threads_per_worker": 1 if workers > 1 and device.type == "cpu" else torch.get_num_threads(),
+    per_stage = Counter(i for i, _ in members)
+    width = lambda n: min(workers, n) if device.type == "cpu" else 1  # noqa: E731  workers busy in a stage of n members
+    parallel = width(max(per_stage.values(), default=1))
+    return {"members": len(members), "member_steps": sum(m.config.steps for _, m in members),
+            "estimated_s": round(sum(b / width(per_stage[i]) for i, b in busy.items())), "workers": parallel, "machine": machine_name(device), "threads_per_worker": 1 if workers > 1 and device.type == "cpu" else torch.get_num_threads(),
             "gpu_estimate": "not measured" if device.type == "cpu" else "this one", "note": note}
 
 

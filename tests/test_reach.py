@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from interp import kernel, runs, stack, stopping, sweep
+from interp.experiments import tickets
 from interp.config import TrainConfig
 from interp.stack import Member, train_pack
 from interp.sweep import Spec, auto_pack_size, member_bytes, run_sweep
@@ -126,7 +127,16 @@ def test_plan_prints_the_cost_and_writes_nothing(tmp_path):
     r = _cli("interp.experiment", "tickets", "--quick", "--plan", "--out", str(tmp_path / "t"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout.strip().splitlines()[-1])
-    assert plan["members"] >= 1 and "first stage" in plan["note"] and not (tmp_path / "t").exists()
+    # every stage: the dense runs and each arm, one member per seed (no k sweep in the quick version)
+    assert plan["members"] == len(tickets.SEEDS) * len(tickets.METHODS) and "every stage" in plan["note"]
+    assert not (tmp_path / "t").exists()
+
+
+def test_every_staged_experiment_can_plan_all_its_stages():
+    from interp.experiments import EXPERIMENTS, load
+
+    staged = [n for n in EXPERIMENTS if hasattr(load(n), "run")]
+    assert staged and all(callable(getattr(load(n), "plan_specs", None)) for n in staged), staged
 
 
 BAD = [

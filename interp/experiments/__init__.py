@@ -21,8 +21,8 @@ train the tickets; or continue from a given run) defines instead of ``spec``:
     the sweep ``spec`` in ``DIR/stage`` with the command's backend flags and returns that sweep's
     outcome rows by member name. ``run`` returns all stages' rows, keyed ``"stage/name"``.
 
-Optionally ``plan_specs(args) -> list[interp.sweep.Spec]``: every stage's sweep, built before any
-has run, for ``--plan`` (without it ``--plan`` counts only the first stage of a staged experiment).
+and ``plan_specs(args) -> list[interp.sweep.Spec]``: every stage's sweep, built before any has run
+(a stage built from an earlier one's results is built as if they came out as hoped), for ``--plan``.
 
 Optionally ``figures(out_dir) -> list[interp.plots.Figure]``: the experiment's own figures, which
 ``python -m interp.report DIR`` draws above the summary table (``DIR/experiment.json`` names the

@@ -125,6 +125,11 @@ def alpha_facts(cfg: TrainConfig, relative_to: str) -> dict:
             "ratio_original_to_here": orig / here, "init_scale_per_alpha": orig / here if relative_to == "original" else 1.0}
 
 
+def plan_specs(args: argparse.Namespace) -> list[Spec]:
+    """``--plan``: both stages (neither is built from the other's results)."""
+    return list(settings(args).values())
+
+
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
     from interp.sweep import SweepError, check_values
 
@@ -139,7 +144,7 @@ def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
     rows = {}
     for stage, spec in specs.items():
         rows.update({f"{stage}/{name}": r for name, r in sweep(spec, stage).items()})
-        if stage == "lu":  # after the first stage ran (--plan stops before it, and must write nothing)
+        if stage == "lu":  # after the first stage ran (--plan trains nothing, and must write nothing)
             runs.write_text(path, json.dumps(facts, indent=2) + "\n")
     return rows
 

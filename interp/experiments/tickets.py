@@ -277,6 +277,19 @@ def mask_name(k: float, main_k: float) -> str:
 
 
 # ---- the stages ---------------------------------------------------------------------------------
+def plan_specs(args: argparse.Namespace) -> list[Spec]:
+    """``--plan``: the dense stage and every arm at the dense cap, as if every seed gave a ticket (an
+    upper bound: seeds that never generalise train no arms, and every member may stop early)."""
+    prune.check_rate(args.k)
+    ks, ks0 = sweep_rates(args)
+    dense = dense_spec(args)
+    base = arm_base(args, dense)
+    wd0 = {"wd": 0.0}
+    arms = [Spec({**base, **(wd0 if a == "ticket_wd0" else {})}, {"seed": SEEDS}) for a in METHODS[1:]]
+    arms += [Spec({**base, **extra}, {"seed": SEEDS}) for rates, extra in ((ks, {}), (ks0, wd0)) for k in rates if k != args.k]
+    return [dense, *arms]
+
+
 def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
     from interp.sweep import check_values
 
