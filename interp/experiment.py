@@ -90,7 +90,10 @@ class _Planned(Exception):
 
 def experiment_plan(mod, args: argparse.Namespace) -> dict:
     """``--plan``: the cost of the experiment's sweep (of its first stage, when later stages are built
-    from the first one's results), without training anything."""
+    from the first one's results), without training anything. An experiment whose stages do not
+    depend on each other names them all (``plan_specs(args)``), and the plan counts every one."""
+    if hasattr(mod, "plan_specs"):
+        return plan(mod.plan_specs(args), args)
     if not hasattr(mod, "run"):
         return plan([mod.spec(args)], args)
     specs: list = []
