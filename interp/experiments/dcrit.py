@@ -93,7 +93,7 @@ MEASURES = {"norm_at_loss": +1, "norm_at_logit": +1, "norm": +1}  # direction of
 
 # A plan: ``steps`` (the cap) and ``min_steps`` are those of weight decay 1; each weight decay w gets them / w.
 _SMALL = {k: PRESETS["small"][k] for k in ("d_model", "d_mlp", "lr")}
-QUICK = {"p": 31, "base": {**_SMALL, "eval_every": 50}, "wds": [0.5, 1.0, 2.0], "steps": 4000, "min_steps": 1500,
+QUICK = {"p": 31, "base": {**_SMALL, "eval_every": 50}, "wds": [1.0, 2.0], "steps": 4000, "min_steps": 2000,
          "mem_fracs": np.geomspace(0.02, 0.32, 5).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3]}
 FULL = {"p": 113, "base": {"eval_every": 50}, "wds": [0.5, 1.0, 2.0], "steps": 20000, "min_steps": 5000,
         "mem_fracs": np.geomspace(0.02, 0.32, 7).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3, 4, 5]}
