@@ -92,8 +92,10 @@ MATCHED = {"norm_at_loss": "final_train_loss", "norm_at_logit": "correct_logit"}
 MEASURES = {"norm_at_loss": +1, "norm_at_logit": +1, "norm": +1}  # direction of C_mem's measure with D; "norm" is per weight decay
 
 # A plan: ``steps`` (the cap) and ``min_steps`` are those of weight decay 1; each weight decay w gets them / w.
-_SMALL = {k: PRESETS["small"][k] for k in ("d_model", "d_mlp", "lr")}
-QUICK = {"p": 31, "base": {**_SMALL, "eval_every": 50}, "wds": [1.0, 2.0], "steps": 4000, "min_steps": 2000,
+# --quick: the small preset's model at lr 1e-2 (not its 3e-3), so that equilibrium, some 8 decay times
+# 1 / (lr wd) in, comes 3.3x sooner; weight decays 1 and 2 (0.5 would double its cost).
+_SMALL = {k: PRESETS["small"][k] for k in ("d_model", "d_mlp")}
+QUICK = {"p": 31, "base": {**_SMALL, "lr": 1e-2, "eval_every": 25}, "wds": [1.0, 2.0], "steps": 1500, "min_steps": 600,
          "mem_fracs": np.geomspace(0.02, 0.32, 5).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3]}
 FULL = {"p": 113, "base": {"eval_every": 50}, "wds": [0.5, 1.0, 2.0], "steps": 20000, "min_steps": 5000,
         "mem_fracs": np.geomspace(0.02, 0.32, 7).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3, 4, 5]}
