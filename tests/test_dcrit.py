@@ -225,6 +225,23 @@ def test_a_c_gen_level_that_moves_with_d_is_flagged(tmp_path, monkeypatch):
 def test_equilibrium_on_synthetic_member_curves(ended, metrics, expected):
     rows = [{"step": s, "param_norm": n} for s, n in (metrics or [(s, 20.0) for s in range(0, 301, 10)])]
     assert dcrit.equilibrium(rows, 400, 200, ended) is expected
+    assert ("no equilibrium by the cap (400 steps)" == dcrit.equilibrium_flag(expected, 1.0, 400)) is not expected
+
+
+def test_a_flat_norm_with_a_falling_loss_is_not_equilibrium():
+    # the norm sat still over steps 480-600 while the loss fell 2.5x (as at p = 31, lr 1e-2): flagged
+    falling = [{"step": s, "train_loss": 1e-4 * math.exp(-s / 109), "param_norm": 28.7} for s in range(0, 601, 25)]
+    drop = dcrit.loss_drop(falling)
+    assert drop == pytest.approx(math.exp(100 / 109))  # from step 500 to 600: the evaluations in the last fifth (>= 480)
+    assert dcrit.equilibrium_flag(True, drop, 1500) == f"norm flat but train loss still falling (x{drop:.3g} over the last fifth)"
+    settled = [{**r, "train_loss": 6.7e-8 * (1 + 0.01 * (r["step"] % 50 == 0))} for r in falling]
+    assert dcrit.loss_drop(settled) < dcrit.LOSS_DROP_MAX and dcrit.equilibrium_flag(True, dcrit.loss_drop(settled), 1500) == ""
+    assert dcrit.loss_drop(falling[:1]) is None
+
+
+def _unused(ended, metrics, expected):
+    rows = [{"step": s, "param_norm": n} for s, n in (metrics or [(s, 20.0) for s in range(0, 301, 10)])]
+    assert dcrit.equilibrium(rows, 400, 200, ended) is expected
 
 
 # ---- the command ------------------------------------------------------------------------------------

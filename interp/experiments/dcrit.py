@@ -24,8 +24,11 @@ moved by less than ``EQUILIBRIUM_TOL`` (1 %) of itself over the last fifth of th
 scale as 1 / wd: AdamW's decoupled decay shrinks an unsupported weight by 1/e in 1 / (lr * wd) steps,
 so every weight decay gets the same number of decay times. A member that reaches the cap without
 equilibrium (the rule also counts when the window ending at the cap is flat) is flagged and left out
-of the estimate; so is one that does not fit every training label (train accuracy < 1) and a C_gen
-member that fails its check. The step each member stopped at is in ``members.csv``.
+of the estimate; so is one whose norm sat still while its training loss still fell more than
+``LOSS_DROP_MAX`` (2) times over the last fifth: the norm can pause on its way down while the logits
+still grow (seen at p = 31), and the run stops there although it is not at equilibrium. Also left
+out: a member that does not fit every training label (train accuracy < 1) and a C_gen member that
+fails its check. The step each member stopped at is in ``members.csv``.
 
 **Per member** (``member_record``, in ``DIR/members.csv``), at its last checkpoint (its equilibrium):
 the parameter norm (L2 over all parameters), the correct-class logit (the mean over the training set
@@ -83,6 +86,7 @@ from interp.sweep import Spec, SweepError, load_sweep
 DESCRIPTION = "critical dataset size: C_mem-only vs C_gen-only networks over D, at equilibrium (Varma et al. 2023)"
 FAMILY = {"mem": "C_mem", "gen": "C_gen"}
 EQUILIBRIUM_TOL = 0.01
+LOSS_DROP_MAX = 2.0  # a member whose train loss fell more than this factor over its last fifth is not at equilibrium
 REFERENCE_WD = 1.0
 SUBSPACE_MIN = est.SUBSPACE_MIN
 TEST_ACC_MIN = 0.99
@@ -100,7 +104,7 @@ QUICK = {"p": 31, "base": {**_SMALL, "lr": 1e-2, "eval_every": 25}, "wds": [1.0,
 FULL = {"p": 113, "base": {"eval_every": 50}, "wds": [0.5, 1.0, 2.0], "steps": 20000, "min_steps": 5000,
         "mem_fracs": np.geomspace(0.02, 0.32, 7).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3, 4, 5]}
 
-MEMBER_COLUMNS = ["family", "run", "wd", "D", "seed", "steps", "cap", "equilibrium", "ended", "final_train_loss", "final_train_acc",
+MEMBER_COLUMNS = ["family", "run", "wd", "D", "seed", "steps", "cap", "equilibrium", "ended", "loss_drop", "final_train_loss", "final_train_acc",
                   "final_test_acc", "param_norm", "correct_logit", "efficiency", "key_frequencies", "cgen_frac", "flags"]
 SUMMARY_COLUMNS = ["row", "wd", "D", "seeds", "used", "flags", "norm_median", "norm_min", "norm_max", "logit_median", "loss_median",
                    "efficiency_median", "efficiency_min", "efficiency_max", "steps_median", "cap",
@@ -184,6 +188,24 @@ def equilibrium(metrics: list[dict], cap: int, min_steps: int, ended: dict | Non
     return step >= min_steps and d is not None and d < tol
 
 
+def loss_drop(metrics: list[dict]) -> float | None:
+    """How many times the training loss fell over the last fifth of the steps (its first value in that
+    window over its last); None with fewer than two evaluations there."""
+    w = stopping.window(metrics, metrics[-1]["step"], "train_loss")
+    return w[0] / w[-1] if len(w) >= 2 and w[-1] > 0 else None
+
+
+def equilibrium_flag(at_eq: bool, drop: float | None, cap: int) -> str:
+    """Why a member is not at equilibrium ("" if it is): it reached the cap with its norm still moving,
+    or its norm sat still while its training loss still fell more than ``LOSS_DROP_MAX`` times over the
+    last fifth (a pause of the norm on its way, not the balance of weight decay and loss)."""
+    if not at_eq:
+        return f"no equilibrium by the cap ({cap} steps)"
+    if drop is not None and drop > LOSS_DROP_MAX:
+        return f"norm flat but train loss still falling (x{drop:.3g} over the last fifth)"
+    return ""
+
+
 @torch.no_grad()
 def member_record(run_dir: Path, family: str) -> dict:
     """The measures of one finished member at its last checkpoint (see the module docstring); ``flags`` names what failed."""
@@ -195,9 +217,8 @@ def member_record(run_dir: Path, family: str) -> dict:
     logit = efficiency.centred_correct_logit(logits[data.train_idx], data.train_labels).mean().item()
     end = runs.ended(run_dir)
     at_eq = equilibrium(r.metrics, cfg.steps, cfg.min_steps, end, cfg.equilibrium_tol or EQUILIBRIUM_TOL)
-    flags = []
-    if not at_eq:
-        flags.append(f"no equilibrium by the cap ({cfg.steps} steps)")
+    drop = loss_drop(r.metrics)
+    flags = [f] if (f := equilibrium_flag(at_eq, drop, cfg.steps)) else []
     if last["train_acc"] < 1.0:
         flags.append("train acc < 1")
     keys, frac = None, None
@@ -210,7 +231,7 @@ def member_record(run_dir: Path, family: str) -> dict:
         if last["test_acc"] < TEST_ACC_MIN:
             flags.append("test acc < 0.99")
     return {"family": family, "run": str(run_dir.name), "wd": cfg.wd, "D": cfg.n_train, "seed": cfg.seed, "steps": last["step"],
-            "cap": cfg.steps, "equilibrium": at_eq, "ended": (end or {}).get("reason", ""),
+            "cap": cfg.steps, "equilibrium": at_eq, "ended": (end or {}).get("reason", ""), "loss_drop": drop,
             "final_train_loss": last["train_loss"], "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
             "param_norm": norm, "correct_logit": logit, "efficiency": efficiency.efficiency(logit, norm),
             "key_frequencies": " ".join(map(str, keys)) if keys is not None else None, "cgen_frac": frac, "flags": "; ".join(flags)}
