@@ -239,11 +239,6 @@ def test_a_flat_norm_with_a_falling_loss_is_not_equilibrium():
     assert dcrit.loss_drop(falling[:1]) is None
 
 
-def _unused(ended, metrics, expected):
-    rows = [{"step": s, "param_norm": n} for s, n in (metrics or [(s, 20.0) for s in range(0, 301, 10)])]
-    assert dcrit.equilibrium(rows, 400, 200, ended) is expected
-
-
 # ---- the command ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("p, message", [("12", "--p 12"), ("7", "--p 7"), ("1", "--p 1")])
 def test_bad_modulus_exits_2_and_writes_nothing(tmp_path, capsys, p, message):
