@@ -516,7 +516,7 @@ def figures(out: Path) -> list:
     n_flag = sum(bool(r["flags"]) for r in recs)
     wds = ", ".join(f"{w:g}" for w in sorted({r["wd"] for r in recs}))
     cap = (f"p = {p}: {n_mem} C_mem-only members (random labels) and {n_gen} C_gen-only members (true labels, large D) "
-           f"at weight decays {wds}, each seed a point; {n_flag} flagged (no equilibrium by the cap, or a failed check) "
+           f"at weight decays {wds}, each seed a point; {n_flag} flagged (not at equilibrium, or a failed check) "
            f"and left out. The matched panels read each seed's norm across its weight decays at the matched value "
            f"(crosses: extrapolated reads). Dotted: the power-law fit of C_mem against D; dashed: C_gen's level "
            f"(geometric mean of its members). " + " ".join(t for t in (_trend(recs, n, e) for n, e in ests.items()) if t)
