@@ -97,7 +97,9 @@ MEASURES = {"norm_at_loss": +1, "norm_at_logit": +1, "norm": +1}  # direction of
 
 # A plan: ``steps`` (the cap) and ``min_steps`` are those of weight decay 1; each weight decay w gets them / w.
 # --quick: the small preset's model at lr 1e-2 (not its 3e-3), so that equilibrium, some 8 decay times
-# 1 / (lr wd) in, comes 3.3x sooner; weight decays 1 and 2 (0.5 would double its cost).
+# 1 / (lr wd) in, comes 3.3x sooner; weight decays 1 and 2 (0.5 would double its cost). Measured: it
+# reaches no equilibrium (small D still settling at the cap, the rest stopped on a pause of the norm,
+# loss jumps at lr 1e-2): it exercises the machinery but gives no estimate (docs/experiments/dcrit.md).
 _SMALL = {k: PRESETS["small"][k] for k in ("d_model", "d_mlp")}
 QUICK = {"p": 31, "base": {**_SMALL, "lr": 1e-2, "eval_every": 25}, "wds": [1.0, 2.0], "steps": 1500, "min_steps": 600,
          "mem_fracs": np.geomspace(0.02, 0.32, 5).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3]}
