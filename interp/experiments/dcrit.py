@@ -96,12 +96,11 @@ MATCHED = {"norm_at_loss": "final_train_loss", "norm_at_logit": "correct_logit"}
 MEASURES = {"norm_at_loss": +1, "norm_at_logit": +1, "norm": +1}  # direction of C_mem's measure with D; "norm" is per weight decay
 
 # A plan: ``steps`` (the cap) and ``min_steps`` are those of weight decay 1; each weight decay w gets them / w.
-# --quick: the small preset's model at lr 1e-2 (not its 3e-3), so that equilibrium, some 8 decay times
-# 1 / (lr wd) in, comes 3.3x sooner; weight decays 1 and 2 (0.5 would double its cost). Measured: it
-# reaches no equilibrium (small D still settling at the cap, the rest stopped on a pause of the norm,
-# loss jumps at lr 1e-2): it exercises the machinery but gives no estimate (docs/experiments/dcrit.md).
-_SMALL = {k: PRESETS["small"][k] for k in ("d_model", "d_mlp")}
-QUICK = {"p": 31, "base": {**_SMALL, "lr": 1e-2, "eval_every": 25}, "wds": [1.0, 2.0], "steps": 1500, "min_steps": 600,
+# --quick: the small preset's model and lr (3e-3), weight decays 1 and 2 (0.5 would double its cost).
+# A pilot at p = 31 (C_mem, weight decay 1, no stopping rule) met the rule with a settled loss at steps
+# 2 900 (D = 19) and 3 200 (D = 77); min_steps keeps runs past the pause of the norm near its early peak.
+_SMALL = {k: PRESETS["small"][k] for k in ("d_model", "d_mlp", "lr")}
+QUICK = {"p": 31, "base": {**_SMALL, "eval_every": 50}, "wds": [1.0, 2.0], "steps": 5000, "min_steps": 2500,
          "mem_fracs": np.geomspace(0.02, 0.32, 5).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3]}
 FULL = {"p": 113, "base": {"eval_every": 50}, "wds": [0.5, 1.0, 2.0], "steps": 20000, "min_steps": 5000,
         "mem_fracs": np.geomspace(0.02, 0.32, 7).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3, 4, 5]}
