@@ -20,8 +20,8 @@ train the tickets; or continue from a given run) defines instead of ``spec``:
     before anything is written), then calls ``sweep(spec, stage)`` once per stage: it runs or resumes
     the sweep ``spec`` in ``DIR/stage`` with the command's backend flags and returns that sweep's
     outcome rows by member name. ``run`` returns all stages' rows, keyed ``"stage/name"``. When no stage
-is built from another's results, ``plan_specs(args) -> list[Spec]`` names them all, so that
-``--plan`` counts every stage (otherwise it counts the first).
+    is built from another's results, ``plan_specs(args) -> list[Spec]`` names them all, so that
+    ``--plan`` counts every stage (otherwise it counts the first).
 
 Optionally ``figures(out_dir) -> list[interp.plots.Figure]``: the experiment's own figures, which
 ``python -m interp.report DIR`` draws above the summary table (``DIR/experiment.json`` names the
