@@ -6,8 +6,16 @@ of training-set sizes D, and **C_gen-only** networks on a large D with the true 
 generalise). A memoriser must store every extra example, so the parameter norm it needs grows with
 D (its efficiency falls); a generaliser's does not depend on D. D_crit is the D where the two meet.
 
-This module holds the pure pieces: reading a training curve at a matched loss, and estimating the
-crossing with its interval (``crossing``). Nothing here reads or writes files.
+The norms are compared **at equilibrium** (each network trained until its parameter norm stopped
+moving, ``interp.stopping``), at several weight decays. A larger weight decay holds a network at a
+smaller norm and a larger loss, so the weight decays trace, for each family, D and seed, how much
+norm the network needs for a given correct-class logit or training loss; ``norm_at`` reads that
+curve at one matched value, so the two families are compared making the same logits (or the same
+loss), as the paper compares them.
+
+This module holds the pure pieces: the matched read across weight decays (``norm_at``), the check that C_gen's level does not depend on D
+(``level_check``), and estimating the crossing with its interval (``crossing``). Nothing here reads
+or writes files.
 """
 
 from __future__ import annotations
@@ -52,26 +60,59 @@ def key_subspace_fraction(model: HookedTransformer, logits: Float[Tensor, "p_sq 
     return keys, efficiency.circuit_logits(logits, labels, dirs, train_idx)["cgen_frac"]
 
 
-def norm_at_loss(curve: Sequence[tuple[float, float]], level: float) -> float | None:
-    """The parameter norm at the first point where the training loss comes down to ``level``.
+def norm_at(points: Sequence[tuple[float, float]], x: float) -> tuple[float, bool] | None:
+    """The parameter norm a network needs at a matched value ``x`` of its logit (or loss), from its
+    equilibria at several weight decays.
 
     Args:
-        curve: ``(train_loss, param_norm)`` at each evaluation, in step order.
-        level: the matched training loss.
+        points: ``(value, param_norm)`` of one family, D and seed at equilibrium, one per weight decay
+            (value: the mean correct-class logit, or the training loss; both > 0).
+        x: the matched value.
     Returns:
-        the norm, linearly interpolated in ``log(loss)`` between the last evaluation above ``level``
-        and the first at or below it; ``None`` if the loss never gets there (or starts there).
+        ``(norm, extrapolated)``: the least-squares line ``log norm = a + b log value`` through the
+        points, evaluated at ``x``, and whether ``x`` lies outside the points' range (the line is then
+        extended past the weight decays trained); ``None`` with fewer than two distinct values.
     """
-    for i, (loss, norm) in enumerate(curve):
-        if loss <= level:
-            if i == 0:
-                return None
-            l0, n0 = curve[i - 1]
-            if not (l0 > level and loss > 0):
-                return float(norm)
-            t = (math.log(l0) - math.log(level)) / (math.log(l0) - math.log(loss))
-            return float(n0 + t * (norm - n0))
-    return None
+    pts = [(math.log(v), math.log(n)) for v, n in points if v is not None and n is not None and v > 0 and n > 0]
+    if len({v for v, _ in pts}) < 2 or not x > 0:
+        return None
+    xs = np.array([v for v, _ in pts])
+    f = _fit_fast(xs, np.array([n for _, n in pts]))
+    if f is None:
+        return None
+    lx = math.log(x)
+    return math.exp(f[0] + f[1] * lx), bool(lx < xs.min() - 1e-12 or lx > xs.max() + 1e-12)
+
+
+def level_check(by_d: dict[float, Sequence[float]]) -> dict:
+    """Whether C_gen's level is independent of D, as the account says it should be.
+
+    The test: the ratio of the medians at the largest and the smallest D, against the seeds' spread
+    (largest over smallest value) within each of the two sizes. The level counts as independent of D
+    when the ratio (or its inverse) is no larger than the larger of the two spreads: the two sizes
+    differ by no more than seeds at one size differ among themselves.
+
+    Args:
+        by_d: the C_gen members' values (e.g. parameter norms) by training-set size.
+    Returns:
+        ``status``: ``"independent"``, ``"depends on D"``, ``"one size"`` (fewer than two sizes with
+        values) or ``"too few seeds"`` (fewer than two values at either end); ``ratio`` (median at
+        the largest D over the median at the smallest), ``spread`` (the larger of the two sizes'
+        max/min), ``d_lo``, ``d_hi``.
+    """
+    vals = {d: sorted(v for v in vs if v is not None and v > 0) for d, vs in by_d.items()}
+    ds = sorted(d for d, vs in vals.items() if vs)
+    out = {"status": "one size", "ratio": None, "spread": None, "d_lo": ds[0] if ds else None, "d_hi": ds[-1] if ds else None}
+    if len(ds) < 2:
+        return out
+    lo, hi = vals[ds[0]], vals[ds[-1]]
+    out["ratio"] = float(np.median(hi) / np.median(lo))
+    if len(lo) < 2 or len(hi) < 2:
+        out["status"] = "too few seeds"
+        return out
+    out["spread"] = max(lo[-1] / lo[0], hi[-1] / hi[0])
+    out["status"] = "independent" if abs(math.log(out["ratio"])) <= math.log(out["spread"]) else "depends on D"
+    return out
 
 
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
