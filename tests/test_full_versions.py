@@ -186,6 +186,18 @@ def test_read_dcrit_refuses_what_it_cannot_centre_on(tmp_path, kw, message):
         semigrok.read_dcrit(tmp_path / "nothing")
 
 
+def test_read_dcrit_knows_the_modulus_of_a_stored_summary_from_its_command(tmp_path):
+    """A summary stored without its sweeps (as in docs/data): the modulus comes from experiment.json's command."""
+    for name, argv, p in (("q", ["dcrit", "--quick", "--out", "x"], 31), ("f", ["dcrit", "--out", "x"], 113),
+                          ("p", ["dcrit", "--p", "59", "--out", "x"], 59)):
+        d = dcrit_dir(tmp_path, name=name)
+        (d / tables.EXPERIMENT_FILE).write_text(json.dumps({"experiment": "dcrit", "argv": argv}))
+        assert semigrok.read_dcrit(d)["p"] == p
+    with pytest.raises(SweepError, match="measured at p = 31, but this experiment trains at p = 113"):
+        semigrok.read_dcrit(tmp_path / "q", p=113)
+    assert semigrok.read_dcrit(dcrit_dir(tmp_path, name="none"))["p"] is None  # nothing recorded: no check
+
+
 def test_read_dcrit_takes_the_row_at_weight_decay_1_when_there_is_one_per_weight_decay(tmp_path):
     d = tmp_path / "wds"
     d.mkdir()

@@ -61,7 +61,7 @@ def check_04(text: str, rows: list[dict], summary: dict) -> None:
     assert line.startswith(expected), (line, primary)
     for r in dsum:
         if r["row"] != "D_crit":
-            assert re.search(rf"^{r['row']}\s+{r['D']}\s+{r['seeds']}\s+{r['used']}\s", text, re.M), r
+            assert re.search(rf"^{r['row']}\s+{r['wd']}\s+{r['D']}\s+{r['seeds']}\s+{r['used']}\s", text, re.M), r
     # the ungrokking section: one printed line per summary row, and the caption generated from them
     ungrok_dir = Path(os.environ["INTERP_UNGROK"])
     with open(ungrok_dir / "summary.csv", newline="") as f:

@@ -83,6 +83,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "not the paper's setting")
 
 
+def _p_of_command(d: Path) -> int | None:
+    """The modulus of the ``dcrit`` command recorded in ``d/experiment.json`` (a stored summary without
+    its sweeps, as in ``docs/data``): its ``--p``, else the quick or full version's; None if unrecorded."""
+    from interp.experiments import dcrit
+
+    argv = tables.provenance(d).get("argv") or []
+    if not argv or argv[0] != "dcrit":
+        return None
+    if "--p" in argv[:-1]:
+        return int(argv[argv.index("--p") + 1])
+    return dcrit.QUICK["p"] if "--quick" in argv else dcrit.FULL["p"]
+
+
 def read_dcrit(d: Path, p: int | None = None, wd: float = 1.0) -> dict:
     """The primary D_crit measured by a ``dcrit`` experiment in ``d``: ``{"dcrit", "lo", "hi", "measure", "p"}``.
 
@@ -91,7 +104,8 @@ def read_dcrit(d: Path, p: int | None = None, wd: float = 1.0) -> dict:
     such row per weight decay (a ``wd`` column), the row at ``wd`` (the paper's 1; the proxy uses it
     too, assuming D_crit does not move with the weight decay). ``p`` is the modulus of
     the experiment's stages, read from the ``sweep.json`` of its stage directories when they are
-    there (None otherwise); when given, the argument ``p`` must match it.
+    there, else from the command in its ``experiment.json`` (None if neither); when given, the
+    argument ``p`` must match it.
 
     Raises:
         SweepError: no summary, no primary D_crit row, a D_crit that is not a finite positive number,
@@ -129,7 +143,7 @@ def read_dcrit(d: Path, p: int | None = None, wd: float = 1.0) -> dict:
             raise SweepError(f"--dcrit {d}: {sj} is not a sweep file") from None
     if len(ps) > 1:
         raise SweepError(f"--dcrit {d}: its stages were trained at different moduli {sorted(ps)}")
-    their_p = ps.pop() if ps else None
+    their_p = ps.pop() if ps else _p_of_command(d)
     if p is not None and their_p is not None and their_p != p:
         raise SweepError(f"--dcrit {d}: measured at p = {their_p}, but this experiment trains at p = {p}")
     return {"dcrit": dc, "lo": finite(r.get("dcrit_lo")), "hi": finite(r.get("dcrit_hi")), "measure": r.get("measure"), "p": their_p}
