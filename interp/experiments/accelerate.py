@@ -214,7 +214,7 @@ def group_of(arm: str) -> str:
 def collapse(run_dir: Path) -> dict[str, float | None]:
     """A member's float32 softmax collapse from its ``metrics.jsonl``: the largest collapsed and
     zero-loss fractions over its evaluations and the final collapsed fraction (None where not recorded)."""
-    m = [r for r in runs.read_metrics(run_dir) if r.get("softmax_collapse_frac") is not None] if (Path(run_dir) / runs.METRICS_FILE).is_file() else []
+    m = [r for r in runs.read_metrics(run_dir) if r.get("softmax_collapse_frac") is not None]  # [] without metrics
     if not m:
         return {"max_collapse": None, "max_zero_loss": None, "final_collapse": None}
     return {"max_collapse": max(r["softmax_collapse_frac"] for r in m), "max_zero_loss": max(r["zero_loss_frac"] for r in m),

@@ -144,16 +144,13 @@ def specs(args: argparse.Namespace) -> dict[str, Spec]:
     p = plan["p"] if args.p is None else args.p
     if p < MIN_P or not is_prime(p):
         raise SweepError(f"--p {p}: must be a prime >= {MIN_P} (the key-frequency check needs an odd prime modulus with a few frequencies)")
-    base = dict(plan["base"])
-    cap, floor = plan.get("steps", base.pop("steps", None)), plan.get("min_steps", base.pop("min_steps", 0))
-    base.pop("steps", None), base.pop("min_steps", None), base.pop("save_every", None)
-    wds = plan.get("wds") or [base.get("wd", 1.0)]
-    every = base.get("eval_every", 50)
+    base, every = plan["base"], plan["base"]["eval_every"]
     out = {}
-    for wd in wds:
-        steps = per_wd(cap, wd, every)
+    for wd in plan["wds"]:
+        steps = per_wd(plan["steps"], wd, every)
         b = {"task": "mod_add", "equilibrium_tol": EQUILIBRIUM_TOL, **base, "p": p, "wd": wd, "steps": steps,
-             "min_steps": min(steps, per_wd(floor, wd, every)) if floor else 0, "save_every": max(every, steps // 4)}
+             "min_steps": min(steps, per_wd(plan["min_steps"], wd, every)) if plan["min_steps"] else 0,
+             "save_every": max(every, steps // 4)}
         out[stage_name("mem", wd)] = Spec({**b, "label_noise": 1.0}, {"train_size": sizes(p, plan["mem_fracs"]), "seed": plan["seeds"]})
         out[stage_name("gen", wd)] = Spec(b, {"train_size": sizes(p, plan["gen_fracs"]), "seed": plan["seeds"]})
     return out
@@ -290,6 +287,7 @@ def matched(recs: list[dict]) -> list[dict]:
 
 
 def _by(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """Rows by the tuple of ``keys``' values, in the order the rows come (``common.group`` sorts them)."""
     out: dict[tuple, list[dict]] = {}
     for r in rows:
         out.setdefault(tuple(r[k] for k in keys), []).append(r)
