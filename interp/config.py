@@ -115,7 +115,7 @@ class TrainConfig:
     optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
     init_from: str | None = field(default=None, metadata={"help": "start from another run's weights instead of the seeded init: RUN_DIR (its last checkpoint) or RUN_DIR@STEP; its model shape must match; the optimiser starts fresh (init_scale still multiplies the weights)"})
     stop_after_grok: int | None = field(default=None, metadata={"help": "end the run this many steps after its test accuracy first reaches 0.99 (checked at evaluations; none: train all --steps); the run records why it ended in config.json"})
-    settle_tol: float | None = field(default=None, metadata={"help": "end the run once its test accuracy has moved by less than this (max - min) over the last fifth of the steps so far, not before --min-steps (ungrokking: 0.01; none: off); interp.stopping"})
+    settle_tol: float | None = field(default=None, metadata={"help": "end the run once its test accuracy has moved by less than this (max - min) over the last fifth of the steps so far and lies more than 0.05 from its first evaluation's, not before --min-steps (ungrokking: 0.01; none: off); interp.stopping"})
     equilibrium_tol: float | None = field(default=None, metadata={"help": "end the run once its parameter norm has moved by less than this fraction of itself over the last fifth of the steps so far, not before --min-steps (D_crit at equilibrium: 0.01; none: off); interp.stopping"})
     min_steps: int = field(default=0, metadata={"help": "--settle-tol and --equilibrium-tol stop no run before this step"})
     # ---- pruning (docs/experiments/tickets.md; interp.prune)

@@ -24,10 +24,13 @@ up by ``1 - lr * wd`` per step, i.e. by 1/e in one *decay time* ``1 / (lr * wd)`
 decay gets the same number of decay times, so steps are proportional to 1 / wd: ``DECAY_TIMES`` = 100
 (10^5 steps at lr 1e-3 and weight decay 1, the paper's budget; ``--quick``: 4; ``--decay-times N``
 for another). A member stops earlier once its test accuracy has *settled*: it moved by less than
-``SETTLE_TOL`` = 0.01 over the last fifth of its steps so far (``settle_tol``, ``interp.stopping``),
-but never before ``MIN_DECAY_TIMES`` (10; ``--quick`` 2) decay times, so a network that still sits
-at its source's accuracy before it starts to fall is not stopped. Each sweep (one per weight decay)
-lives in ``DIR/continue/wd<wd>``.
+``SETTLE_TOL`` = 0.01 over the last fifth of its steps so far (``settle_tol``, ``interp.stopping``)
+*after* leaving its source's level (it lies more than ``interp.stopping.LEFT_START`` = 0.05 from
+its first evaluation, the source's accuracy on the member's test pairs), and never before
+``MIN_DECAY_TIMES`` (10; ``--quick`` 2) decay times. Near D_crit, where ungrokking is slowest, a
+member can hold its source's accuracy for tens of decay times before it falls; a flat curve at that
+level is therefore never taken as settled, and a member that never leaves it runs to the budget.
+Each sweep (one per weight decay) lives in ``DIR/continue/wd<wd>``.
 
 Summary (``DIR/summary.csv``): per (weight decay, D'): seeds, how many settled (the rest ran to the
 budget), median/min/max final test accuracy, median and min final train accuracy,
@@ -53,7 +56,7 @@ SOURCE_STAGE, STAGE = "source", "continue"
 GROKKED = 0.99  # the source's accuracy (test, or on all pairs for a source without a test split) at its last checkpoint
 SOURCE_STEPS, QUICK_SOURCE_STEPS = 10_000, 1_500  # 10 and 4.5 decay times at weight decay 1
 DECAY_TIMES, QUICK_DECAY_TIMES = 100.0, 4.0  # the budget, in decay times 1 / (lr * wd), the same at every weight decay
-MIN_DECAY_TIMES, QUICK_MIN_DECAY_TIMES = 10.0, 2.0  # the settle rule stops no member before this
+MIN_DECAY_TIMES, QUICK_MIN_DECAY_TIMES = 10.0, 2.0  # the settle rule stops no member before this (nor one still at its source's level)
 SETTLE_TOL = 0.01
 WDS, QUICK_WDS = [0.5, 1.0, 2.0], [1.0, 2.0]
 SEEDS, QUICK_SEEDS = list(range(1, 11)), [1, 2]
