@@ -47,7 +47,7 @@ def small_run(tmp_path_factory):
 
 
 # A dcrit experiment small enough for the tests (interp.experiments.dcrit with this plan as its --quick).
-TINY_DCRIT = {"p": 13, "base": dict(d_model=32, n_heads=4, d_mlp=64, lr=1e-2, eval_every=20), "wds": [1.0], "steps": 600, "min_steps": 0,
+TINY_DCRIT = {"p": 13, "base": dict(d_model=32, n_heads=4, d_mlp=64, lr=1e-2, eval_every=20), "wds": [1.0], "decay_times": 6.0, "min_decay_times": 0,
               "mem_fracs": [0.06, 0.15, 0.35], "gen_fracs": [0.9], "seeds": [1, 2]}
 
 

@@ -267,16 +267,41 @@ def test_the_quick_and_full_grids():
     for name, spec in full.items():
         b = spec.base
         assert b["p"] == 113 and b["equilibrium_tol"] == 0.01 and ("label_noise" in b) == name.startswith("mem")
-        assert b["steps"] * b["wd"] == 20000 and b["min_steps"] * b["wd"] == 5000  # the same number of decay times 1 / (lr wd)
+        # the same number of decay times 1 / (lr wd) at every weight decay: 20 (the cap) and 10 (min_steps)
+        assert b["lr"] == 1e-3 and b["steps"] * b["lr"] * b["wd"] == pytest.approx(20) and b["min_steps"] * b["lr"] * b["wd"] == pytest.approx(10)
         assert len(spec.grid["seed"]) >= 5
         assert b["steps"] % b["eval_every"] == 0 and b["steps"] % b["save_every"] == 0
     for spec in quick.values():
         assert spec.base["p"] == 31 and spec.base["equilibrium_tol"] == 0.01 and 0 < spec.base["min_steps"] < spec.base["steps"]
+    # the quick version's measured configuration (lr 3e-3): 5 000 and 2 500 steps at weight decay 1
+    assert (quick["mem_wd1"].base["steps"], quick["mem_wd1"].base["min_steps"], quick["mem_wd2"].base["steps"]) == (5000, 2500, 2500)
     d = full["mem_wd1"].grid["train_size"]
     assert d[0] == round(0.02 * 113 ** 2) and d[-1] == round(0.32 * 113 ** 2) and len(d) == 7
     ratios = [b / a for a, b in zip(d, d[1:])]
     assert max(ratios) / min(ratios) < 1.01  # geometric
     assert max(full["gen_wd1"].grid["train_size"]) == round(0.9 * 113 ** 2)
+
+
+def test_budgets_are_decay_times_so_the_full_version_waits_as_long_as_the_pilot_needed(monkeypatch):
+    """Known answer (issue 24, item 7): a decay time is 1 / (lr wd) steps. The pilot (lr 3e-3, weight decay 1)
+    reached equilibrium with a settled loss only at step 3 200, i.e. 9.6 decay times; the full version trains
+    at lr 1e-3, where 9.6 decay times are 9 600 steps at weight decay 1. Its min_steps and cap must cover
+    that at every weight decay, and both must follow the learning rate, not only the weight decay."""
+    from argparse import Namespace
+
+    assert dcrit.PILOT_DECAY_TIMES == pytest.approx(9.6)
+    for quick in (False, True):
+        for spec in dcrit.specs(Namespace(quick=quick, p=None)).values():
+            b = spec.base
+            times = lambda n: n * b["lr"] * b["wd"]  # noqa: E731
+            assert times(b["steps"]) >= 1.5 * dcrit.PILOT_DECAY_TIMES
+            if not quick:
+                assert times(b["min_steps"]) >= dcrit.PILOT_DECAY_TIMES  # the old 5 000 / wd steps were 5 decay times
+    # the same plan at three times the learning rate takes a third of the steps
+    slow = dcrit.specs(Namespace(quick=False, p=None))["mem_wd1"].base
+    monkeypatch.setitem(dcrit.FULL, "base", {**dcrit.FULL["base"], "lr": 3e-3})
+    fast = dcrit.specs(Namespace(quick=False, p=None))["mem_wd1"].base
+    assert (fast["steps"], fast["min_steps"]) == (round(slow["steps"] / 3 / 50) * 50, round(slow["min_steps"] / 3 / 50) * 50)
 
 
 def test_plan_counts_every_stage(capsys):

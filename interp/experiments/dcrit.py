@@ -21,8 +21,9 @@ labels) is a prefix of a larger one; the seeds vary the initial weights.
 hold the parameter norm still. Every member trains full-batch AdamW until its parameter norm has
 moved by less than ``EQUILIBRIUM_TOL`` (1 %) of itself over the last fifth of the steps so far
 (``equilibrium_tol``, ``interp.stopping``), but not before ``min_steps`` and at most ``steps``. Both
-scale as 1 / wd: AdamW's decoupled decay shrinks an unsupported weight by 1/e in 1 / (lr * wd) steps,
-so every weight decay gets the same number of decay times. A member that reaches the cap without
+are set in decay times: AdamW's decoupled decay shrinks an unsupported weight by 1/e in 1 / (lr * wd)
+steps, so ``steps = decay_times / (lr * wd)`` and every weight decay, and every learning rate, gets the
+same number of decay times (``decay_steps``; the plans below). A member that reaches the cap without
 equilibrium (the rule also counts when the window ending at the cap is flat) is flagged and left out
 of the estimate; so is one whose norm sat still while its training loss still fell more than
 ``LOSS_DROP_MAX`` (2) times over the last fifth: the norm can pause on its way down while the logits
@@ -78,7 +79,7 @@ import torch
 from analyses import dcrit as est
 from analyses import efficiency
 from interp import runs, stopping, tables
-from interp.config import PRESETS, is_prime
+from interp.config import PRESETS, TrainConfig, is_prime
 from interp.experiments.common import is_sweep, ok_rows, run_stages, spread
 from interp.tables import sig
 from interp.sweep import Spec, SweepError, load_sweep
@@ -95,14 +96,20 @@ MEMBERS_FILE = "members.csv"
 MATCHED = {"norm_at_loss": "final_train_loss", "norm_at_logit": "correct_logit"}  # measure: what is matched; the first is primary
 MEASURES = {"norm_at_loss": +1, "norm_at_logit": +1, "norm": +1}  # direction of C_mem's measure with D; "norm" is per weight decay
 
-# A plan: ``steps`` (the cap) and ``min_steps`` are those of weight decay 1; each weight decay w gets them / w.
-# --quick: the small preset's model and lr (3e-3), weight decays 1 and 2 (0.5 would double its cost).
-# A pilot at p = 31 (C_mem, weight decay 1, no stopping rule) met the rule with a settled loss at steps
-# 2 900 (D = 19) and 3 200 (D = 77); min_steps keeps runs past the pause of the norm near its early peak.
+# A plan's budget is in decay times 1 / (lr * wd), the time AdamW's decoupled decay takes to shrink an
+# unsupported weight by 1/e: ``decay_times`` (the cap) and ``min_decay_times`` (no equilibrium stop before),
+# so every weight decay, and a plan at another learning rate, gets the same number of them.
+# The pilot at p = 31 (C_mem, lr 3e-3, weight decay 1, no stopping rule) met the rule with a settled loss at
+# steps 2 900 (D = 19) and 3 200 (D = 77): PILOT_DECAY_TIMES = 3 200 x 3e-3 x 1 = 9.6 decay times. The full
+# version (lr 1e-3) waits at least that long before the rule may stop a member and caps at twice it;
+# min_decay_times keeps runs past the pause of the norm near its early peak (1-2 decay times in the pilot).
+# --quick: the small preset's model and lr (3e-3), weight decays 1 and 2 (0.5 would double its cost), 15 and 7.5
+# decay times (5 000 and 2 500 steps at weight decay 1), the configuration its measured table comes from.
+PILOT_DECAY_TIMES = 3200 * 3e-3 * 1.0
 _SMALL = {k: PRESETS["small"][k] for k in ("d_model", "d_mlp", "lr")}
-QUICK = {"p": 31, "base": {**_SMALL, "eval_every": 50}, "wds": [1.0, 2.0], "steps": 5000, "min_steps": 2500,
+QUICK = {"p": 31, "base": {**_SMALL, "eval_every": 50}, "wds": [1.0, 2.0], "decay_times": 15.0, "min_decay_times": 7.5,
          "mem_fracs": np.geomspace(0.02, 0.32, 5).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3]}
-FULL = {"p": 113, "base": {"eval_every": 50}, "wds": [0.5, 1.0, 2.0], "steps": 20000, "min_steps": 5000,
+FULL = {"p": 113, "base": {"lr": 1e-3, "eval_every": 50}, "wds": [0.5, 1.0, 2.0], "decay_times": 20.0, "min_decay_times": 10.0,
         "mem_fracs": np.geomspace(0.02, 0.32, 7).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3, 4, 5]}
 
 MEMBER_COLUMNS = ["family", "run", "wd", "D", "seed", "steps", "cap", "equilibrium", "ended", "loss_drop", "final_train_loss", "final_train_acc",
@@ -124,9 +131,9 @@ def sizes(p: int, fracs: list[float]) -> list[int]:
     return sorted({min(max(2, round(f * p * p)), p * p - 1) for f in fracs})
 
 
-def per_wd(n: int, wd: float, every: int) -> int:
-    """``n`` steps at weight decay 1 scaled to ``wd`` (``n / wd``), a whole number of evaluations, at least one."""
-    return max(every, round(n / wd / every) * every)
+def decay_steps(times: float, lr: float, wd: float, every: int) -> int:
+    """``times`` decay times ``1 / (lr * wd)`` in steps, a whole number of evaluations, at least one."""
+    return max(every, round(times / (lr * wd) / every) * every)
 
 
 def stage_name(family: str, wd: float) -> str:
@@ -145,11 +152,12 @@ def specs(args: argparse.Namespace) -> dict[str, Spec]:
     if p < MIN_P or not is_prime(p):
         raise SweepError(f"--p {p}: must be a prime >= {MIN_P} (the key-frequency check needs an odd prime modulus with a few frequencies)")
     base, every = plan["base"], plan["base"]["eval_every"]
+    lr = base.get("lr", TrainConfig.lr)
     out = {}
     for wd in plan["wds"]:
-        steps = per_wd(plan["steps"], wd, every)
+        steps = decay_steps(plan["decay_times"], lr, wd, every)
         b = {"task": "mod_add", "equilibrium_tol": EQUILIBRIUM_TOL, **base, "p": p, "wd": wd, "steps": steps,
-             "min_steps": min(steps, per_wd(plan["min_steps"], wd, every)) if plan["min_steps"] else 0,
+             "min_steps": min(steps, decay_steps(plan["min_decay_times"], lr, wd, every)) if plan["min_decay_times"] else 0,
              "save_every": max(every, steps // 4)}
         out[stage_name("mem", wd)] = Spec({**b, "label_noise": 1.0}, {"train_size": sizes(p, plan["mem_fracs"]), "seed": plan["seeds"]})
         out[stage_name("gen", wd)] = Spec(b, {"train_size": sizes(p, plan["gen_fracs"]), "seed": plan["seeds"]})
