@@ -214,7 +214,7 @@ def test_semigrok_full_grid_is_centred_on_dcrit_and_the_proxy_is_labelled(tmp_pa
     full = semigrok.spec(Namespace(quick=False, dcrit=d, proxy=False, steps=None))
     sizes = full.grid["train_size"]
     assert sizes == sorted(sizes) and len(sizes) == 5 and sizes[2] == 967 and (sizes[0], sizes[-1]) == (797, 1174)
-    assert (full.base["p"], full.base["steps"], full.base.get("wd", 1.0), len(full.grid["seed"])) == (113, 10_000_000, 1.0, 10)
+    assert (full.base["p"], full.base["steps"], full.base.get("wd", 1.0), len(full.grid["seed"])) == (113, 15_000_000, 1.0, 10)
     proxy = semigrok.spec(Namespace(quick=False, dcrit=d, proxy=True, steps=None))
     assert proxy.grid["train_size"] == sizes[1:4] and proxy.base["wd"] > 1 and proxy.base["steps"] < full.base["steps"]
     assert semigrok.dcrit_grid(1000, None, None, 12769) == [800, 894, 1000, 1118, 1250]  # no interval: 0.8x to 1.25x

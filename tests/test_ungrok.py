@@ -229,6 +229,58 @@ def test_plateau_needs_train_accuracy_and_a_narrow_band():
     assert to_end["seen"] and to_end["to_end"] and to_end["length"] == 700
 
 
+def _fig6(grok_at=18_000_000, rise_at=8_000_000, level=0.55, budget=None, stop_after_grok=1000):
+    """Evaluations of a run shaped like Varma et al.'s Fig. 6 (D = 1 532, p = 113): train accuracy 1 from the
+    first evaluation (it memorises by step ~200), test accuracy at chance (1/113, +-0.002) until ``rise_at``,
+    then ``level`` +-0.02 until ``grok_at``, then 1; sampled as the full version evaluates (every 1 000 steps)
+    up to its budget, or ``stop_after_grok`` steps after the test accuracy reaches 1, whichever comes first."""
+    budget = semigrok.FULL["steps"] if budget is None else budget
+    every = semigrok.FULL["eval_every"]
+    wobble = lambda s, a: a * ((s // every) % 3 - 1)  # noqa: E731
+    last = min(budget, grok_at + stop_after_grok) if grok_at is not None else budget
+    steps = list(range(0, last + 1, every))
+    test = [1 / 113 + wobble(s, 0.002) if s < rise_at else level + wobble(s, 0.02) if grok_at is None or s < grok_at else 1.0
+            for s in steps]
+    return steps, [0.0] + [1.0] * (len(steps) - 1), test
+
+
+def test_fig6_run_is_an_open_plateau_at_the_full_budget():
+    """Known answer (issue 24, item 2): the paper's semi-grokking run, cut at the full version's budget, is an
+    open plateau. At the old budget (10^7) the same curve showed its plateau for 2x10^6 steps, 20 % of the run,
+    and was reported as no plateau ("not elicited")."""
+    steps, train, test = _fig6()
+    pl = semigrok.find_plateau(steps, train, test)
+    assert pl["seen"] and pl["to_end"] and pl["start"] == 8_000_000 and pl["end"] == semigrok.FULL["steps"]
+    assert pl["mean"] == pytest.approx(0.55, abs=0.01) and pl["length"] >= semigrok.MIN_FRAC * steps[-1]
+    assert semigrok.verdict(pl, None) == semigrok.OPEN
+    # the budget is what makes it visible: the same curve cut at 10^7 steps is too short a stretch to count
+    assert not semigrok.find_plateau(*_fig6(budget=10_000_000))["seen"]
+    # and the criterion is the share of what the run saw: at --plateau-frac 0.5 the 7x10^6 steps of 1.5x10^7 are short
+    assert not semigrok.find_plateau(steps, train, test, min_frac=0.5)["seen"]
+
+
+def test_a_full_grokker_and_a_chance_curve_are_not_semigrokking():
+    """Known answer: a run that jumps from chance to full test accuracy (it stops 1 000 steps later) is grokking,
+    one that stays at chance for the whole budget is not elicited, and the whole Fig. 6 run (it groks at
+    1.8x10^7, inside a 2x10^7 budget) has a partial stage that closed: neither is an open plateau."""
+    steps, train, test = _fig6(rise_at=8_000_000, grok_at=8_000_000)
+    pl = semigrok.find_plateau(steps, train, test)
+    assert not pl["seen"] and steps[-1] == 8_001_000
+    assert semigrok.verdict(pl, 8_000_000) == semigrok.GROKKED
+    steps, train, test = _fig6(rise_at=10**9, grok_at=None)
+    pl = semigrok.find_plateau(steps, train, test)
+    assert not pl["seen"] and pl["start"] is None and steps[-1] == semigrok.FULL["steps"]
+    assert semigrok.verdict(pl, None) == semigrok.NONE
+    steps, train, test = _fig6(budget=20_000_000)
+    pl = semigrok.find_plateau(steps, train, test)
+    assert pl["seen"] and not pl["to_end"] and semigrok.verdict(pl, 18_000_000) == semigrok.THEN_GROKKED
+
+
+def test_a_plateau_that_falls_back_is_left_not_grokked():
+    pl = semigrok.find_plateau(*_curve(lambda s: 0.02 if s < 200 else 0.55 if s < 800 else 0.05))
+    assert pl["seen"] and not pl["to_end"] and semigrok.verdict(pl, None) == semigrok.THEN_LEFT
+
+
 def fake_semigrok(out, plateau: bool):
     spec = Spec({"task": "mod_add", "p": 13, "steps": 1000}, {"train_size": [40, 50], "seed": [1]})
     flat = _curve(lambda s: 0.02 if s < 300 else 0.7)
@@ -243,8 +295,10 @@ def test_semigrok_summary_and_caption_known_answer(tmp_path):
     assert [(r["train_size"], r["plateau"], r["plateau_start"], r["plateau_length"], r["plateau_to_end"]) for r in rows] == [
         (40, True, 300, 700, True), (50, False, None, None, None)]
     assert rows[0]["plateau_mean_test_acc"] == pytest.approx(0.7) and rows[1]["test_99_step"] == 300 and rows[0]["train_99_step"] == 50
+    assert [(r["verdict"], r["plateau_frac"], r["final_step"]) for r in rows] == [(semigrok.OPEN, 0.25, 1000), (semigrok.GROKKED, 0.25, 1000)]
     text = semigrok.caption(rows)
     assert numbers(sentence(text, "members at training sizes")) == [2, 40, 50, 1000]
+    assert "Verdicts: 1 open plateau, 1 grokked." in text
     # size, seed, the plateau's mean test accuracy, start and length; it lasts to the end
     assert numbers(sentence(text, "D = 40, seed 1: plateau"))[:5] == [40, 1, 0.7, 300, 700] and "lasts to the end of the run" in text
     assert numbers(sentence(text, "plateaus last to the end")) == [1, 1]
@@ -259,6 +313,24 @@ def test_semigrok_steps_sets_every_members_budget(tmp_path):
     rows = semigrok.summarise(out)
     assert len(rows) == 6 and {r["budget"] for r in rows} == {100}
     assert json.loads((out / "runs" / "train_size1040_seed1" / "config.json").read_text())["config"]["steps"] == 100
+
+
+def test_semigrok_plateau_frac_changes_only_the_summary(tmp_path):
+    """--plateau-frac is recorded next to the sweep and read by summarise: the same finished members re-read."""
+    fake_semigrok(tmp_path / "a", plateau=True)
+    (tmp_path / "a" / semigrok.PLATEAU_FILE).write_text(json.dumps({"plateau_frac": 0.8}))
+    rows = semigrok.summarise(tmp_path / "a")  # the plateau lasts 700 of 1 000 steps: < 80 %
+    assert [(r["plateau"], r["verdict"], r["plateau_frac"]) for r in rows] == [(False, semigrok.NONE, 0.8), (False, semigrok.GROKKED, 0.8)]
+    assert "at least 80% of the steps the run trained" in semigrok.caption(rows)
+
+
+@pytest.mark.parametrize("frac", ["0", "1", "-0.1", "1.5", "nan"])
+def test_semigrok_bad_plateau_frac(tmp_path, capsys, frac):
+    out = tmp_path / "s"
+    assert experiment_main(["semigrok", "--quick", "--plateau-frac", frac, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--plateau-frac {frac}" in err[0] and "between 0 and 1" in err[0], err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("steps", ["0", "-5"])
