@@ -13,7 +13,8 @@ An experiment module defines:
     directories or analysis tables). It draws nothing: ``python -m interp.report DIR`` does.
 
 An experiment that needs more than one sweep (train dense networks, then derive masks from them and
-train the tickets; or continue from a given run) defines instead of ``spec``:
+train the tickets; or continue from a given run), or one sweep and a setting its summary reads
+(semigrok records ``--plateau-frac`` next to its sweep), defines instead of (or besides) ``spec``:
 
 ``run(args, sweep) -> dict[str, dict]``
     checks its inputs first (raising ``interp.sweep.SweepError`` or ``interp.config.ConfigError``
