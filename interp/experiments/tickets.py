@@ -350,8 +350,8 @@ def mask_name(k: float, main_k: float) -> str:
 
 # ---- the stages ---------------------------------------------------------------------------------
 def plan_specs(args: argparse.Namespace) -> list[Spec]:
-    """``--plan``: the dense stage and every arm at the dense cap, as if every seed gave a ticket (an
-    upper bound: seeds that never generalise train no arms, and every member may stop early)."""
+    """``--plan``: the dense stage and every arm at its budget, as if every seed gave a ticket (an
+    upper bound: seeds that give no ticket train no arms, and the full version's arms may stop early)."""
     prune.check_rate(args.k)
     ks, ks0 = sweep_rates(args)
     dense = dense_spec(args)
