@@ -13,36 +13,46 @@ The authors' code calls the fraction *kept* ``sparsity`` (their ``sparsity = 0.4
 
 **t_mem / t_gen** are the first evaluations with train / test accuracy >= 95 %, the paper's threshold.
 
-**Which dense runs give a ticket** (``ticket_step``): the ticket is taken at or after the dense run's
-t_gen, since tickets taken earlier do not fully generalise (the paper's Fig. 4a). It is the dense
-run's last checkpoint, provided that checkpoint is at or after t_gen (95 %, the same threshold as the
-reported t_gen). A dense run that never reached 95 % test accuracy within its cap gives no ticket:
-its seed is listed in the dense row of the summary (``no_ticket_seeds``) and left out of every arm.
-In the full version the dense run stops 500 steps after its test accuracy first reached 99 %
-(``stop_after_grok``), so its last checkpoint is of a network at >= 99 % test accuracy, as the
-paper's final model (trained far beyond its t_gen) was.
+**Which checkpoint is the ticket** (``ticket_step``, by the rule ``cleanup_end``): the paper takes the
+ticket from the generalised solution (its dense network trained 50 000 epochs, far past t_gen) and
+finds no speed-up from tickets taken at memorisation or during the transition. Here the ticket is
+taken where the dense run's cleanup has ended, read off its own progress measure: the first
+checkpoint, at or after the run first reached 99 % test accuracy, over whose last fifth of steps the
+Gini coefficient of the embedding's Fourier norms (``gini_W_E``, ``gini_curve``) moved by less than
+``CLEANUP_TOL``. A dense run that never reached 99 % test accuracy, or whose Gini was still moving at
+its cap, gives no ticket: its seed is listed in the dense row of the summary (``no_ticket_seeds``)
+and left out of every arm. The dense run trains its whole cap, so that cleanup can end within it.
+
+**When the ticket was taken** (the paper's contrast, ``STAGES``): the same dense run also gives
+tickets at memorisation (``ticket_mem``), mid-transition (``ticket_mid``) and at 99 % test accuracy
+(``ticket_99``, roughly where this experiment used to take its ticket), pruned and rewound the same
+way; the summary's second table and the figure ``tickets-when-taken`` set their t_gen and speed-up
+against the moment they were taken.
 
 Stages (each a sweep directory under ``DIR``; seeds vary the initial weights, the split is shared):
 
 ``dense``
-    the dense network, the baseline; trains up to its cap (``--cap``), and in the full version
-    stops 500 steps after it grokked; its checkpoints give the tickets.
+    the dense network, the baseline; trains its whole cap (``--cap``); its checkpoints give the tickets.
 ``masks/``
     the masks every arm trains under, ``<arm>_seed<s>.safetensors`` (the k sweep's
-    ``ticket_k<k>_seed<s>.safetensors``), and ``masks.json`` (per dense seed its t_gen and the
-    ticket's step, or null; per mask the checkpoint it came from, k, the kept fraction; the
-    norms of the masked initial weights and the rescale factors).
+    ``ticket_k<k>_seed<s>.safetensors``), and ``masks.json`` (per dense seed its t_gen, the step it
+    reached 99 % test accuracy and the ticket's step, or null; per mask the checkpoint it came from,
+    k, the kept fraction; the norms of the initial parameters with and without the ticket's mask and
+    the rescale factors).
 ``ticket``
-    magnitude pruning at rate ``--k`` of the dense run's ticket checkpoint (``--scope global``: one
+    magnitude pruning at rate ``--k`` of the dense run's ticket checkpoint, the end of its cleanup (``--scope global``: one
     threshold over all weight matrices; ``layer``: each matrix its own), the kept weights rewound
     to the dense run's step-0 weights (the same model seed builds the same initial weights) and
     retrained under the mask.
 ``dense_l1/seed<s>``, ``dense_l2/seed<s>``
-    the dense initial weights, every one multiplied by one factor (``init_scale``) so that the
-    weight matrices' L1 (or L2) norm equals the ticket's at step 0; no mask.
-``ticket_mem``, ``ticket_mid``
-    tickets from the first checkpoint at or after memorisation (t_mem) and from the checkpoint
-    nearest the midpoint between t_mem and t_gen.
+    the dense initial parameters, every one multiplied by one factor (``init_scale``, which
+    multiplies every parameter) so that the L1 (or L2) norm of all parameters equals the ticket's at
+    step 0 (``rescale_factors``: the norm is taken over the same parameters the factor multiplies);
+    no mask.
+``ticket_mem``, ``ticket_mid``, ``ticket_99``
+    tickets from the first checkpoint at or after memorisation (t_mem), from the checkpoint
+    nearest the midpoint between t_mem and t_gen, and from the first checkpoint at or after the
+    first evaluation with test accuracy >= 99 %.
 ``random``, ``snip``, ``grasp``, ``synflow``
     masks chosen at initialisation at the same k (``interp.prune``: random scores, SNIP
     ``|g * theta|``, GraSP ``theta * H g`` on the loss at temperature 200, SynFlow with 100 rounds
@@ -54,13 +64,12 @@ Stages (each a sweep directory under ``DIR``; seeds vary the initial weights, th
     with the dense run's weight decay, and at k = 0.80 ... 0.90 with weight decay 0 (the paper's
     App. H finds a critical k ~ 0.81 without weight decay); a k equal to ``--k`` is the main arm.
 
-Every arm gets the dense run's cap as its step budget (in the full version it, too, stops 500 steps
-after it grokked, which cannot move its t_gen).
+Every arm gets ``--cap`` as its step budget, the dense run's cap in the full version (where an arm
+stops 500 steps after it grokked, which cannot move its t_gen).
 
-``--quick`` (p = 59, the small preset; dense and every arm 3 000 steps, no early stop, no k sweep):
-every arm at k = 0.6, 3 seeds. The full version: p = 113, the canonical model, dense up to 50 000
-steps (the authors' code trains 50 000 full-batch epochs) with ``stop_after_grok 500``, every arm and
-the k sweep, 3 seeds. ``DIR/summary.csv`` has a row per arm and k: steps to 95 % train accuracy
+``--quick`` (p = 59, the small preset; the dense run 8 000 steps, so that its cleanup can end, every
+arm 3 000 steps; no early stop, no k sweep): every arm at k = 0.6, 3 seeds. The full version: p = 113, the canonical model, dense 50 000 steps
+(the authors' code trains 50 000 full-batch epochs), every arm and the k sweep, 3 seeds. ``DIR/summary.csv`` has a row per arm and k: steps to 95 % train accuracy
 (t_mem) and to 95 % test accuracy (t_gen), median and range over seeds, and how many seeds never
 generalised within the budget (counted as later than any that did: a median is empty when half or
 more never did).
@@ -77,8 +86,9 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
-from interp import plots, prune, runs
-from interp.config import PRESETS, ConfigError, TrainConfig
+from analyses import fourier, progress
+from interp import plots, prune, runs, stopping
+from interp.config import GROK_ACC, PRESETS, ConfigError, TrainConfig
 from interp.experiments import common
 from interp.experiments.common import censored_median, ok_rows, spread
 from interp.model import build_model, loss_fn
@@ -92,11 +102,18 @@ log = logging.getLogger(__name__)
 DESCRIPTION = "grokking tickets vs dense, norm-matched and pruned-at-init controls (Minegishi et al. 2024)"
 SEEDS = [1, 2, 3]
 THRESHOLD = 0.95  # t_mem / t_gen: first evaluation at or above this train / test accuracy (the paper's)
-MASKED_ARMS = ("ticket", "ticket_mem", "ticket_mid", "random", "snip", "grasp", "synflow", "ticket_wd0")
+MASKED_ARMS = ("ticket", "ticket_mem", "ticket_mid", "ticket_99", "random", "snip", "grasp", "synflow", "ticket_wd0")
 RESCALED_ARMS = ("dense_l1", "dense_l2")
-METHODS = ("dense", "ticket", "dense_l1", "dense_l2", "ticket_mem", "ticket_mid", "random", "snip", "grasp", "synflow", "ticket_wd0")
+METHODS = ("dense", "ticket", "dense_l1", "dense_l2", "ticket_mem", "ticket_mid", "ticket_99", "random", "snip", "grasp", "synflow",
+           "ticket_wd0")
+# the tickets taken at four moments of the dense run, in order (the paper's contrast): arm -> what the moment is
+STAGES = {"ticket_mem": "memorisation (train accuracy >= 95%)", "ticket_mid": "transition (midway from t_mem to t_gen)",
+          "ticket_99": "99% test accuracy", "ticket": "after cleanup (cleanup_end)"}
 QUICK_CAP, FULL_CAP = 3000, 50_000  # dense step cap, and every arm's budget
-STOP_AFTER_GROK = 500  # full version: steps after test accuracy first reached 99% before a run ends
+STOP_AFTER_GROK = 500  # full version: the arms end this many steps after their test accuracy first reached 99%
+CLEANUP_TOL = 0.01  # cleanup_end: the Gini of W_E moved by less than this over the last fifth of the steps
+QUICK_DENSE_SAVE = 50  # the quick dense run's checkpoint spacing (the Gini of W_E is read at every checkpoint)
+QUICK_DENSE_STEPS = 8000  # the quick dense run's least cap: its cleanup must end within it (the arms keep QUICK_CAP)
 K_SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # with weight decay (the paper: 0.7 best, 0.9 fails)
 K_SWEEP_WD0 = (0.80, 0.81, 0.82, 0.83, 0.85, 0.87, 0.90)  # without weight decay (critical k ~ 0.81, App. H)
 SWEEP_STAGES = {"ticket": "ticket_k", "ticket_wd0": "ticket_wd0_k"}  # arm -> the directory of its k sweep
@@ -104,7 +121,8 @@ GRASP_TEMPERATURE = 200.0
 SYNFLOW_ROUNDS = 100
 MASKS_DIR = "masks"
 SUMMARY_COLUMNS = ["method", "k", "seeds", "budget", "memorised", "median_t_mem", "min_t_mem", "max_t_mem",
-                   "generalised", "never", "median_t_gen", "min_t_gen", "max_t_gen", "speedup_vs_dense", "no_ticket_seeds"]
+                   "generalised", "never", "median_t_gen", "min_t_gen", "max_t_gen", "speedup_vs_dense", "no_ticket_seeds",
+                   "median_from_step", "min_from_step", "max_from_step"]
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -121,7 +139,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the authors' code's sparsity is the fraction kept, 1 - k)")
     p.add_argument("--scope", choices=prune.SCOPES, default="global", help="magnitude threshold over all weight matrices together, or per matrix (default: global)")
     p.add_argument("--cap", type=int, default=None,
-                   help=f"step cap of the dense run, and every arm's budget (default: {QUICK_CAP} with --quick, {FULL_CAP} otherwise)")
+                   help=f"every arm's step budget, and the dense run's (default: {QUICK_CAP} with --quick, {FULL_CAP} otherwise; "
+                        f"with --quick the dense run trains at least {QUICK_DENSE_STEPS} steps, so that its cleanup can end)")
     p.add_argument("--k-sweep", action=argparse.BooleanOptionalAction, default=None,
                    help="also train tickets over a grid of k, with and without weight decay (default: on; off with --quick unless --ks or --ks-wd0 is given)")
     p.add_argument("--ks", type=_rates, default=None, metavar="K1,K2,...",
@@ -131,7 +150,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cap(args: argparse.Namespace) -> int:
-    """The dense run's step cap (``--cap``), which is every arm's budget too."""
+    """Every arm's step budget (``--cap``), and the dense run's cap (with ``--quick`` at least ``QUICK_DENSE_STEPS``)."""
     c = getattr(args, "cap", None)
     c = (QUICK_CAP if args.quick else FULL_CAP) if c is None else c
     if c < 1:
@@ -140,13 +159,16 @@ def cap(args: argparse.Namespace) -> int:
 
 
 def dense_spec(args: argparse.Namespace) -> Spec:
-    """The dense stage: ``--quick`` the small preset for the cap (no early stop, as first measured);
-    the full version the canonical model, stopping ``STOP_AFTER_GROK`` steps after it grokked."""
+    """The dense stage, trained to its whole cap (no early stop: the tickets are read off its
+    checkpoints afterwards, the last one after cleanup): ``--quick`` the small preset for at least
+    ``QUICK_DENSE_STEPS``, a checkpoint every ``QUICK_DENSE_SAVE`` steps; the full version the
+    canonical model for the cap, a checkpoint every 500."""
     steps = cap(args)
     if args.quick:
-        base = {"task": "mod_add", **PRESETS["small"], "steps": steps, "eval_every": 50, "save_every": 100}
+        steps = max(steps, QUICK_DENSE_STEPS)
+        base = {"task": "mod_add", **PRESETS["small"], "steps": steps, "eval_every": 50, "save_every": QUICK_DENSE_SAVE}
     else:
-        base = {"task": "mod_add", "p": 113, "steps": steps, "eval_every": 100, "save_every": 500, "stop_after_grok": STOP_AFTER_GROK}
+        base = {"task": "mod_add", "p": 113, "steps": steps, "eval_every": 100, "save_every": 500}
     if args.p is not None:
         base["p"] = args.p
     return Spec(base, {"seed": SEEDS})
@@ -176,11 +198,13 @@ def sweep_rates(args: argparse.Namespace) -> tuple[tuple[float, ...], tuple[floa
 
 
 def arm_base(args: argparse.Namespace, dense: Spec) -> dict:
-    """The fields every arm shares: the dense run's, with its cap as the budget (and its early stop);
-    fewer checkpoints at full size, where only the dense run's are needed."""
-    steps = dense.base["steps"]
-    save = dense.base["save_every"] if args.quick else max(dense.base["save_every"], steps // 10)
-    return {**dense.base, "save_every": min(save, steps)}
+    """The fields every arm shares: the dense run's, with ``cap`` as the budget; fewer checkpoints
+    (only the dense run's are read); the full version's arms end ``STOP_AFTER_GROK`` steps after
+    their test accuracy first reached 99 %, which is after their t_gen and so cannot move it."""
+    steps = cap(args)
+    if args.quick:
+        return {**dense.base, "steps": steps, "save_every": min(100, steps)}
+    return {**dense.base, "steps": steps, "save_every": min(max(dense.base["save_every"], steps // 10), steps), "stop_after_grok": STOP_AFTER_GROK}
 
 
 # ---- masks from the dense runs ------------------------------------------------------------------
@@ -189,31 +213,73 @@ def first_step(rows: list[dict], key: str, threshold: float | None = None) -> in
     return common.first_step(rows, key, THRESHOLD if threshold is None else threshold)
 
 
-def ticket_step(metrics: list[dict], checkpoint_steps: list[int], threshold: float | None = None) -> int | None:
-    """The checkpoint the grokked ticket comes from: the dense run's last checkpoint, if it is at or
-    after t_gen (the first evaluation with test accuracy >= ``threshold``, default ``THRESHOLD``: 95 %
-    as in the paper).
+def gini_curve(run_dir: Path) -> list[dict]:
+    """``[{"step", "gini_W_E"}]`` at every checkpoint of a run: the Gini coefficient of the Fourier
+    norms of the residue embeddings ``W_E[:p]`` (``analyses.progress.gini`` of
+    ``analyses.fourier.embedding_fourier_norms``, the ``gini_W_E`` of ``interp.analyze``)."""
+    p = runs.read_config(run_dir).p
+    out = []
+    for step in runs.checkpoint_steps(run_dir):
+        state, _ = runs.read_tensors(runs.ckpt_path(run_dir, step))
+        out.append({"step": step, "gini_W_E": progress.gini(fourier.embedding_fourier_norms(state["embed.W_E"], p))})
+    return out
 
-    None when the run never generalised, or when it has no checkpoint at or after t_gen: such a
-    run gives no ticket (a ticket taken before t_gen is not a grokked ticket).
+
+def cleanup_end(gini: list[dict], grok_step: int | None, tol: float = CLEANUP_TOL) -> int | None:
+    """The first checkpoint at which the run's cleanup has ended: the rule that picks the grokked ticket.
+
+    Nanda et al.'s cleanup is the phase after the generalising circuit has formed in which weight
+    decay removes the memorising weights: the Gini coefficient of the embedding's Fourier norms
+    (``gini_W_E``) rises steeply through it, then stays flat. Cleanup has ended at checkpoint s when
+
+    - s is at or after ``grok_step`` (the first evaluation with test accuracy >= 99 %: the run has
+      generalised, so a flat stretch of the memorisation plateau cannot count), and
+    - over the checkpoints in the last fifth of the steps up to s (steps >= 0.8 s; at least
+      ``interp.stopping.MIN_WINDOW_EVALS`` of them, so a curve watched briefly cannot look flat),
+      ``gini_W_E`` moved (largest minus smallest) by less than ``tol`` (absolute; the Gini lies in
+      [0, 1]).
+
+    This is ``interp.stopping``'s "moved less than T over the last fifth" rule applied to the Gini,
+    read off the checkpoints afterwards. On a curve rising until step r and flat after, it returns
+    about r / 0.8 or later: never a step inside the rise.
+
+    Args:
+        gini: ``[{"step", "gini_W_E"}]`` at the checkpoints, ascending in step (``gini_curve``).
+        grok_step: the first step with test accuracy >= 99 %; None (never): no cleanup end.
+        tol: the largest movement of the Gini over the window that counts as flat.
+    Returns:
+        the step, or None when the run never generalised or its Gini was still moving at its last checkpoint.
     """
-    t_gen = first_step(metrics, "test_acc", THRESHOLD if threshold is None else threshold)
-    if t_gen is None:
+    if grok_step is None:
         return None
-    after = [s for s in checkpoint_steps if s >= t_gen]
-    return max(after) if after else None
+    for i, r in enumerate(gini):
+        if r["step"] < grok_step:
+            continue
+        d = stopping.moved(gini[: i + 1], r["step"], "gini_W_E")
+        if d is not None and d < tol:
+            return r["step"]
+    return None
 
 
-def source_steps(metrics: list[dict], ckpts: list[int]) -> dict[str, int | None]:
-    """The checkpoints the tickets come from: ``ticket`` from ``ticket_step`` (None: no ticket),
-    ``ticket_mem`` the first at or after t_mem (else the last), ``ticket_mid`` the nearest to
-    (t_mem + t_gen) / 2 (t_gen: the last checkpoint if the run never generalised)."""
+def ticket_step(metrics: list[dict], gini: list[dict]) -> int | None:
+    """The checkpoint the grokked ticket comes from: ``cleanup_end`` of the dense run (its metrics
+    give the step it first reached 99 % test accuracy; ``gini`` is ``gini_curve``). None: no ticket."""
+    return cleanup_end(gini, first_step(metrics, "test_acc", GROK_ACC))
+
+
+def source_steps(metrics: list[dict], ckpts: list[int], gini: list[dict]) -> dict[str, int | None]:
+    """The checkpoints the tickets come from, one per moment of the dense run (``STAGES``):
+    ``ticket_mem`` the first at or after t_mem (else the last); ``ticket_mid`` the nearest to
+    (t_mem + t_gen) / 2 (t_gen: the last checkpoint if the run never generalised); ``ticket_99`` the
+    first at or after the first evaluation with test accuracy >= 99 % (None if never); ``ticket``
+    from ``ticket_step``, the end of cleanup (None: no ticket)."""
     last = ckpts[-1]
-    t_mem, t_gen = first_step(metrics, "train_acc"), first_step(metrics, "test_acc")
+    t_mem, t_gen, t_99 = first_step(metrics, "train_acc"), first_step(metrics, "test_acc"), first_step(metrics, "test_acc", GROK_ACC)
     mem = next((s for s in ckpts if t_mem is not None and s >= t_mem), last)
     mid_target = ((t_mem if t_mem is not None else 0) + (t_gen if t_gen is not None else last)) / 2
     mid = min(ckpts, key=lambda s: (abs(s - mid_target), s))
-    return {"ticket": ticket_step(metrics, ckpts), "ticket_mem": mem, "ticket_mid": mid}
+    s99 = next((s for s in ckpts if t_99 is not None and s >= t_99), None)
+    return {"ticket": ticket_step(metrics, gini), "ticket_mem": mem, "ticket_mid": mid, "ticket_99": s99}
 
 
 def _prunable(model) -> dict[str, torch.Tensor]:
@@ -247,7 +313,7 @@ def make_masks(dense_dir: Path, jobs: dict[str, tuple[str, float]], scope: str) 
     the source step (tickets; None for masks chosen at initialisation), k and the kept fraction.
     The dense run must give a ticket (``ticket_step`` not None)."""
     cfg = runs.read_config(dense_dir)
-    sources = source_steps(runs.read_metrics(dense_dir), runs.checkpoint_steps(dense_dir))
+    sources = source_steps(runs.read_metrics(dense_dir), runs.checkpoint_steps(dense_dir), gini_curve(dense_dir))
     weights: dict[int, dict] = {}
     out, facts = {}, {}
     for name, (method, k) in jobs.items():
@@ -265,8 +331,14 @@ def make_masks(dense_dir: Path, jobs: dict[str, tuple[str, float]], scope: str) 
 
 
 def rescale_factors(cfg: TrainConfig, ticket: dict[str, torch.Tensor]) -> dict[str, float]:
-    """``init_scale`` factors that bring the dense initial weight matrices to the ticket's L1 / L2 norm."""
-    theta = _prunable(build_model(cfg))
+    """``init_scale`` factors that bring the dense initial parameters to the ticket's L1 / L2 norm at step 0.
+
+    ``init_scale`` multiplies every parameter (``interp.model.build_model``), so the norms are taken
+    over every parameter too: the dense initial weights against the ticket's (the same weights with
+    the pruned entries zeroed; the positional embedding and the biases, never pruned, count in both).
+    The rescaled dense network then has exactly the ticket's total L1 (L2) norm.
+    """
+    theta = {n: q.detach() for n, q in build_model(cfg).named_parameters()}
     (l1, l2), (t1, t2) = prune.norms(theta), prune.norms(theta, ticket)
     return {"dense_l1": t1 / l1, "dense_l2": t2 / l2, "init_l1": l1, "init_l2": l2, "ticket_l1": t1, "ticket_l2": t2}
 
@@ -278,8 +350,8 @@ def mask_name(k: float, main_k: float) -> str:
 
 # ---- the stages ---------------------------------------------------------------------------------
 def plan_specs(args: argparse.Namespace) -> list[Spec]:
-    """``--plan``: the dense stage and every arm at the dense cap, as if every seed gave a ticket (an
-    upper bound: seeds that never generalise train no arms, and every member may stop early)."""
+    """``--plan``: the dense stage and every arm at its budget, as if every seed gave a ticket (an
+    upper bound: seeds that give no ticket train no arms, and the full version's arms may stop early)."""
     prune.check_rate(args.k)
     ks, ks0 = sweep_rates(args)
     dense = dense_spec(args)
@@ -312,11 +384,13 @@ def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
             log.warning("%s did not finish; its seed is left out of the arms", dense_dir)
             continue
         metrics = runs.read_metrics(dense_dir)
-        step = ticket_step(metrics, runs.checkpoint_steps(dense_dir))
-        info[f"dense_seed{seed}"] = {"t_gen": first_step(metrics, "test_acc"), "ticket_step": step}
+        t_99 = first_step(metrics, "test_acc", GROK_ACC)
+        step = ticket_step(metrics, gini_curve(dense_dir))
+        info[f"dense_seed{seed}"] = {"t_gen": first_step(metrics, "test_acc"), "t_99": t_99, "ticket_step": step}
         if step is None:
-            log.warning("%s never reached %.0f%% test accuracy within %d steps: no ticket, seed %d is left out of the arms",
-                        dense_dir, 100 * THRESHOLD, dense.base["steps"], seed)
+            why = (f"never reached {GROK_ACC:.0%} test accuracy" if t_99 is None
+                   else f"its cleanup had not ended (cleanup_end: the Gini of W_E still moved by {CLEANUP_TOL:g} or more)")
+            log.warning("%s %s within %d steps: no ticket, seed %d is left out of the arms", dense_dir, why, dense.base["steps"], seed)
             runs.write_text(info_path, json.dumps(info, indent=2) + "\n")
             continue
         todo = {n: j for n, j in jobs.items() if not (mask_dir / f"{n}_seed{seed}.safetensors").is_file() or f"{n}_seed{seed}" not in info}
@@ -399,9 +473,19 @@ def no_ticket_seeds(out: Path) -> list[int]:
     return sorted(int(key[len("dense_seed"):]) for key, v in info.items() if key.startswith("dense_seed") and v.get("ticket_step") is None)
 
 
+def from_steps(out: Path, method: str, dirs: list[Path]) -> list[int | None]:
+    """The dense-run step each member's ticket was taken from (``masks.json``; a member's seed is its
+    run directory's name), for the tickets at the arms' k; ``[]`` for any other method."""
+    if method not in STAGES:
+        return []
+    info = _info(out)
+    return [info.get(f"{method}_seed{d.name.removeprefix('seed')}", {}).get("from_step") for d in dirs]
+
+
 def summarise(out: Path) -> list[dict]:
     """One row per method and k with finished members (see the module doc)."""
     rows = []
+    seen = set()
     for method, k, dirs in arm_groups(out):
         metrics = [runs.read_metrics(d) for d in dirs]
         t_mem = [first_step(m, "train_acc") for m in metrics]
@@ -424,7 +508,9 @@ def summarise(out: Path) -> list[dict]:
             "max_t_gen": gen_hi,
             "speedup_vs_dense": None,
             "no_ticket_seeds": (" ".join(map(str, no_ticket_seeds(out))) or None) if method == "dense" else None,
+            **dict(zip(("median_from_step", "min_from_step", "max_from_step"), spread([] if method in seen else from_steps(out, method, dirs)))),
         })
+        seen.add(method)
     dense = next((r for r in rows if r["method"] == "dense"), None)
     for r in rows:
         if dense and dense["median_t_gen"] and r["median_t_gen"]:
@@ -453,24 +539,47 @@ TABLES = [{"columns": [
     ("generalised", lambda r: f"{r['generalised']} of {r['seeds']}"),
     ("t_gen median (range)", lambda r: _median_range(r, "t_gen")),
     ("speed-up vs dense", lambda r: None if r["speedup_vs_dense"] is None else f"{r['speedup_vs_dense']:.2f}×"),
+]}, {"title": "When the ticket was taken (the paper's contrast): the tickets at k from four moments of the dense run, "
+               "the dense step they came from (median and range over seeds), and how soon they generalised.",
+     "transform": lambda rows: stage_rows(rows), "columns": [
+    ("taken at", lambda r: STAGES[r["method"]]),
+    ("method", "method"),
+    ("dense step (range)", lambda r: _median_range(r, "from_step")),
+    ("generalised", lambda r: f"{r['generalised']} of {r['seeds']}"),
+    ("t_gen median (range)", lambda r: _median_range(r, "t_gen")),
+    ("speed-up vs dense", lambda r: None if r["speedup_vs_dense"] is None else f"{r['speedup_vs_dense']:.2f}×"),
 ]}]
 
 
+def stage_rows(rows: list[dict]) -> list[dict]:
+    """The summary rows of the tickets taken at the four moments (``STAGES``), in that order (each
+    method's first row: the arms' k, not the k sweep's); none from a summary written before the
+    ticket was taken at the end of cleanup (it has no ``median_from_step`` column)."""
+    if not rows or "median_from_step" not in rows[0]:
+        return []
+    first = {}
+    for r in rows:
+        first.setdefault(r["method"], r)
+    return [first[m] for m in STAGES if m in first]
+
+
 def tickets_note(rows: list[dict]) -> str:
-    """Which dense seeds gave a ticket: those that generalised (test accuracy >= 95 %) within the cap."""
+    """Which dense seeds gave a ticket: those that reached 99 % test accuracy and ended their cleanup within the cap."""
     d = next((r for r in rows if r["method"] == "dense"), None)
     if d is None:
         return "No dense run finished, so there are no tickets."
     missing = d.get("no_ticket_seeds")
     if missing:
         seeds = str(missing).split()
-        return (f"Dense seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} never reached {THRESHOLD:.0%} test accuracy within "
-                f"{fmt(d['budget'])} steps: no ticket was taken from {'them' if len(seeds) > 1 else 'it'}, and every arm left "
-                f"{'them' if len(seeds) > 1 else 'it'} out.")
-    if d["never"]:
-        return f"{d['never']} of {d['seeds']} dense seeds never reached {THRESHOLD:.0%} test accuracy within {fmt(d['budget'])} steps."
-    return (f"All {d['seeds']} dense seeds reached {THRESHOLD:.0%} test accuracy within {fmt(d['budget'])} steps, "
-            f"so each gave a ticket (its last checkpoint, at or after its t_gen).")
+        them = "them" if len(seeds) > 1 else "it"
+        return (f"Dense seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} gave no ticket: within {fmt(d['budget'])} steps "
+                f"{them} never reached {GROK_ACC:.0%} test accuracy, or {them} did and cleanup had not ended by the rule "
+                f"(cleanup_end); every arm left {them} out.")
+    if "median_from_step" not in d:  # a summary written before the ticket was taken at the end of cleanup
+        return (f"All {d['seeds']} dense seeds reached {THRESHOLD:.0%} test accuracy within {fmt(d['budget'])} steps, so each gave "
+                f"a ticket (by the earlier protocol: its last checkpoint, at or after its t_gen).")
+    return (f"All {d['seeds']} dense seeds generalised and ended their cleanup within {fmt(d['budget'])} steps, "
+            f"so each gave a ticket (from its checkpoint at the end of cleanup, cleanup_end).")
 
 
 def labels(rows: list[dict]) -> list[str]:
@@ -508,4 +617,41 @@ def figures(out: Path) -> list:
     rows = summarise(out)  # the same groups, in the same order
     curves = {name: [runs.read_metrics(d) for d in dirs] for name, (_, _, dirs) in zip(labels(rows), groups)}
     fig = plots.median_curves(curves, "test_acc", "test accuracy", "Test accuracy of each method (median over seeds)")
-    return [Figure("tickets-test-acc", fig, caption(rows))]
+    out_figs = [Figure("tickets-test-acc", fig, caption(rows))]
+    stages = stage_rows(rows)
+    if stages:
+        out_figs.append(Figure("tickets-when-taken", stage_figure(out, groups, rows), stage_caption(rows)))
+    return out_figs
+
+
+def stage_figure(out: Path, groups, rows: list[dict]):
+    """Each seed's t_gen of the tickets taken at the four moments (x: the moment), against the dense median."""
+    dirs: dict[str, list[Path]] = {}
+    for m, _, d in groups:  # each method's first group: the arms' k, not the k sweep's
+        dirs.setdefault(m, d)
+    names = [m for m in STAGES if m in dirs]
+    points = [(i + 1, first_step(runs.read_metrics(d), "test_acc")) for i, m in enumerate(names) for d in dirs[m]]
+    budget = max((r["budget"] for r in rows if r["method"] in names), default=None)
+    fig = plots.sweep_outcome(points, "when the ticket was taken", f"t_gen (steps to {THRESHOLD:.0%} test accuracy)", budget,
+                              "Tickets taken at four moments of the dense run: how soon each generalised")
+    fig.update_xaxes(tickvals=list(range(1, len(names) + 1)), ticktext=[STAGES[m].split(" (")[0] for m in names])
+    dense = next((r for r in rows if r["method"] == "dense"), None)
+    if dense and dense["median_t_gen"] is not None:
+        fig.add_hline(y=dense["median_t_gen"], line_dash="dash", annotation_text="dense, median t_gen")
+    return fig
+
+
+def stage_caption(rows: list[dict]) -> str:
+    """The caption of ``stage_figure``, every number from the summary ``rows``."""
+    dense = next((r for r in rows if r["method"] == "dense"), None)
+    parts = [f"Each seed's t_gen (first evaluation with test accuracy >= {THRESHOLD:.0%}) of the ticket at k taken from the dense run "
+             "at memorisation, mid-transition, 99% test accuracy and after cleanup (cleanup_end); open markers at the budget: never "
+             "within it; the line joins the medians (a seed that never generalised counts as later than any that did)."]
+    if dense and dense["median_t_gen"] is not None:
+        parts.append(f"Dashed: the dense network's median t_gen, {_fmt(dense['median_t_gen'])}.")
+    for r in stage_rows(rows):
+        speed = f", speed-up vs dense {r['speedup_vs_dense']:g}x" if r["speedup_vs_dense"] else ""
+        taken = f"taken at dense step {_fmt(r['median_from_step'])} (median)" if r["median_from_step"] is not None else "taken"
+        med = f"median t_gen {_fmt(r['median_t_gen'])}" if r["median_t_gen"] is not None else "no median t_gen"
+        parts.append(f"{STAGES[r['method']]}: {taken}, {r['generalised']} of {r['seeds']} seeds generalised, {med}{speed}.")
+    return " ".join(parts)
