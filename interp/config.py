@@ -13,15 +13,10 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-MODULAR_TASKS = ("mod_add", "mod_sub", "mod_mul", "mod_div", "x2_y2", "x2_xy_y2", "x3_xy")
-# Tasks that are not modular arithmetic train a different model (``TrainConfig.model_kind``):
-# 'digits' is scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes) for a small MLP.
-MLP_TASKS = ("digits",)
-# Group-composition tasks (``interp.tasks``, ``analyses.groups``): inputs [g, h, =], label g·h, with the
-# group's order in place of p (its elements are tokens 0..n-1, '=' is token n); permutations in lexicographic order.
-GROUP_TASKS: dict[str, int] = {"s4": 24, "s5": 120, "a5": 60}
-TASK_NAMES = MODULAR_TASKS + tuple(GROUP_TASKS) + MLP_TASKS
-DIGITS_EXAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
+from interp.tasks import TASKS, Task, get_task, is_prime  # noqa: F401  (is_prime: re-exported)
+
+# The tasks (interp.tasks.TASKS) and model families (interp.families.FAMILIES) are registries: a new one is
+# one module and one registration line there; the config names them and asks them for sizes.
 ENGINES = ("auto", "fast", "hooked")
 GROK_ACC = 0.99  # test accuracy that counts as generalised (stop_after_grok in interp.stopping, the sweeps' test_99_step)
 GRAD_FILTERS = ("none", "ema", "ma")
@@ -58,17 +53,6 @@ class ConfigError(ValueError):
     """A config field holds a value that is not allowed; the message names the field."""
 
 
-def is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    i = 2
-    while i * i <= n:
-        if n % i == 0:
-            return False
-        i += 1
-    return True
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """A training run: task, split, model shape, optimiser and schedule.
@@ -79,7 +63,8 @@ class TrainConfig:
     data seed 598.
     """
 
-    task: str = field(default="mod_add", metadata={"help": "the binary operation, mod p"})
+    task: str = field(default="mod_add", metadata={"help": "the problem (a registered interp.tasks.Task)"})
+    family: str = field(default="auto", metadata={"help": "the model family (a registered interp.families.ModelFamily): 'transformer', 'mlp', or 'auto' (the task's own; config.json records the one chosen)"})
     p: int = field(default=113, metadata={"help": "the modulus; '=' is token id p (a group task: the group's order, set for you)"})
     frac: float = field(default=0.3, metadata={"help": "fraction of all pairs used for training, in (0, 1); ignored when --train-size is given"})
     train_size: int | None = field(default=None, metadata={"help": "number of training pairs (instead of --frac); the split is the same seeded permutation, so a smaller size is a prefix of a larger one; all pairs leave no test split and the test metrics are NaN"})
@@ -125,10 +110,11 @@ class TrainConfig:
         def bad(name: str, why: str) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {why}")
 
-        if self.task not in TASK_NAMES:
-            bad("task", f"unknown task; known tasks: {', '.join(TASK_NAMES)}")
-        if self.task in GROUP_TASKS:
-            n = GROUP_TASKS[self.task]
+        if self.task not in TASKS:
+            bad("task", f"unknown task; known tasks: {', '.join(TASKS)}")
+        task = TASKS[self.task]
+        if task.group_order is not None:
+            n = task.group_order
             if self.p == P_DEFAULT:  # not given: p becomes the group's order (what config.json then records)
                 object.__setattr__(self, "p", n)
             elif self.p != n:
@@ -136,8 +122,14 @@ class TrainConfig:
                          "and --p applies only to the modular tasks")
         if self.p < 2:
             bad("p", "the modulus must be at least 2")
-        if self.task == "mod_div" and not is_prime(self.p):
-            bad("p", "mod_div needs a prime modulus (division by b needs b to be invertible)")
+        if task.check is not None and (why := task.check(self)) is not None:
+            bad("p", why)
+        from interp.families import FAMILIES  # the families build models (torch, TransformerLens): imported late
+
+        if self.family == "auto":
+            object.__setattr__(self, "family", task.family)
+        if self.family not in FAMILIES:
+            bad("family", f"unknown model family; known: auto, {', '.join(FAMILIES)}")
         if not 0.0 < self.frac < 1.0:
             bad("frac", "must lie strictly between 0 and 1")
         if self.train_size is not None and not 1 <= self.train_size <= self.n_examples:
@@ -167,15 +159,13 @@ class TrainConfig:
             bad("batch_size", "must be >= 1 (or none: full batch)")
         if not (math.isfinite(self.adam_eps) and self.adam_eps > 0):
             bad("adam_eps", "must be a finite number > 0")
-        if self.model_kind == "mlp" and (self.n_layers, self.normalization, self.act_fn) != (1, "none", "relu"):
-            bad("n_layers" if self.n_layers != 1 else "normalization" if self.normalization != "none" else "act_fn",
-                f"the {self.task} MLP has a fixed shape; these options are for the transformer")
         if self.d_model % self.n_heads:
             bad("n_heads", f"must divide d_model = {self.d_model}")
         if self.engine not in ENGINES:
             bad("engine", f"must be one of {', '.join(ENGINES)}")
-        if self.model_kind == "mlp" and self.engine == "fast":
-            bad("engine", f"the {self.task} MLP has no fast path; use auto or hooked (both train its plain forward)")
+        family_error = FAMILIES[self.family].check(self)
+        if family_error is not None:
+            bad(*family_error)
         if not (math.isfinite(self.init_scale) and self.init_scale > 0):
             bad("init_scale", "must be a finite number > 0")
         if self.fixed_norm and self.wd != 0:
@@ -204,14 +194,9 @@ class TrainConfig:
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
-    def model_kind(self) -> str:
-        """'transformer' (the modular tasks: ``interp.model``) or 'mlp' (digits: ``interp.mlp``)."""
-        return "mlp" if self.task in MLP_TASKS else "transformer"
-
-    @property
-    def is_group_task(self) -> bool:
-        """Whether the task is composition in a group (``GROUP_TASKS``): ``p`` is then the group's order."""
-        return self.task in GROUP_TASKS
+    def task_spec(self) -> "Task":
+        """The registered ``interp.tasks.Task`` this config trains on."""
+        return get_task(self.task)
 
     @property
     def d_head(self) -> int:
@@ -219,28 +204,28 @@ class TrainConfig:
 
     @property
     def d_vocab(self) -> int:
-        """Input vocabulary: the residues 0..p-1 and the '=' token (id p)."""
-        return self.p + 1
+        """Input vocabulary (``Task.d_vocab``): for ``[a, b, =]`` tasks the residues 0..p-1 and '=' (id p)."""
+        return self.task_spec.d_vocab(self)
 
     @property
     def d_vocab_out(self) -> int:
-        """Number of classes: the residues 0..p-1 (digits: 10)."""
-        return DIGITS_CLASSES if self.task == "digits" else self.p
+        """Number of classes (``Task.d_vocab_out``): the residues 0..p-1 (digits: 10)."""
+        return self.task_spec.d_vocab_out(self)
 
     @property
     def n_ctx(self) -> int:
-        return 3
+        """Input length (``Task.n_ctx``): 3 for ``[a, b, =]``."""
+        return self.task_spec.n_ctx(self)
 
     @property
     def eq_token(self) -> int:
+        """The '=' token of the ``[a, b, =]`` tasks: id p."""
         return self.p
 
     @property
     def n_examples(self) -> int:
-        """Number of input pairs: p^2 (p(p - 1) for mod_div, which leaves out b = 0); digits: 1797 images."""
-        if self.task == "digits":
-            return DIGITS_EXAMPLES
-        return self.p * (self.p - 1) if self.task == "mod_div" else self.p * self.p
+        """Number of examples (``Task.n_examples``): p^2 pairs (p(p - 1) for mod_div); digits: 1797 images."""
+        return self.task_spec.n_examples(self)
 
     @property
     def full_batch(self) -> bool:

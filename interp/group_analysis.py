@@ -61,12 +61,15 @@ KEY_FIELDS = ("key_irreps", "key_irreps_step", "key_irrep_names", "key_irreps_em
 def view_for(cfg: TrainConfig) -> groups.GroupView | None:
     """The group view of ``cfg``'s task: the log view of mod_mul/mod_div (prime p >= 3), a group task's
     irreps view, else ``None`` (mod_add/mod_sub have the Fourier analysis; the polynomials are no group)."""
-    if cfg.is_group_task:
+    structure = cfg.task_spec.structure
+    if structure is None:
+        return None
+    if structure.kind == "group":
         from interp.tasks import task_group
 
-        return groups.group_view(task_group(cfg.task))
-    if cfg.task in ("mod_mul", "mod_div") and is_prime(cfg.p) and cfg.p >= 3:
-        return groups.log_view(cfg.p, +1 if cfg.task == "mod_mul" else -1)
+        return groups.group_view(task_group(structure.group))
+    if structure.kind == "discrete_log" and is_prime(cfg.p) and cfg.p >= 3:
+        return groups.log_view(cfg.p, structure.sign)
     return None
 
 
@@ -102,7 +105,7 @@ def _grid_rows(run: Run, view: groups.GroupView) -> tuple[torch.Tensor, torch.Te
 
 
 def key_irrep_summary(run: Run, step: int, view: groups.GroupView) -> dict:
-    """Key irreps of checkpoint ``step`` (neuron clustering, as ``interp.analyze.key_frequency_summary``)."""
+    """Key irreps of checkpoint ``step`` (neuron clustering, as ``interp.analysers.key_frequency_summary``)."""
     from interp import runs
 
     eq = run.config.eq_token

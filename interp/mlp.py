@@ -5,10 +5,9 @@ layers), initialised as ``torch.nn.Linear`` does (uniform in +-1/sqrt(fan_in), f
 and then multiplied by ``cfg.init_scale``, as in Omnigrok's MNIST experiment (Liu et al. 2023,
 a depth-3 width-200 MLP, as the ``digits`` preset). With ``freeze_biases`` the biases are zero and stay zero, as in the transformer.
 
-It is the model ``interp.model.build_model`` returns for ``cfg.model_kind == "mlp"``; training,
-checkpoints, resume, sweeps and the outcome tables treat it like the transformer. The
-interpretability analyses (``interp.analyze``, the run report) are about the modular-arithmetic
-transformer and refuse a run of this model.
+It is the ``mlp`` model family (``interp.families``, the digits task's own): training, checkpoints,
+resume, sweeps and the outcome tables treat it like the transformer; the analysers that need the
+transformer's Fourier structure say why they skip it.
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.config import DIGITS_CLASSES, DIGITS_FEATURES, TrainConfig
+from interp.config import TrainConfig
+from interp.tasks import DIGITS_CLASSES, DIGITS_FEATURES
 
 
 class DigitsMLP(nn.Module):
@@ -37,7 +37,7 @@ def build_mlp(cfg: TrainConfig) -> DigitsMLP:
     """A freshly initialised ``DigitsMLP`` for ``cfg`` (seeded; the global RNG state is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = DigitsMLP(cfg.d_mlp)
+        model = DigitsMLP(cfg.d_mlp, cfg.n_ctx, cfg.d_vocab_out)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if cfg.freeze_biases and name.endswith("bias"):
@@ -45,3 +45,40 @@ def build_mlp(cfg: TrainConfig) -> DigitsMLP:
             else:
                 param.mul_(cfg.init_scale)
     return model
+
+
+# ---- the MLP as a model family (interp.families) ------------------------------------------------
+def _activations(model: DigitsMLP, cfg: TrainConfig, x: Tensor) -> dict[str, Tensor]:
+    out = {}
+    for i, layer in enumerate(model.layers[:-1]):
+        x = torch.relu(layer(x))
+        out[f"layers.{i}.post"] = x
+    return out
+
+
+def _views(model: DigitsMLP):
+    from interp.families import WeightViews
+
+    return WeightViews(embed=[model.layers[0].weight.T], hidden=[layer.weight.T for layer in model.layers[1:-1]],
+                       unembed=model.layers[-1].weight.T, attention=False)
+
+
+def _check(cfg: TrainConfig) -> tuple[str, str] | None:
+    if (cfg.n_layers, cfg.normalization, cfg.act_fn) != (1, "none", "relu"):
+        name = "n_layers" if cfg.n_layers != 1 else "normalization" if cfg.normalization != "none" else "act_fn"
+        return name, f"the {cfg.task} MLP has a fixed shape; these options are for the transformer"
+    if cfg.engine == "fast":
+        return "engine", f"the {cfg.task} MLP has no fast path; use auto or hooked (both train its plain forward)"
+    if cfg.task_spec.d_vocab(cfg) > 0:
+        return "family", f"this MLP reads real-valued inputs; {cfg.task} has tokens (use --family transformer)"
+    return None
+
+
+def _family():
+    from interp.families import ModelFamily
+
+    return ModelFamily("mlp", "ReLU MLP n_ctx -> d_mlp -> d_mlp -> classes on real-valued inputs (Omnigrok's digits model)",
+                       ("d_mlp", "freeze_biases"), build_mlp, lambda m, cfg, x: m(x), _activations, _views, check=_check)
+
+
+FAMILY = _family()

@@ -56,20 +56,13 @@ def hooked_config(cfg: TrainConfig) -> HookedTransformerConfig:
     )
 
 
-def build_model(cfg: TrainConfig) -> HookedTransformer:
+def build_transformer(cfg: TrainConfig) -> HookedTransformer:
     """A freshly initialised ``HookedTransformer`` (seeded with ``cfg.seed``), biases frozen if asked.
-
-    For a task that is not modular arithmetic (``cfg.model_kind == "mlp"``: digits) it is the
-    ``interp.mlp.DigitsMLP`` instead, built with the same conventions.
 
     Every initial parameter is multiplied by ``cfg.init_scale`` (the biases start at zero, so this
     scales the weights). The global RNG state is restored afterwards: building a model has no side
     effect on seeding.
     """
-    if cfg.model_kind == "mlp":
-        from interp.mlp import build_mlp
-
-        return build_mlp(cfg)
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # transformer-lens 3.x warns that HookedTransformer goes away in 4.0; we pin <4.
         warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
@@ -83,13 +76,6 @@ def build_model(cfg: TrainConfig) -> HookedTransformer:
             if "b_" in name:
                 param.requires_grad_(False)
     return model
-
-
-def to_device(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
-    """``model`` moved to ``device`` in place (quietly: ``HookedTransformer.to`` prints by default)."""
-    if isinstance(model, HookedTransformer):
-        return model.to(device, print_details=False)
-    return model.to(device)
 
 
 def fast_applies(model: HookedTransformer) -> bool:
@@ -224,3 +210,54 @@ def criterion(name: str):
     """The loss function named by ``TrainConfig.loss``: ``loss_fn`` ('softmax'; 'softmax32': the same in
     float32), ``stablemax_loss`` or ``mse_loss``."""
     return {"softmax": loss_fn, "softmax32": functools.partial(loss_fn, dtype=torch.float32), "stablemax": stablemax_loss, "mse": mse_loss}[name]
+
+
+# ---- the transformer as a model family (interp.families) ----------------------------------------
+def answer_logits(logits: Float[Tensor, "batch pos d_vocab_out"], cfg: TrainConfig) -> Tensor:
+    """The logits at the task's answer positions: ``[batch, d_vocab_out]`` for one, ``[batch, n, d_vocab_out]`` for several."""
+    pos = cfg.task_spec.answer_positions
+    return logits[:, pos[0]] if len(pos) == 1 else logits[:, list(pos)]
+
+
+def _forward(model: HookedTransformer, cfg: TrainConfig, inputs: Tensor) -> Tensor:
+    return answer_logits(model(inputs), cfg)
+
+
+def _activations(model: HookedTransformer, cfg: TrainConfig, inputs: Tensor) -> dict[str, Tensor]:
+    names = [f"blocks.{i}.mlp.hook_post" for i in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(inputs, names_filter=lambda n: n in names)
+    pos = cfg.task_spec.answer_positions[0]
+    return {n: cache[n][:, pos] for n in names}
+
+
+def _views(model: HookedTransformer):
+    from interp.families import WeightViews
+
+    return WeightViews(embed=[model.W_E] * model.cfg.n_ctx, hidden=[b.mlp.W_in for b in model.blocks], unembed=model.W_U,
+                       attention=not model.cfg.attn_only)
+
+
+def _fast_applies(model: HookedTransformer, cfg: TrainConfig) -> bool:
+    return cfg.task_spec.token_pair and fast_applies(model)
+
+
+def _check(cfg: TrainConfig) -> tuple[str, str] | None:
+    if cfg.task_spec.d_vocab(cfg) < 1:
+        return "family", f"the transformer reads tokens; {cfg.task} has real-valued inputs (use --family mlp)"
+    return None
+
+
+def _family():
+    from interp.families import FastPath, ModelFamily
+
+    return ModelFamily(
+        "transformer", "TransformerLens HookedTransformer (Nanda et al.'s 1-layer model by default)",
+        ("p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "freeze_biases"),
+        build_transformer, _forward, _activations, _views,
+        FastPath(_fast_applies,
+                 lambda m, cfg, x: fast_logits(m, x[:, 0], x[:, 1], cfg.eq_token),
+                 lambda m, cfg, x, y: fast_loss(m, x[:, 0], x[:, 1], y, cfg.eq_token)),
+        _check)
+
+
+FAMILY = _family()

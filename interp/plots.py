@@ -34,7 +34,7 @@ MAX_POINTS = 2000
 COLORS = qualitative.Plotly
 GEN_COLOR, MEM_COLOR = "#d62728", "#4a78a8"  # C_gen and C_mem in the figures of one run
 FONT = dict(family="DejaVu Sans, Liberation Sans, Arial, sans-serif", size=13)
-# Short labels of the phase boundaries of ``interp.analyze.PHASE_DEFINITIONS``.
+# Short labels of the phase boundaries of ``interp.phases.PHASE_DEFINITIONS``.
 PHASE_LABELS = {
     "memorised": "memorised", "circuit_formation_start": "circuit formation", "cgen_overtakes_cmem": "C_gen > C_mem",
     "cleanup_start": "cleanup", "test_acc_0.9": "test acc 0.9", "grokked": "grokked",

@@ -38,14 +38,15 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from analyses import fourier
 from interp import plots, runs, tables
 from interp.plots import Figure
 from interp.cli import Parser
-from interp.analyze import analyze_run, check_analysable, fmt_num, fmt_set, fmt_step, load_frequency_table, load_irrep_table
-from interp.analyze import key_frequency_stability, loss_crossings, mechanism_sentence, stability_sentence
+from interp.analysers import ATTENTION_TABLE
+from interp.analysis_files import load_table
+from interp.analyze import analyze_run, load_frequency_table, load_irrep_table
+from interp.text import fmt_num, fmt_set, fmt_step, key_frequency_stability, loss_crossings, mechanism_sentence, stability_sentence
 from interp.group_report import group_figures
 from interp.config import ConfigError
 from interp.runs import Run, RunError
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 GENERATOR = "interp.report"  # in the page's <meta name="generator">: only such files are overwritten
 COMPARE_FILE = "report_compare.html"  # default name of a report of several runs (in the first run's directory)
 PLOTLY_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-CLUSTER_THRESHOLD = fourier.CLUSTER_THRESHOLD  # drawn on the neuron figure
+
 
 CAPTIONS = {  # what a figure's panels are; the numbers of the run drawn are appended (the caption_* functions)
     "efficiency": "Top: the correct-class logit (train split) of the key-frequency part of the logits (C_gen) and of the rest "
@@ -80,7 +81,6 @@ class RunView:
     attention: Tensor | None = field(default=None, repr=False)
     W_E_norms: Tensor | None = field(default=None, repr=False)
     W_L_norms: Tensor | None = field(default=None, repr=False)
-    clusters: fourier.NeuronClusters | None = field(default=None, repr=False)
     irrep_rows: list[dict] = field(default_factory=list, repr=False)  # irreps.csv of a group/log-basis run
 
     @property
@@ -94,23 +94,15 @@ class RunView:
 
 
 # ---- data -----------------------------------------------------------------------------------------
-@torch.no_grad()
-def attention_to_first_operand(model: HookedTransformer, run: Run) -> Float[Tensor, "n_heads p p"]:
-    """Attention weight from the ``=`` query to the key ``a`` (``blocks.0.attn.hook_pattern[:, h, 2, 0]``) on the (a, b) grid.
-
-    Args:
-        model: the run's HookedTransformer.
-        run: the run (its ``inputs`` are the pairs; pairs that are not inputs, such as b = 0 of
-            ``mod_div``, stay NaN).
-    Returns:
-        ``[n_heads, p, p]`` indexed ``[head, a, b]``.
-    """
-    name = "blocks.0.attn.hook_pattern"
-    _, cache = model.run_with_cache(run.inputs, names_filter=name)
-    w = cache[name][:, :, -1, 0]  # [N, heads]
-    p = run.config.p
-    grid = torch.full((w.shape[1], p, p), math.nan)
-    grid[:, run.inputs[:, 0], run.inputs[:, 1]] = w.T.float()
+def attention_grid(rows: list[dict], step: int, p: int) -> Float[Tensor, "n_heads p p"] | None:
+    """The ``attention.csv`` rows of checkpoint ``step`` (``interp.analysers``) as ``[n_heads, p, p]`` indexed
+    ``[head, a, b]`` (NaN at pairs that are not inputs, such as b = 0 of ``mod_div``); ``None`` without rows."""
+    rows = [r for r in rows if r["step"] == step]
+    if not rows:
+        return None
+    grid = torch.full((max(r["head"] for r in rows) + 1, p, p), math.nan)
+    for r in rows:
+        grid[r["head"], r["a"], r["b"]] = r["weight"]
     return grid
 
 
@@ -122,7 +114,8 @@ def _unique_names(paths: list[Path]) -> list[str]:
 
 
 def collect(run_dir: Path, name: str | None = None, force: bool = False, progress: bool = False) -> RunView:
-    """Bring the run's analysis up to date and gather what the report draws.
+    """Bring the run's analysis up to date and gather what the report draws: only what the analysers
+    stored (``analysis/``), nothing recomputed from the model.
 
     Raises:
         RunError: the run directory, its config, split, a checkpoint or its analysis is missing or corrupt.
@@ -134,15 +127,12 @@ def collect(run_dir: Path, name: str | None = None, force: bool = False, progres
     rows, summary = analyze_run(run_dir, force=force, progress=progress)
     meta = json.loads((run_dir / runs.CONFIG_FILE).read_text())
     view = RunView(name or run_dir.resolve().name, run, meta, rows, summary, load_frequency_table(run_dir), step=run.steps[-1])
-    model = run.load_model(view.step)
-    view.attention = attention_to_first_operand(model, run)
+    view.attention = attention_grid(load_table(run_dir, ATTENTION_TABLE), view.step, run.config.p)
     view.irrep_rows = load_irrep_table(run_dir)
     if view.fourier:
-        p = run.config.p
-        with torch.no_grad():
-            view.W_E_norms = fourier.frequency_norms(fourier.embedding_fourier_norms(model.W_E, p))
-            view.W_L_norms = fourier.frequency_norms(fourier.unembed_fourier_norms(fourier.neuron_logit_map(model)))
-            view.clusters = fourier.cluster_neurons(fourier.mlp_activations(model, p, run.config.eq_token), CLUSTER_THRESHOLD)
+        final = sorted((r for r in view.freq_rows if r["step"] == view.step), key=lambda r: r["freq"])
+        view.W_E_norms = torch.tensor([r["W_E_norm"] for r in final])
+        view.W_L_norms = torch.tensor([r["W_L_norm"] for r in final])
     return view
 
 
@@ -250,15 +240,15 @@ def caption_fourier_training(v: RunView) -> str:
 
 
 def caption_neurons(v: RunView) -> str:
-    c = v.clusters
-    n = c.freq.numel()
-    key = int((c.freq > 0).sum())
-    out = (f"Each dot is an MLP neuron. {key} of {n} are assigned to a key frequency (≥ {c.threshold:.0%} of their variance "
-           f"in its 3×3 block; a key frequency needs ≥ {c.min_neurons} such neurons), {len(c.unclustered)} are below the "
-           f"threshold, {len(c.dead)} are dead (no variance over the inputs)")
-    if c.small_clusters:
-        out += f", {len(c.in_small_clusters)} pass it for a frequency with too few neurons (" + ", ".join(
-            f"k = {k}: {len(ids)}" for k, ids in c.small_clusters.items()) + ")"
+    sm = v.summary
+    freq = sm["neuron_frequency"]
+    key = sum(1 for f in freq if f > 0)
+    out = (f"Each dot is an MLP neuron. {key} of {len(freq)} are assigned to a key frequency (≥ {sm['cluster_threshold']:.0%} of "
+           f"their variance in its 3×3 block; a key frequency needs ≥ {sm['min_cluster_neurons']} such neurons), "
+           f"{len(sm['unclustered_neurons'])} are below the threshold, {len(sm['dead_neurons'])} are dead (no variance over the inputs)")
+    if sm.get("small_clusters"):
+        out += f", {sum(sm['small_clusters'].values())} pass it for a frequency with too few neurons (" + ", ".join(
+            f"k = {k}: {n}" for k, n in sm["small_clusters"].items()) + ")"
     return out + "."
 
 
@@ -295,7 +285,7 @@ def efficiency_caption(views: list[RunView]) -> str:
 
 def stability_mechanism_figures(views: list[RunView]) -> list[Figure]:
     """The float32-collapse figure and (for runs where the measures apply) the clock/pizza figure,
-    their captions generated by ``interp.analyze.stability_sentence`` and ``mechanism_sentence``."""
+    their captions generated by ``interp.text.stability_sentence`` and ``mechanism_sentence``."""
     from analyses import mechanism
 
     def joined(vs, fn):
@@ -357,12 +347,14 @@ def run_figures(view: RunView) -> list[Figure]:
             out.append(Figure("fourier_training", plots.frequency_over_training(
                 view.freq_rows, "W_E_norm", keys, f"Fourier norm of W_E per frequency across training ({view.name})"),
                 caption_fourier_training(view)))
-        out.append(Figure("neurons", plots.neuron_clusters(view.clusters.freq, view.clusters.frac_explained, CLUSTER_THRESHOLD,
-                                                           "MLP neurons clustered by frequency" + suffix, dead=view.clusters.dead),
-                          caption_neurons(view)))
+        sm = view.summary
+        out.append(Figure("neurons", plots.neuron_clusters(torch.tensor(sm["neuron_frequency"]), torch.tensor(sm["neuron_frac_explained"]),
+                                                           sm["cluster_threshold"], "MLP neurons clustered by frequency" + suffix,
+                                                           dead=sm["dead_neurons"]), caption_neurons(view)))
     out += [Figure(*f) for f in group_figures(view.name, view.summary, view.irrep_rows, view.step)]
-    out.append(Figure("attention", plots.attention_grid(view.attention, "Attention from '=' to a, per head, over (a, b)" + suffix),
-                      caption_attention(view)))
+    if view.attention is not None:
+        out.append(Figure("attention", plots.attention_grid(view.attention, "Attention from '=' to a, per head, over (a, b)" + suffix),
+                          caption_attention(view)))
     return out
 
 
@@ -536,7 +528,7 @@ def build_report(run_dirs: list[str | Path], force: bool = False, progress: bool
     """
     paths = [Path(d) for d in run_dirs]
     for p in paths:
-        check_analysable(runs.load_run(p))
+        runs.load_run(p)
     names = _unique_names(paths)
     views = [collect(p, name, force=force, progress=progress) for p, name in zip(paths, names)]
     return render(views)

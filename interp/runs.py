@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 
 from interp.config import ConfigError, TrainConfig
-from interp.model import build_model
+from interp.families import build_model, family_of
 from interp.tasks import Dataset, all_examples
 
 CONFIG_FILE = "config.json"
@@ -126,7 +126,8 @@ def default_run_name(cfg: TrainConfig) -> str:
     """``<task>_p<p>`` plus ``_<field><value>`` for each model/data/optimiser field off its default."""
     base = TrainConfig(task=cfg.task, p=cfg.p)
     skip = {"task", "p", "steps", "eval_every", "save_every", "engine"}
-    parts = [cfg.task if cfg.model_kind == "mlp" or cfg.is_group_task else f"{cfg.task}_p{cfg.p}"]  # p means nothing to the digits MLP or a group
+    spec = cfg.task_spec  # p names a modular task's size; it means nothing to a group (fixed order) or a task without tokens
+    parts = [cfg.task if spec.group_order is not None or spec.d_vocab(cfg) < 1 else f"{cfg.task}_p{cfg.p}"]
     for k, v in cfg.to_dict().items():
         if k not in skip and v != getattr(base, k):
             if k == "init_from":
@@ -328,7 +329,7 @@ def load_checkpoint(run_dir: Path, step: int, config: TrainConfig | None = None)
 
 
 # Config fields that fix the tensors of a model: ``init_from`` needs them equal in both runs.
-MODEL_FIELDS = ("p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "freeze_biases")
+MODEL_FIELDS = ("family", "p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "freeze_biases")
 
 
 def init_checkpoint(cfg: TrainConfig) -> Path | None:

@@ -45,7 +45,8 @@ from interp import prune, runs
 from interp.config import TrainConfig
 from interp.device import describe
 from interp.kernel import Layout, short_name, stacked_logits, stacked_loss
-from interp.model import build_model
+from interp.families import build_model, family_of
+from interp.model import FAMILY as TRANSFORMER
 from interp.runs import RunError
 from interp.speed import flush_denormals
 from interp.stopping import stop_reason
@@ -68,7 +69,7 @@ def stackable(cfg: TrainConfig) -> bool:
     fixed-norm training, mini-batches, other model shapes (layers, LayerNorm, GELU), the hooked
     engine and the digits MLP train alone.
     """
-    return (cfg.model_kind == "transformer" and cfg.engine != "hooked" and cfg.grad_filter == "none" and cfg.loss == "softmax"
+    return (family_of(cfg) is TRANSFORMER and cfg.task_spec.token_pair and cfg.engine != "hooked" and cfg.grad_filter == "none" and cfg.loss == "softmax"
             and cfg.optimizer == "adamw" and not cfg.fixed_norm and cfg.full_batch
             and (cfg.n_layers, cfg.normalization, cfg.act_fn) == (1, "none", "relu"))
 

@@ -498,7 +498,7 @@ def _seconds_per_member_step(cfgs: list[TrainConfig], device: torch.device) -> t
     """``(train, evaluation)`` seconds per member of a few steps of these configs' actual shapes on
     ``device``: a stack of them if they stack, else ``interp.train``'s loss and AdamW alone."""
     from interp.train import loss_closure, make_optimizer
-    from interp.model import build_model, to_device
+    from interp.families import build_model, to_device
     from interp.tasks import make_dataset
 
     cfgs = [c.replace(mask_from=None, init_from=None) for c in cfgs]  # the shapes are what costs time

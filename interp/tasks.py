@@ -27,32 +27,185 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.config import TrainConfig
+if TYPE_CHECKING:  # the config imports this registry, so the registry only names the config for types
+    from interp.config import TrainConfig
 
 
+# ---- the registry --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Structure:
+    """The algebra behind a task's labels that analysers may use.
+
+    ``kind``: ``"cyclic"`` (labels are a function of a +- b in Z_p: Fourier over Z_p, ``sign`` +1 for a + b,
+    -1 for a - b), ``"discrete_log"`` (a * b or a / b in Z_p^*: Fourier over Z_{p-1} in log coordinates,
+    ``sign`` +1 / -1), ``"group"`` (composition in the finite group ``group``, e.g. ``"s4"``).
+    """
+
+    kind: str
+    sign: int = +1
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A problem the suite can train on: everything about it that is not the model.
+
+    Register one with ``register_task``; ``TrainConfig.task`` names it, ``config.json`` stores the name.
+
+    Attributes:
+        name: the key in ``TASKS`` (and the ``TASK`` argument of ``python -m interp.train``).
+        description: one line for ``--help`` and the docs.
+        examples: ``cfg -> (inputs, labels)``, every example in a fixed order (the split permutes it).
+        n_examples: ``cfg -> int``, ``len(labels)`` without building them.
+        d_vocab: ``cfg -> int``, the input vocabulary (0 when inputs are real-valued vectors).
+        d_vocab_out: ``cfg -> int``, the number of classes.
+        n_ctx: ``cfg -> int``, input length (tokens, or features for vector inputs).
+        answer_positions: the input positions whose output is the answer (``(-1,)``: the last token).
+        family: the model family trained when ``TrainConfig.family`` is ``"auto"`` (``interp.families``).
+        structure: what the analysers may use (``Structure``), or ``None``.
+        group_order: a group task: ``p`` is fixed to the group's order.
+        check: ``cfg -> reason | None``: why ``cfg.p`` does not suit this task (``--p`` is then refused).
+        token_pair: the inputs are ``[a, b, =]`` with ``=`` the token ``p`` (the layout the transformer's
+            fast path and the stack compute).
+    """
+
+    name: str
+    description: str
+    examples: Callable[["TrainConfig"], tuple[Tensor, Tensor]]
+    n_examples: Callable[["TrainConfig"], int]
+    d_vocab: Callable[["TrainConfig"], int] = lambda cfg: cfg.p + 1
+    d_vocab_out: Callable[["TrainConfig"], int] = lambda cfg: cfg.p
+    n_ctx: Callable[["TrainConfig"], int] = lambda cfg: 3
+    answer_positions: tuple[int, ...] = (-1,)
+    family: str = "transformer"
+    structure: Structure | None = None
+    group_order: int | None = None
+    check: Callable[["TrainConfig"], str | None] | None = None
+    token_pair: bool = False
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` to ``TASKS`` (a name may be registered once) and return it."""
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is already registered")
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name`` (``KeyError`` naming the known ones otherwise)."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+# ---- the tasks -----------------------------------------------------------------------------------
 def _mod_div(a: Tensor, b: Tensor, p: int) -> Tensor:
     inv = torch.tensor([pow(int(x), -1, p) if x else 0 for x in range(p)], dtype=torch.long)
     return (a * inv[b]) % p
 
 
-# name -> (label function of (a, b, p), formula); mod_div also leaves out b = 0 (see all_pairs)
-OPERATIONS: dict[str, tuple[Callable[[Tensor, Tensor, int], Tensor], str]] = {
-    "mod_add": (lambda a, b, p: (a + b) % p, "a + b"),
-    "mod_sub": (lambda a, b, p: (a - b) % p, "a - b"),
-    "mod_mul": (lambda a, b, p: (a * b) % p, "a * b"),
-    "mod_div": (_mod_div, "a / b (b != 0)"),
-    "x2_y2": (lambda a, b, p: (a * a + b * b) % p, "a^2 + b^2"),
-    "x2_xy_y2": (lambda a, b, p: (a * a + a * b + b * b) % p, "a^2 + ab + b^2"),
-    "x3_xy": (lambda a, b, p: (a * a * a + a * b) % p, "a^3 + ab"),
+def is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    i = 2
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 1
+    return True
+
+
+def pair_examples(label: Callable[[Tensor, Tensor, int], Tensor], skip_b0: bool = False):
+    """``cfg -> (inputs, labels)`` for a binary operation on ``0..p-1``: every pair ``[a, b, =]`` (``=`` the
+    token ``p``), row-major in (a, b) (``index = a * p + b``; ``skip_b0`` leaves out b = 0)."""
+
+    def examples(cfg: "TrainConfig") -> tuple[Int[Tensor, "N 3"], Int[Tensor, "N"]]:
+        p = cfg.p
+        a = torch.arange(p).repeat_interleave(p)
+        b = torch.arange(p).repeat(p)
+        if skip_b0:
+            keep = b != 0
+            a, b = a[keep], b[keep]
+        return torch.stack([a, b, torch.full_like(a, p)], dim=1), label(a, b, p)
+
+    return examples
+
+
+def _pairs(cfg: "TrainConfig") -> int:
+    return cfg.p * cfg.p
+
+
+def _prime_p(cfg: "TrainConfig") -> str | None:
+    return None if is_prime(cfg.p) else "mod_div needs a prime modulus (division by b needs b to be invertible)"
+
+
+# name -> (label function of (a, b, p), formula, structure); mod_div also leaves out b = 0
+OPERATIONS: dict[str, tuple[Callable[[Tensor, Tensor, int], Tensor], str, Structure | None]] = {
+    "mod_add": (lambda a, b, p: (a + b) % p, "a + b", Structure("cyclic", +1)),
+    "mod_sub": (lambda a, b, p: (a - b) % p, "a - b", Structure("cyclic", -1)),
+    "mod_mul": (lambda a, b, p: (a * b) % p, "a * b", Structure("discrete_log", +1)),
+    "mod_div": (_mod_div, "a / b (b != 0)", Structure("discrete_log", -1)),
+    "x2_y2": (lambda a, b, p: (a * a + b * b) % p, "a^2 + b^2", None),
+    "x2_xy_y2": (lambda a, b, p: (a * a + a * b + b * b) % p, "a^2 + ab + b^2", None),
+    "x3_xy": (lambda a, b, p: (a * a * a + a * b) % p, "a^3 + ab", None),
 }
+for _name, (_fn, _formula, _structure) in OPERATIONS.items():
+    register_task(Task(
+        _name, f"{_formula} mod p, inputs [a, b, =]", pair_examples(_fn, skip_b0=_name == "mod_div"),
+        (lambda cfg: cfg.p * (cfg.p - 1)) if _name == "mod_div" else _pairs,
+        structure=_structure, check=_prime_p if _name == "mod_div" else None, token_pair=True))
 
 
+def task_group(task: str):
+    """The ``analyses.groups.Group`` of a group task (``s4``: S_4, ``s5``: S_5, ``a5``: A_5)."""
+    from analyses import groups
+
+    return {"s": groups.symmetric, "a": groups.alternating}[task[0]](int(task[1:]))
+
+
+def _group_examples(cfg: "TrainConfig") -> tuple[Int[Tensor, "N 3"], Int[Tensor, "N"]]:
+    return pair_examples(lambda a, b, p: task_group(cfg.task).table[a, b])(cfg)
+
+
+for _name, _order, _what in (("s4", 24, "S_4"), ("s5", 120, "S_5"), ("a5", 60, "A_5")):
+    register_task(Task(_name, f"composition g·h in {_what}, inputs [g, h, =]", _group_examples, _pairs,
+                       structure=Structure("group", group=_name), group_order=_order, token_pair=True))
+
+
+DIGITS_EXAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
+
+
+DIGITS_EXAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
+
+
+def digits() -> tuple[Float[Tensor, "1797 64"], Int[Tensor, "1797"]]:
+    """scikit-learn's bundled 8x8 handwritten digits (shipped with the package, no download): the
+    1797 images as float32 rows of 64 pixel intensities scaled from 0..16 to [0, 1], and their
+    labels 0..9, in scikit-learn's order."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return torch.tensor(d.data / 16.0, dtype=torch.float32), torch.tensor(d.target, dtype=torch.long)
+
+
+register_task(Task("digits", "scikit-learn's bundled 8x8 handwritten digits (64 pixels -> 10 classes)",
+                   lambda cfg: digits(), lambda cfg: DIGITS_EXAMPLES, d_vocab=lambda cfg: 0,
+                   d_vocab_out=lambda cfg: DIGITS_CLASSES, n_ctx=lambda cfg: DIGITS_FEATURES, answer_positions=(),
+                   family="mlp"))
+
+
+# ---- examples and their split ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Dataset:
     """All examples of a task and their split.
@@ -89,28 +242,9 @@ class Dataset:
         return self.inputs[:, 1]
 
 
-def all_pairs(cfg: TrainConfig) -> tuple[Int[Tensor, "N 3"], Int[Tensor, "N"]]:
-    """Every input triple of ``cfg.task`` and its label, row-major in (a, b)."""
-    p = cfg.p
-    a = torch.arange(p).repeat_interleave(p)
-    b = torch.arange(p).repeat(p)
-    if cfg.task == "mod_div":
-        keep = b != 0
-        a, b = a[keep], b[keep]
-    if cfg.is_group_task:
-        labels = task_group(cfg.task).table[a, b]
-    else:
-        fn, _ = OPERATIONS[cfg.task]
-        labels = fn(a, b, p)
-    inputs = torch.stack([a, b, torch.full_like(a, cfg.eq_token)], dim=1)
-    return inputs, labels
-
-
-def task_group(task: str):
-    """The ``analyses.groups.Group`` of a group task (``s4``: S_4, ``s5``: S_5, ``a5``: A_5)."""
-    from analyses import groups
-
-    return {"s": groups.symmetric, "a": groups.alternating}[task[0]](int(task[1:]))
+def all_examples(cfg: "TrainConfig") -> tuple[Tensor, Int[Tensor, "N"]]:
+    """Every example of ``cfg.task`` and its label, in the task's fixed order (``Task.examples``)."""
+    return get_task(cfg.task).examples(cfg)
 
 
 def split_indices(n: int, n_train: int, data_seed: int, n_classes: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -126,22 +260,7 @@ def split_indices(n: int, n_train: int, data_seed: int, n_classes: int) -> tuple
     return perm[:n_train], perm[n_train:], random_labels
 
 
-def digits() -> tuple[Float[Tensor, "1797 64"], Int[Tensor, "1797"]]:
-    """scikit-learn's bundled 8x8 handwritten digits (shipped with the package, no download): the
-    1797 images as float32 rows of 64 pixel intensities scaled from 0..16 to [0, 1], and their
-    labels 0..9, in scikit-learn's order."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return torch.tensor(d.data / 16.0, dtype=torch.float32), torch.tensor(d.target, dtype=torch.long)
-
-
-def all_examples(cfg: TrainConfig) -> tuple[Tensor, Int[Tensor, "N"]]:
-    """Every example of ``cfg.task`` and its label: ``all_pairs`` for the modular tasks, ``digits()``."""
-    return digits() if cfg.task == "digits" else all_pairs(cfg)
-
-
-def make_dataset(cfg: TrainConfig) -> Dataset:
+def make_dataset(cfg: "TrainConfig") -> Dataset:
     """The inputs, labels and seeded train/test split that ``cfg`` describes (with its label noise).
 
     The digits task splits its 1797 images the same way (seeded permutation, first ``n_train``)."""
@@ -158,7 +277,7 @@ def _epoch_order(seed: int, n: int, epoch: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-def batch_positions(cfg: TrainConfig, step: int) -> Int[Tensor, "batch"] | None:
+def batch_positions(cfg: "TrainConfig", step: int) -> Int[Tensor, "batch"] | None:
     """Positions in the training split (into ``train_idx`` / ``train_labels``) of the mini-batch that
     update ``step`` uses, or ``None`` for full-batch training.
 

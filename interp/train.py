@@ -34,9 +34,11 @@ from transformer_lens import HookedTransformer
 
 from interp import optim, prune, runs
 from interp.cli import Parser
-from interp.config import GROUP_TASKS, PRESETS, TASK_NAMES, ConfigError, TrainConfig, value_parser
+from interp.config import PRESETS, ConfigError, TrainConfig, value_parser
+from interp.tasks import TASKS
 from interp.device import describe, resolve
-from interp.model import build_model, criterion, fast_applies, fast_logits, fast_loss, float32_collapse, hooked_logits, loss_fn, to_device
+from interp.families import build_model, family_of, to_device
+from interp.model import criterion, float32_collapse, loss_fn
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
 from interp.stopping import stop_reason
@@ -64,36 +66,29 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr
 
 
-def use_fast(cfg: TrainConfig, model: HookedTransformer) -> bool:
-    """Whether ``cfg.engine`` trains ``model`` through the fast path (``auto``: where it applies;
-    never for the digits MLP, whose plain forward is recorded as 'hooked')."""
-    if cfg.engine == "hooked" or cfg.model_kind == "mlp":
-        return False
-    if cfg.engine == "fast" and not fast_applies(model):
-        raise ConfigError("--engine fast: the fast forward does not apply to this model")
-    return fast_applies(model)
+def use_fast(cfg: TrainConfig, model: torch.nn.Module) -> bool:
+    """Whether ``cfg.engine`` trains ``model`` through its family's fast path (``auto``: where it applies)."""
+    return family_of(cfg).uses_fast(cfg, model)
 
 
-def logits_fn(model: HookedTransformer, cfg: TrainConfig):
-    """The forward used for evaluation: ``tokens [batch, 3] -> logits [batch, d_vocab_out]``
-    (the digits MLP: ``images [batch, 64] -> logits [batch, 10]``)."""
-    if cfg.model_kind == "mlp":
-        return model
+def logits_fn(model: torch.nn.Module, cfg: TrainConfig):
+    """The forward used for evaluation, ``inputs -> logits`` at the answer positions: the family's
+    fast path where it applies, else its reference forward (``interp.families``)."""
+    family = family_of(cfg)
     if use_fast(cfg, model):
-        return lambda tokens: fast_logits(model, tokens[:, 0], tokens[:, 1], cfg.eq_token)
-    return lambda tokens: hooked_logits(model, tokens)
+        return lambda x: family.fast.logits(model, cfg, x)
+    return lambda x: family.forward(model, cfg, x)
 
 
-def loss_closure(model: HookedTransformer, cfg: TrainConfig, data: Dataset):
+def loss_closure(model: torch.nn.Module, cfg: TrainConfig, data: Dataset):
     """The loss the loop minimises at a step, ``step -> loss``: over the whole training set, or over
-    that step's mini-batch (``batch_size``, ``interp.tasks.batch_positions``); ``fast_loss`` where it
-    applies, else the hooked forward.
-
-    ``fast_loss`` has the softmax cross-entropy built in; StableMax goes through ``fast_logits``.
+    that step's mini-batch (``batch_size``, ``interp.tasks.batch_positions``); the family's fast loss
+    where it applies (the softmax cross-entropy is built into it), else ``criterion(cfg.loss)`` of
+    ``logits_fn``.
     """
     x_all, y_all = data.inputs[data.train_idx], data.train_labels
-    loss = criterion(cfg.loss)
-    fast = cfg.model_kind != "mlp" and use_fast(cfg, model)
+    loss, forward = criterion(cfg.loss), logits_fn(model, cfg)
+    fast_loss = family_of(cfg).fast.loss if use_fast(cfg, model) and cfg.loss == "softmax" else None
 
     def batch(step: int):
         pos = batch_positions(cfg, step)
@@ -101,13 +96,7 @@ def loss_closure(model: HookedTransformer, cfg: TrainConfig, data: Dataset):
 
     def closure(step: int = 0):
         x, y = batch(step)
-        if cfg.model_kind == "mlp":
-            return loss(model(x), y)
-        if fast and cfg.loss == "softmax":
-            return fast_loss(model, x[:, 0], x[:, 1], y, cfg.eq_token)
-        if fast:
-            return loss(fast_logits(model, x[:, 0], x[:, 1], cfg.eq_token), y)
-        return loss(hooked_logits(model, x), y)
+        return fast_loss(model, cfg, x, y) if fast_loss is not None else loss(forward(x), y)
 
     return closure
 
@@ -280,7 +269,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """The positional TASK, one flag per ``TrainConfig`` field (``--data-seed`` for ``data_seed``) and
     ``--preset``. Only given flags land in the namespace: defaults come from the dataclass."""
-    p.add_argument("task", choices=TASK_NAMES, metavar="TASK", help=f"one of: {', '.join(TASK_NAMES)}")
+    p.add_argument("task", choices=list(TASKS), metavar="TASK", help=f"one of: {', '.join(TASKS)} (interp.tasks)")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "task" or f.name in skip:
             continue
@@ -301,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     """``add_config_flags`` plus the run directory, resume and progress flags."""
     p = Parser(
         prog="python -m interp.train",
-        description="Train a 1-layer HookedTransformer on an algorithmic task mod p, writing a resumable run directory.",
+        description="Train a model (by default the 1-layer HookedTransformer) on a task (by default a + b mod p), writing a resumable run directory.",
     )
     add_config_flags(p)
     p.add_argument("--out", type=Path, default=None, help="run directory (default: checkpoints/<task>_p<p>[_<changed fields>])")
@@ -313,15 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     given = given_fields(args)
-    if given["task"] in GROUP_TASKS and "p" in given:
+    order = TASKS[given["task"]].group_order
+    if order is not None and "p" in given:
         raise ConfigError(f"--p {given['p']!r}: {given['task']} is a group task: its size is fixed by the group "
-                          f"({GROUP_TASKS[given['task']]} elements), and --p applies only to the modular tasks")
+                          f"({order} elements), and --p applies only to the modular tasks")
     cfg = TrainConfig(**given)
     out = args.out or runs.DEFAULT_ROOT / runs.default_run_name(cfg)
     if args.resume and (out / runs.CONFIG_FILE).is_file():
         saved = runs.read_config(out)
         changed = {k: v for k, v in given.items()
-                   if k not in ("steps", "task") and v != getattr(saved, k) and not (k == "engine" and v == "auto")}
+                   if k not in ("steps", "task") and v != getattr(saved, k) and not (k in ("engine", "family") and v == "auto")}
         if given["task"] != saved.task:
             changed["task"] = given["task"]
         if changed:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from analyses import efficiency, fourier, progress
-from interp.model import build_model, loss_fn
+from interp.families import build_model
+from interp.model import loss_fn
 from tests.conftest import tiny_config
 
 P = 13

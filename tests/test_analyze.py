@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from analyses import fourier, progress
-from interp import analyze, load_run
+from interp import analysers, analysis_files, analyze, load_run, phases, text
+from interp.analysers import analysis_columns
 from interp.analyze import (
-    ANALYSIS_TABLE, COLUMNS, FREQUENCY_TABLE, SUMMARY_FILE, analysis_throughput, analyze_run, load_analysis,
+    ANALYSIS_TABLE, FREQUENCY_TABLE, SUMMARY_FILE, analysis_throughput, analyze_run, load_analysis,
     load_frequency_table, main,
 )
 from interp import runs
@@ -33,7 +34,7 @@ def fixed_key_frequencies(monkeypatch, keys):
                 "neurons_per_frequency": {}, "unclustered_neurons": [], "mean_frac_explained_clustered": None,
                 "cmem_neurons": list(keys.get("cmem", []))}
 
-    monkeypatch.setattr(analyze, "key_frequency_summary", fake_summary)
+    monkeypatch.setattr(analysers, "key_frequency_summary", fake_summary)
 
 
 def test_tables_of_a_tiny_run(tiny_copy):
@@ -41,9 +42,9 @@ def test_tables_of_a_tiny_run(tiny_copy):
     assert summary["key_frequencies"] == []  # 40 steps form no circuit; the columns are computed all the same
     run = load_run(tiny_copy)
     d = tiny_copy / ANALYSIS_DIR
-    assert {f.name for f in d.iterdir()} == {ANALYSIS_TABLE, FREQUENCY_TABLE, SUMMARY_FILE}
+    assert {f.name for f in d.iterdir()} == {ANALYSIS_TABLE, FREQUENCY_TABLE, analysers.ATTENTION_TABLE, SUMMARY_FILE}
     with open(d / ANALYSIS_TABLE, newline="") as f:
-        assert next(csv.reader(f)) == COLUMNS
+        assert next(csv.reader(f)) == analysis_columns()
     assert [r["step"] for r in rows] == run.steps == [0, 10, 20, 30, 40]
     for r, m in zip(rows, run.metrics):  # the run's own metrics, recomputed from the checkpoints
         for k in ("train_loss", "test_loss", "train_acc", "test_acc", "param_norm"):
@@ -55,10 +56,10 @@ def test_tables_of_a_tiny_run(tiny_copy):
         assert r["cmem_efficiency"] == pytest.approx(r["cmem_logit"] / r["cmem_param_norm"], rel=1e-12)
         # no key frequency and no clustered neuron yet: C_gen has no parameters, so no efficiency
         assert r["cgen_param_norm"] == 0 and r["cgen_logit"] == 0 and math.isnan(r["cgen_efficiency"])
-        assert all(math.isfinite(r[c]) for c in COLUMNS if c != "cgen_efficiency")
+        assert all(math.isfinite(r[c]) for c in analysis_columns() if c != "cgen_efficiency")
     assert summary["cgen_more_efficient_from"] is None
     assert summary["fourier_applies"] and summary["key_frequencies_step"] == 40
-    assert set(summary["phases"]) == set(analyze.PHASE_DEFINITIONS)
+    assert set(summary["phases"]) == set(phases.PHASE_DEFINITIONS)
     assert summary["steps_computed"] == run.steps
     # round trip through the files
     cached_rows, cached_summary = load_analysis(tiny_copy)
@@ -208,8 +209,8 @@ def test_throughput_times_a_full_analysis_and_writes_nothing(tiny_copy, monkeypa
     analyze_run(tiny_copy)  # an up-to-date cache: the throughput must not use it
     before = {p: p.read_bytes() for p in (tiny_copy / ANALYSIS_DIR).iterdir()}
     calls = []
-    real = analyze._Analyser.__call__
-    monkeypatch.setattr(analyze._Analyser, "__call__", lambda self, step: (calls.append(step), real(self, step))[1])
+    real = analyze._Loader.__call__
+    monkeypatch.setattr(analyze._Loader, "__call__", lambda self, step: (calls.append(step), real(self, step))[1])
     out = analysis_throughput(tiny_copy)
     assert calls == [0, 10, 20, 30, 40] and out["n_checkpoints"] == 5
     assert {p: p.read_bytes() for p in (tiny_copy / ANALYSIS_DIR).iterdir()} == before
@@ -223,7 +224,7 @@ def test_an_interrupted_analysis_leaves_no_mixed_tables(tiny_copy, monkeypatch):
     keys["value"] = [3]
     rows_3, _ = analyze_run(tiny_copy, force=True, write=False)
     assert rows_3[-1]["excluded_loss"] != rows_2[-1]["excluded_loss"]
-    runs.write_text(tiny_copy / ANALYSIS_DIR / ANALYSIS_TABLE, analyze._to_csv(rows_3, COLUMNS))
+    runs.write_text(tiny_copy / ANALYSIS_DIR / ANALYSIS_TABLE, analysis_files.to_csv(rows_3, analysis_columns()))
     with pytest.raises(RunError, match=f"{ANALYSIS_TABLE}: does not match {SUMMARY_FILE}"):
         load_analysis(tiny_copy)
     keys["value"] = [2]
@@ -238,8 +239,8 @@ def test_an_interrupted_analysis_leaves_no_mixed_tables(tiny_copy, monkeypatch):
 
 def test_key_frequency_summary_of_the_small_run(small_run):
     run = load_run(small_run)
-    s = analyze.key_frequency_summary(run, run.steps[-1])
-    counts = analyze.cluster_counts(s)
+    s = analysers.key_frequency_summary(run, run.steps[-1])
+    counts = text.cluster_counts(s)
     assert counts["total"] == run.config.d_mlp  # key + unclustered + dead + small clusters: every neuron once
     assert counts["key"] == sum(s["neurons_per_frequency"].values()) and s["min_cluster_neurons"] == 3
     assert all(n >= 3 for n in s["neurons_per_frequency"].values()) and all(n < 3 for n in s["small_clusters"].values())
@@ -255,25 +256,25 @@ def test_key_frequency_summary_of_the_small_run(small_run):
 
 def test_the_readme_block_is_made_of_the_runs_numbers(small_run, tmp_path, capsys):
     rows, summary = analyze_run(small_run, write=False)
-    block = analyze.results_block(rows, summary)
+    block = text.results_block(rows, summary)
     ph = summary["phases"]
-    assert analyze.fmt_set(summary["key_frequencies"]) in block
+    assert text.fmt_set(summary["key_frequencies"]) in block
     phases_line = block[block.index("**Phases**"):].replace("\n  ", " ")
     for key, words in (("memorised", "memorised"), ("circuit_formation_start", "circuit formation starts"),
                        ("cleanup_start", "cleanup starts"), ("grokked", "grokked (test accuracy ≥ 99%)")):
-        assert f"{words} {analyze.fmt_step(ph[key])}" in phases_line, key
+        assert f"{words} {text.fmt_step(ph[key])}" in phases_line, key
     late = [r for r in rows if r["step"] >= ph["memorised"]]
     first = next(r for r in late if r["restricted_loss"] < 1)
-    assert f"first below 1 at step {analyze.fmt_step(first['step'])}" in block.replace("\n  ", " ")
+    assert f"first below 1 at step {text.fmt_step(first['step'])}" in block.replace("\n  ", " ")
     # the verbs follow the numbers: a run whose restricted loss is never lower than its test loss says so
     worse = [{**r, "restricted_loss": r["test_loss"] + 1} for r in rows]
-    text = analyze.results_block(worse, summary).replace("\n  ", " ")
+    text = text.results_block(worse, summary).replace("\n  ", " ")
     assert "Restricted loss falls before" not in text
     # the CLI prints exactly this block
     copy = tmp_path / "small"
     shutil.copytree(small_run, copy)
     assert main([str(copy), "--quiet", "--readme"]) == 0
-    assert capsys.readouterr().out == analyze.results_block(*load_analysis(copy))
+    assert capsys.readouterr().out == text.results_block(*load_analysis(copy))
 
 
 def test_small_run_restricted_loss_falls_before_test_loss(small_run):
@@ -322,7 +323,7 @@ NOISY = [0.5, -1.0, -2.0, -3.3, -2.7, -5.0, -2.7, -3.3, -2.7, -3.3, -2.7, -3.3, 
 
 
 def test_phase_boundaries_of_a_noisy_curve():
-    ph = analyze.detect_phases(_phase_rows(NOISY))
+    ph = phases.detect_phases(_phase_rows(NOISY))
     # the start of the sustained rise (the smoothing window sees it one checkpoint early), not the raw minimum at
     # step 500 (noise); and the peak
     assert ph == {"memorised": 100, "circuit_formation_start": 1900, "cgen_overtakes_cmem": 800,
@@ -330,27 +331,27 @@ def test_phase_boundaries_of_a_noisy_curve():
     # other noise of the same size (the alternation flipped, the low outlier elsewhere) moves it by at most the
     # smoothing half-window (two checkpoints)
     flipped = [-5.0 if i == 12 else -3.3 if i == 5 else -6.0 - v if 3 <= i < 20 else v for i, v in enumerate(NOISY)]
-    assert 1800 <= analyze.detect_phases(_phase_rows(flipped))["circuit_formation_start"] <= 2000
+    assert 1800 <= phases.detect_phases(_phase_rows(flipped))["circuit_formation_start"] <= 2000
     # a curve that is still rising has no cleanup yet, but a start (a lower peak so far: the 10% level is lower)
-    ph = analyze.detect_phases(_phase_rows(NOISY[:29]))
+    ph = phases.detect_phases(_phase_rows(NOISY[:29]))
     assert ph["cleanup_start"] is None and 1700 <= ph["circuit_formation_start"] <= 2000
     # a rise of less than 2x is not a rise
     flat = [0.5] + [-3.3 if i % 2 else -2.7 for i in range(1, 40)]
-    assert analyze.detect_phases(_phase_rows(flat))["circuit_formation_start"] is None
+    assert phases.detect_phases(_phase_rows(flat))["circuit_formation_start"] is None
 
 
 def test_no_fourier_phases_without_key_frequencies():
     rows = _phase_rows(NOISY)
-    ph = analyze.detect_phases(rows, fourier_phases=False)
+    ph = phases.detect_phases(rows, fourier_phases=False)
     assert ph["memorised"] == 100 and ph["grokked"] == 3900
-    assert all(ph[k] is None for k in analyze.FOURIER_PHASES)
+    assert all(ph[k] is None for k in phases.FOURIER_PHASES)
     nan_rows = [{**r, "excluded_loss": math.nan, "cgen_logit": math.nan, "cmem_logit": math.nan} for r in rows]
-    ph = analyze.detect_phases(nan_rows)  # no Fourier columns (NaN): only the accuracy markers
-    assert ph["memorised"] == 100 and all(ph[k] is None for k in analyze.FOURIER_PHASES)
+    ph = phases.detect_phases(nan_rows)  # no Fourier columns (NaN): only the accuracy markers
+    assert ph["memorised"] == 100 and all(ph[k] is None for k in phases.FOURIER_PHASES)
 
 
 def test_a_run_without_key_frequencies_reports_no_fourier_phases(tiny_copy):
     rows, summary = analyze_run(tiny_copy)  # 40 steps: no frequency has a cluster
     assert summary["key_frequencies"] == []
-    assert all(summary["phases"][k] is None for k in analyze.FOURIER_PHASES)
+    assert all(summary["phases"][k] is None for k in phases.FOURIER_PHASES)
     assert "no key frequency" in summary["phases_note"]

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from analyses import mechanism, stability
 from interp import analyze, runs
-from interp.analyze import analyze_run, load_analysis, main, mechanism_sentence, stability_sentence
+from interp.analyze import analyze_run, load_analysis, main
+from interp.text import mechanism_sentence, stability_sentence
 from interp.model import fast_logits
 from interp.train import train
 from tests.conftest import tiny_config

@@ -7,7 +7,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from analyses import efficiency, fourier
-from interp.model import build_model
+from interp.families import build_model
 from tests.conftest import tiny_config
 
 P = 7

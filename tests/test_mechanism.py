@@ -10,7 +10,7 @@ from analyses.mechanism import (
     circularity, component_circularity, distance_irrelevance, grad_symmetricity, mechanism_position, sample_triples,
     transformer_logit_fn,
 )
-from interp.model import build_model
+from interp.families import build_model
 from tests.conftest import tiny_config
 
 P, K = 31, 3

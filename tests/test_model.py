@@ -5,7 +5,8 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp.config import TrainConfig
-from interp.model import build_model, fast_applies, fast_logits, fast_loss, has_hooks, hooked_config, hooked_logits, loss_fn
+from interp.families import build_model
+from interp.model import fast_applies, fast_logits, fast_loss, has_hooks, hooked_config, hooked_logits, loss_fn
 from interp.tasks import make_dataset
 from interp.train import make_optimizer
 from tests.conftest import tiny_config

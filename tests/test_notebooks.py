@@ -176,7 +176,7 @@ def group_runs(tmp_path_factory):
 def check_05(text: str, rows: list[dict], summary: dict) -> None:
     """Notebook 5's by-hand stability and gradient symmetricity are the table's; its sentences are the library's."""
     from interp import llc
-    from interp.analyze import mechanism_sentence, stability_sentence
+    from interp.text import mechanism_sentence, stability_sentence
 
     final = rows[-1]
     found = re.findall(r"^(\w+) at step (\d+): by hand (\S+), analysis table (\S+)$", text, re.M)

@@ -2,6 +2,8 @@
 
 import html
 import json
+import math
+import shutil
 import statistics
 from argparse import Namespace
 
@@ -11,12 +13,14 @@ from scipy import stats
 
 from analyses.timing import first_step, kaplan_meier, km_median, late_jump, survival_at
 from interp import load_run
+from interp.analyze import load_analysis
 from interp.analyze import main as analyze_main
 from interp.config import PRESETS, ConfigError, TrainConfig
 from interp.experiment import main as experiment_main
 from interp.experiments import accelerate, omnigrok
 from interp.mlp import DigitsMLP
-from interp.model import build_model, mse_loss
+from interp.families import build_model
+from interp.model import mse_loss
 from interp.report import main as report_main
 from interp.runs import default_run_name, read_metrics
 from interp.stack import stackable
@@ -94,13 +98,19 @@ def digits_run(tmp_path_factory):
     return train(digits_config(), tmp_path_factory.mktemp("dg") / "d", progress=False)
 
 
-@pytest.mark.parametrize("main", [analyze_main, report_main])
-def test_transformer_analyses_refuse_a_digits_run_in_one_line(main, digits_run, capsys):
-    before = sorted(p.name for p in digits_run.iterdir())
-    assert main([str(digits_run), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "digits run trains the MLP" in err[0] and "Traceback" not in err[0]
-    assert sorted(p.name for p in digits_run.iterdir()) == before  # nothing written
+def test_a_digits_run_is_analysed_and_reported_without_the_transformer_analysers(digits_run, tmp_path, capsys):
+    run = shutil.copytree(digits_run, tmp_path / "d")
+    assert analyze_main([str(run), "--quiet"]) == 0
+    rows, summary = load_analysis(run)
+    metrics = read_metrics(run)
+    for r, m in zip(rows, metrics):  # the MLP's own forward, recomputed from each checkpoint
+        for k in ("train_loss", "test_loss", "train_acc", "test_acc", "param_norm"):
+            assert r[k] == pytest.approx(m[k], rel=1e-9), k
+    assert summary["family"] == "mlp" and "mlp family on digits" in summary["skipped"]["circuit"]
+    assert all(math.isnan(r["excluded_loss"]) for r in rows)
+    assert report_main([str(run), "--quiet"]) == 0
+    html = (run / "report.html").read_text()
+    assert "Fraction of the training set whose float32 softmax" in html and "Attention from" not in html
 
 
 def test_digits_fast_engine_is_bad_input(tmp_path, capsys):

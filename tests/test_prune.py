@@ -7,7 +7,7 @@ import torch
 
 from interp import load_run, prune, runs
 from interp.config import ConfigError
-from interp.model import build_model
+from interp.families import build_model
 from interp.stack import Member, train_pack
 from interp.train import main as train_main
 from interp.train import train

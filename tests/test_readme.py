@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from interp.analyze import analyze_run, results_block
+from interp.analyze import analyze_run
+from interp.text import results_block
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUN = ROOT / "checkpoints" / "mod_add_p113"

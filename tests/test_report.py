@@ -93,7 +93,7 @@ def test_out_and_several_runs_overlay(tiny_copy, tmp_path):
 def test_captions_state_the_numbers_of_the_run_drawn(small_copy, tiny_copy):
     from analyses import fourier
     from interp import report
-    from interp.analyze import fmt_set, fmt_step
+    from interp.text import fmt_set, fmt_step
 
     small = report.collect(small_copy)
     ph, s = small.summary["phases"], small.summary

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from interp.kernel import FLOAT32_TINY
-from interp.model import build_model, fast_loss
+from interp.families import build_model
+from interp.model import fast_loss
 from interp.speed import set_flush_denormal_everywhere
 from interp.tasks import make_dataset
 from tests.conftest import tiny_config

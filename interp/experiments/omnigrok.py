@@ -87,7 +87,7 @@ def original_init_norm(cfg: TrainConfig) -> float:
 def this_init_norm(cfg: TrainConfig) -> float:
     """The L2 norm of this project's initial trainable parameters for ``cfg`` at ``init_scale`` 1
     (built, not estimated: the norm ``--fixed-norm`` holds at alpha = 1)."""
-    from interp.model import build_model
+    from interp.families import build_model
 
     return float(optim.total_norm(optim.trainable(build_model(cfg.replace(init_scale=1.0)))))
 
@@ -188,7 +188,7 @@ def alpha_columns(cfg: TrainConfig, facts: dict) -> dict:
     """A member's alpha both ways: ``alpha`` in the grid's terms (``alpha_relative_to``), ``alpha_original``
     = its initial norm / the original code's init norm, and both init norms of its model and seed
     (None for the digits MLP, which has no original-code counterpart)."""
-    if cfg.model_kind != "transformer":
+    if not cfg.task_spec.token_pair:  # the original code's init is of the [a, b, =] transformer
         return {"p": None, "alpha": None, "alpha_relative_to": None, "alpha_original": None, "init_norm_here": None, "init_norm_original": None}
     here, orig = this_init_norm(cfg), original_init_norm(cfg)
     return {"p": cfg.p, "alpha": cfg.init_scale if facts["init_scale_per_alpha"] == 1.0 else round(cfg.init_scale / facts["init_scale_per_alpha"], 6), "alpha_relative_to": facts["relative_to"],

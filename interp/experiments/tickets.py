@@ -91,7 +91,8 @@ from interp import plots, prune, runs, stopping
 from interp.config import GROK_ACC, PRESETS, ConfigError, TrainConfig
 from interp.experiments import common
 from interp.experiments.common import censored_median, ok_rows, spread
-from interp.model import build_model, loss_fn
+from interp.families import build_model
+from interp.model import loss_fn
 from interp.runs import RunError
 from interp.sweep import RUNS_DIR, Spec
 from interp.tables import RESULTS_FILE, fmt

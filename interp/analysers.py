@@ -1,0 +1,390 @@
+"""The analysers ``python -m interp.analyze`` runs over every checkpoint: one list, one entry per measure.
+
+An ``Analyser`` declares its columns of ``analysis/checkpoints.csv`` with their docs (the column list
+of ``docs/analysis_tables.md`` is generated from these entries), whether it applies to a run (a
+task, a model family, a config) and why not, an optional per-run summary (merged into
+``summary.json``), optional per-run set-up and the values of one checkpoint's row. The maths lives
+in ``analyses/``; an entry only says which function fills which column from what.
+
+A new measure is a function in ``analyses/`` and one ``register_analyser(Analyser(...))`` line (here
+for the built-in ones, or in your own module or notebook): every run then gets its columns, and a
+run it does not apply to gets empty cells and its reason in ``summary.json`` under ``skipped``,
+never a refusal of the whole run. See ``docs/extending.md`` for a worked example.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from analyses import efficiency, fourier, mechanism, progress, stability
+from interp import group_analysis, runs
+from interp.families import family_of
+from interp.model import FAMILY as TRANSFORMER
+from interp.model import criterion
+from interp.runs import Run, RunError
+from interp.train import split_metrics
+
+FREQUENCY_TABLE = "frequencies.csv"
+ATTENTION_TABLE = "attention.csv"
+ATTENTION_COLUMNS = ["step", "head", "a", "b", "weight"]
+FREQUENCY_COLUMNS = ["step", "freq", "W_E_norm", "W_L_norm", "excluded_loss"]
+STABILITY_THRESHOLDS = (0.8, 0.85, 0.9)  # clustering thresholds the key frequencies are also found at
+STABILITY_CHECKPOINTS = 3  # ... and the last checkpoints they are found on
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint, loaded, as every analyser's ``row`` sees it.
+
+    Attributes:
+        run: the run (config, dataset with its split, metrics, steps).
+        step: the checkpoint's step.
+        model: the run's model with this checkpoint's weights, on the CPU, in eval mode.
+        logits32: ``[N, d_vocab_out]`` float32 logits of every example (``run.dataset.inputs``) at the
+            answer position, from the family's fast path where it applies, else its reference forward.
+    """
+
+    run: Run
+    step: int
+    model: nn.Module
+    logits32: Tensor
+
+    @property
+    def cfg(self):
+        return self.run.config
+
+    @property
+    def data(self):
+        return self.run.dataset
+
+    @cached_property
+    def logits(self) -> Tensor:
+        """``logits32`` in float64 (what the losses are computed from)."""
+        return self.logits32.to(torch.float64)
+
+
+@dataclass(frozen=True)
+class Analyser:
+    """One measure of every checkpoint (see the module docstring).
+
+    Attributes:
+        name: a short key (``summary.json``'s ``skipped`` names analysers by it).
+        columns: ``{column: doc}``, the columns of ``checkpoints.csv`` it fills, each with one line (or
+            a few) of documentation.
+        row: ``(checkpoint, state) -> {column: value}`` or ``({column: value}, {table: [rows]})`` for an
+            analyser that also writes a per-checkpoint table of its own (``tables``).
+        applies: ``run -> reason | None``: ``None`` where it applies, else why not (its cells stay empty).
+        summarise: ``(run, cached summary or None) -> dict``, merged into ``summary.json`` before any row is
+            computed (e.g. the key frequencies of the final checkpoint).
+        depends_on: summary keys whose change makes every cached row stale (recomputed).
+        start: ``(run, summary) -> state``, computed once per analysis and passed to ``row``.
+        tables: ``{file name: columns}`` of the extra tables ``row`` may return rows for.
+    """
+
+    name: str
+    columns: dict[str, str]
+    row: Callable[[Checkpoint, Any], dict | tuple[dict, dict[str, list[dict]]]]
+    applies: Callable[[Run], str | None] = lambda run: None
+    summarise: Callable[[Run, dict | None], dict] | None = None
+    depends_on: tuple[str, ...] = ()
+    start: Callable[[Run, dict], Any] | None = None
+    tables: dict[str, list[str]] = field(default_factory=dict)
+
+
+ANALYSERS: list[Analyser] = []
+
+
+def register_analyser(analyser: Analyser) -> Analyser:
+    """Append ``analyser`` to ``ANALYSERS`` (names and columns must be new) and return it."""
+    taken = {c for a in ANALYSERS for c in a.columns}
+    if any(a.name == analyser.name for a in ANALYSERS) or taken & set(analyser.columns) or "step" in analyser.columns:
+        raise ValueError(f"analyser {analyser.name!r}: its name or one of its columns is already registered")
+    ANALYSERS.append(analyser)
+    return analyser
+
+
+def analysis_columns() -> list[str]:
+    """The columns of ``checkpoints.csv``: ``step``, then every registered analyser's, in order."""
+    return ["step", *(c for a in ANALYSERS for c in a.columns)]
+
+
+def extra_tables() -> dict[str, list[str]]:
+    """Every registered analyser's extra tables, ``{file name: columns}``."""
+    return {name: cols for a in ANALYSERS for name, cols in a.tables.items()}
+
+
+# ---- losses and accuracies ------------------------------------------------------------------------
+def _metrics(ck: Checkpoint, state) -> dict:
+    data = ck.data
+    out = {k: v for k, v in split_metrics(ck.logits, data, criterion(ck.cfg.loss)).items()
+           if k in ("train_loss", "test_loss", "train_acc", "test_acc")}
+    out["correct_logit"] = efficiency.centred_correct_logit(ck.logits[data.train_idx], data.labels[data.train_idx]).mean().item()
+    return out
+
+
+register_analyser(Analyser("metrics", {
+    "train_loss": "the run's loss (TrainConfig.loss; cross-entropy with a float64 log-softmax by default) on the train split",
+    "test_loss": "the same on the test split",
+    "train_acc": "accuracy on the train split (against the labels training uses)",
+    "test_acc": "accuracy on the test split",
+    "correct_logit": "mean over the train split of logit[correct] - mean_c logit[c]",
+}, _metrics))
+
+
+# ---- weight norm ----------------------------------------------------------------------------------
+def _weights(ck: Checkpoint, state) -> dict:
+    s = progress.sum_squared_weights(ck.model)
+    return {"sum_sq_weights": s, "param_norm": math.sqrt(s)}
+
+
+register_analyser(Analyser("weights", {
+    "sum_sq_weights": "sum of squares of every parameter",
+    "param_norm": "sqrt(sum_sq_weights)",
+}, _weights))
+
+
+# ---- the Fourier (or group) circuit ---------------------------------------------------------------
+def _transformer_1layer(run: Run) -> str | None:
+    """Why the circuit and mechanism analysers, written for Nanda et al.'s 1-layer transformer on
+    ``[a, b, =]``, cannot read this run's model (``None``: they can)."""
+    cfg = run.config
+    if family_of(cfg) is not TRANSFORMER or not cfg.task_spec.token_pair:
+        return (f"they read the 1-layer [a, b, =] transformer's weights (W_E, W_out @ W_U); this run trains the "
+                f"{cfg.family} family on {cfg.task}")
+    if cfg.n_layers != 1 or cfg.normalization != "none":
+        return (f"they read the 1-layer transformer without LayerNorm (n_layers {cfg.n_layers}, normalization "
+                f"{cfg.normalization!r})")
+    return None
+
+
+def fourier_note(run: Run) -> str | None:
+    """Why the Fourier-over-Z_p analysis does not apply to ``run`` (``None``: it does)."""
+    cfg = run.config
+    why = _transformer_1layer(run)
+    if why is not None:
+        return f"the Fourier analysers do not apply: {why}"
+    structure = cfg.task_spec.structure
+    if structure is None or structure.kind != "cyclic":
+        return (f"the Fourier analysers do not apply to {cfg.task}: its labels are not a function of a + b or a - b "
+                f"mod p, so there are no key-frequency directions to measure")
+    if cfg.p % 2 == 0 or cfg.p < 3:
+        return f"the Fourier analysers need an odd modulus p >= 3 (p = {cfg.p})"
+    return None
+
+
+def _circuit_applies(run: Run) -> str | None:
+    note = fourier_note(run)
+    if note is None or (_transformer_1layer(run) is None and group_analysis.view_for(run.config) is not None):
+        return None
+    return note
+
+
+def key_frequency_summary(run: Run, step: int) -> dict:
+    """Key frequencies of checkpoint ``step`` by neuron clustering and by the embedding-norm check,
+    with the counts of unclustered, dead and small-cluster neurons and the stability of the set
+    across ``STABILITY_THRESHOLDS`` and the last ``STABILITY_CHECKPOINTS`` checkpoints up to ``step``."""
+    p, eq = run.config.p, run.config.eq_token
+    model = runs.load_checkpoint(run.path, step, run.config)
+    acts = fourier.mlp_activations(model, p, eq)
+    fracs, variance = fourier.neuron_spectrum(acts)
+    clusters = fourier.assign_clusters(fracs, variance)
+    clustered = clusters.freq > 0
+    gen = efficiency.gen_neurons(acts, clusters.key_frequencies)
+    by_threshold = {f"{t:g}": fourier.assign_clusters(fracs, variance, t).key_frequencies for t in STABILITY_THRESHOLDS}
+    by_step = {}
+    for s in [s for s in run.steps if s <= step][-STABILITY_CHECKPOINTS:]:
+        m = model if s == step else runs.load_checkpoint(run.path, s, run.config)
+        by_step[str(s)] = fourier.cluster_neurons(fourier.mlp_activations(m, p, eq)).key_frequencies
+    sets = [*by_threshold.values(), *by_step.values()]
+    return {
+        "key_frequencies": clusters.key_frequencies,
+        "key_frequencies_step": step,
+        "key_frequencies_embedding": fourier.embedding_key_frequencies(model.W_E.detach(), p),
+        "neurons_per_frequency": {str(k): n for k, n in clusters.neurons_per_frequency().items()},
+        "unclustered_neurons": clusters.unclustered,
+        "dead_neurons": clusters.dead,
+        "small_clusters": {str(k): len(v) for k, v in clusters.small_clusters.items()},
+        "min_cluster_neurons": clusters.min_neurons,
+        "cluster_threshold": clusters.threshold,
+        "mean_frac_explained_clustered": clusters.frac_explained[clustered].mean().item() if clustered.any() else None,
+        "key_frequencies_by_threshold": by_threshold,
+        "key_frequencies_by_step": by_step,
+        "key_frequencies_stable": all(x == clusters.key_frequencies for x in sets),
+        "cmem_neurons": torch.nonzero(~gen).flatten().tolist(),
+        "neuron_frequency": clusters.freq.tolist(),
+        "neuron_frac_explained": clusters.frac_explained.tolist(),
+    }
+
+
+KEY_FREQUENCY_FIELDS = ("key_frequencies", "key_frequencies_step", "key_frequencies_embedding", "neurons_per_frequency",
+                        "unclustered_neurons", "dead_neurons", "small_clusters", "min_cluster_neurons", "cluster_threshold",
+                        "mean_frac_explained_clustered", "key_frequencies_by_threshold", "key_frequencies_by_step",
+                        "key_frequencies_stable", "cmem_neurons", "neuron_frequency", "neuron_frac_explained")
+# (what key_frequency_summary returns, cached in summary.json; neuron_frequency / neuron_frac_explained: each MLP
+# neuron's key frequency, 0 for none, and the fraction of its variance in its best frequency, as the report draws them)
+
+
+def _circuit_summary(run: Run, cached: dict | None) -> dict:
+    final = run.steps[-1]
+    if fourier_note(run) is None:
+        if cached and cached.get("key_frequencies_step") == final and all(k in cached for k in KEY_FREQUENCY_FIELDS):
+            return {k: cached[k] for k in KEY_FREQUENCY_FIELDS}
+        return key_frequency_summary(run, final)
+    view = group_analysis.view_for(run.config)
+    out = group_analysis.base_summary(view)
+    fields = group_analysis.KEY_FIELDS
+    if cached and cached.get("key_irreps_step") == final and all(k in cached for k in fields):
+        out.update({k: cached[k] for k in fields})
+    else:
+        out.update(group_analysis.key_irrep_summary(run, final, view))
+    return out
+
+
+@dataclass
+class _Circuit:
+    """Per-run state of the circuit analyser: the key-frequency directions and the neuron split."""
+
+    key_freqs: list[int]
+    sign: int = 0
+    dirs: Tensor | None = None
+    gen_neurons: Tensor | None = None
+    group: Any = None
+
+
+def _circuit_start(run: Run, summary: dict) -> _Circuit:
+    cfg, data = run.config, run.dataset
+    key_freqs = [int(k) for k in summary.get("key_frequencies", summary.get("key_irreps", []))]
+    cmem = summary.get("cmem_neurons", [])
+    if fourier_note(run) is not None:
+        view = group_analysis.view_for(cfg)
+        return _Circuit(key_freqs, group=group_analysis.GroupAnalyser(run, view, key_freqs, cmem))
+    n = cfg.p * cfg.p
+    grid = data.inputs[:, 0] * cfg.p + data.inputs[:, 1]
+    if len(data.labels) != n or not torch.equal(grid, torch.arange(n)):
+        raise RunError(f"{run.path}: inputs are not the row-major p^2 grid the Fourier analysers need")
+    sign = cfg.task_spec.structure.sign
+    return _Circuit(key_freqs, sign, fourier.directions(cfg.p, key_freqs, sign), efficiency.gen_neuron_mask(cfg.d_mlp, cmem))
+
+
+def _circuit_row(ck: Checkpoint, st: _Circuit) -> tuple[dict, dict[str, list[dict]]]:
+    model, data, logits = ck.model, ck.data, ck.logits
+    if st.group is not None:  # log basis (mod_mul, mod_div) or irreps (group tasks): interp.group_analysis
+        row: dict = {"step": ck.step}
+        irrep_rows = st.group(model, row, logits)
+        return row, {group_analysis.IRREP_TABLE: irrep_rows}
+    p, labels = ck.cfg.p, data.labels
+    row = {"restricted_loss": progress.restricted_loss(logits, labels, st.dirs, data.test_idx),
+           "excluded_loss": progress.excluded_loss(logits, labels, st.dirs, data.train_idx)}
+    we = fourier.embedding_fourier_norms(model.W_E, p)
+    wl = fourier.unembed_fourier_norms(fourier.neuron_logit_map(model))
+    row["gini_W_E"], row["gini_W_L"] = progress.gini(we), progress.gini(wl)
+    row["logit_cos_sim"] = progress.ideal_logit_cosine(logits, st.key_freqs, st.sign)
+    split = efficiency.circuit_logits(logits, labels, st.dirs, data.train_idx)
+    row.update({k: v for k, v in split.items() if k != "correct_logit"})
+    row.update(efficiency.circuit_param_norms(model, st.key_freqs, st.gen_neurons))
+    row["cgen_efficiency"] = efficiency.efficiency(row["cgen_logit"], row["cgen_param_norm"])
+    row["cmem_efficiency"] = efficiency.efficiency(row["cmem_logit"], row["cmem_param_norm"])
+
+    per_key = progress.excluded_loss_per_frequency(logits, labels, data.train_idx, st.key_freqs, st.sign)
+    excluded = {k: per_key[i].item() for i, k in enumerate(st.key_freqs)}
+    we_f, wl_f = fourier.frequency_norms(we), fourier.frequency_norms(wl)
+    freq_rows = [
+        {"step": ck.step, "freq": k, "W_E_norm": we_f[k - 1].item(), "W_L_norm": wl_f[k - 1].item(), "excluded_loss": excluded.get(k, math.nan)}
+        for k in range(1, fourier.n_frequencies(p) + 1)
+    ]
+    return row, {FREQUENCY_TABLE: freq_rows}
+
+
+register_analyser(Analyser("circuit", {
+    "restricted_loss": "test loss of the restricted logits (see \"Restricted and excluded loss\")",
+    "excluded_loss": "train loss of the excluded logits",
+    "gini_W_E": "Gini coefficient of the p Fourier-component norms (const, cos 1, sin 1, ...) of W_E[:p]",
+    "gini_W_L": "the same of W_L = W_out @ W_U",
+    "logit_cos_sim": "cosine similarity of the logits (centred over classes) with their best fit by the ideal terms "
+                     "cos(w_k(a +- b - c)), k in the key frequencies",
+    "cgen_logit": "the correct_logit of the C_gen (key-frequency) part of the logits",
+    "cmem_logit": "the same from the C_mem part (the rest); cgen_logit + cmem_logit = correct_logit",
+    "cgen_frac": "fraction of the squared norm of the class-centred logits (all inputs) in C_gen",
+    "cgen_param_norm": "norm of C_gen's parameters: the key-frequency components of W_E[:p] (token axis), W_U and b_U "
+                       "(class axis), and the MLP neurons with >= 85% of their variance in the key frequencies on the "
+                       "final checkpoint (analyses.efficiency)",
+    "cmem_param_norm": "norm of C_mem's: the other non-constant frequency components of the same matrices and every other "
+                       "neuron; cgen^2 + cmem^2 = the attributed weights' norm^2",
+    "shared_param_norm": "norm of the parameters in neither circuit: attention, W_pos, the '=' row, b_out, and the constant "
+                         "components; cgen^2 + cmem^2 + shared^2 = sum_sq_weights",
+    "cgen_efficiency": "cgen_logit / cgen_param_norm: C_gen's correct-class logit per unit of its own norm",
+    "cmem_efficiency": "cmem_logit / cmem_param_norm",
+}, _circuit_row, applies=_circuit_applies, summarise=_circuit_summary, depends_on=("key_frequencies", "key_irreps", "cmem_neurons"),
+    start=_circuit_start, tables={FREQUENCY_TABLE: FREQUENCY_COLUMNS, group_analysis.IRREP_TABLE: group_analysis.IRREP_COLUMNS}))
+
+
+# ---- float32 stability ----------------------------------------------------------------------------
+def _stability_applies(run: Run) -> str | None:
+    return None if run.config.d_vocab_out > 1 else "the stability measures need a softmax over at least two classes"
+
+
+register_analyser(Analyser("stability", {
+    "softmax_collapse_frac": "fraction of the train split whose float32 softmax gives the correct class a probability of "
+                             "exactly 1 (no gradient left; Prieto et al. 2025; analyses.stability)",
+    "zero_loss_frac": "fraction of the train split whose float32 cross-entropy is exactly 0",
+    "min_train_margin": "minimum over the train split of the correct logit minus the largest other",
+    "loss_f32_minus_f64": "mean train cross-entropy in float32 minus the same in float64 (same float32 logits)",
+}, lambda ck, st: stability.stability_measures(ck.logits32[ck.data.train_idx], ck.data.train_labels), applies=_stability_applies))
+
+
+# ---- clock or pizza -------------------------------------------------------------------------------
+def _mechanism_applies(run: Run) -> str | None:
+    why = _transformer_1layer(run)
+    if why is not None:
+        return f"the clock/pizza measures do not apply: {why}"
+    return mechanism.mechanism_applies(run.config.task, run.config.p)
+
+
+def _mechanism_start(run: Run, summary: dict):
+    return mechanism.sample_triples(run.config.p)
+
+
+def _mechanism_row(ck: Checkpoint, triples) -> dict:
+    p, model = ck.cfg.p, ck.model
+    correct = ck.logits.gather(-1, ck.data.labels[:, None]).reshape(p, p)
+    return {"grad_symmetricity": mechanism.grad_symmetricity(mechanism.transformer_logit_fn(model, ck.cfg.eq_token), model.W_E[:p], triples),
+            "distance_irrelevance": mechanism.distance_irrelevance(correct),
+            "circularity": mechanism.circularity(model.W_E[:p])}
+
+
+register_analyser(Analyser("mechanism", {
+    "grad_symmetricity": "mean cosine between the gradients of logit c with respect to the embedding vectors of a and of b, "
+                         "over 256 triples (a, b, c) drawn with seed 0 (Zhong et al. 2023; analyses.mechanism): ~1 pizza, "
+                         "lower clock (their medians: 0.99 / 0.56)",
+    "distance_irrelevance": "mean over d = a - b of the std of the correct logit at that difference over its overall std: "
+                            "~1 clock, small pizza (their medians: 0.80 / 0.28)",
+    "circularity": "mean over the top 4 principal components of W_E[:p] of the largest fraction of the component in one "
+                   "frequency (1: circles). The three mechanism columns are mod_add only (odd p); for the other tasks "
+                   "they are empty and summary.json's mechanism_note says why",
+}, _mechanism_row, applies=_mechanism_applies, start=_mechanism_start))
+
+
+# ---- attention of the final model -----------------------------------------------------------------
+@torch.no_grad()
+def _attention_row(ck: Checkpoint, state) -> tuple[dict, dict[str, list[dict]]]:
+    """On the final checkpoint only: the attention weight from the '=' query to the key ``a``
+    (``blocks.0.attn.hook_pattern[:, head, 2, 0]``) of every input ``(a, b)``, one row per (head, a, b)."""
+    if ck.step != ck.run.steps[-1]:
+        return {}, {}
+    name = "blocks.0.attn.hook_pattern"
+    x = ck.data.inputs
+    _, cache = ck.model.run_with_cache(x, names_filter=name)
+    w = cache[name][:, :, -1, 0].float()  # [N, heads]
+    a, b = x[:, 0].tolist(), x[:, 1].tolist()
+    return {}, {ATTENTION_TABLE: [{"step": ck.step, "head": h, "a": a[i], "b": b[i], "weight": w[i, h].item()}
+                                  for h in range(w.shape[1]) for i in range(len(a))]}
+
+
+register_analyser(Analyser("attention", {}, _attention_row, applies=_transformer_1layer,
+                           tables={ATTENTION_TABLE: ATTENTION_COLUMNS}))

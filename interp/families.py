@@ -1,0 +1,150 @@
+"""Model families: what a model is, as the rest of the suite sees it.
+
+A ``ModelFamily`` says which ``TrainConfig`` fields it reads, how to ``build`` a seeded model, its
+reference ``forward`` (inputs -> logits at the task's answer positions), its hidden ``activations``
+by name, the ``views`` of its weights that analysers read, and its ``fast`` path or none.
+``TrainConfig.family`` names one (``auto``: the task's own, ``interp.tasks.Task.family``) and
+``config.json`` records it; training, evaluation, checkpoints, resume and the analysers go through
+the family, so no other module asks which model it has.
+
+    transformer   TransformerLens ``HookedTransformer`` (Nanda et al.'s 1-layer model by default;
+                  ``n_layers``, ``normalization``, ``act_fn`` are its switches), fast path ``interp.model``
+    mlp           the ReLU MLP on real-valued inputs (the digits task: ``interp.mlp``), no fast path
+
+A new family is one module that builds a ``ModelFamily`` and one ``register_family`` line (see
+``docs/extending.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from interp.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class WeightViews:
+    """The weights analysers read, named the same way for every family.
+
+    Attributes:
+        embed: per input slot, the matrix that maps that slot's token (or feature) to the first hidden
+            representation, ``[d_vocab, d]`` (a transformer shares ``W_E`` between its token slots).
+        hidden: the hidden layers' input weights, first to last, each ``[d_in, d_out]``.
+        unembed: ``[d, d_vocab_out]``, the last hidden representation to the logits.
+        attention: whether the model mixes positions by attention.
+    """
+
+    embed: list[Tensor]
+    hidden: list[Tensor]
+    unembed: Tensor
+    attention: bool
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """A faster computation of a family's forward and training loss, tested equal to ``forward``.
+
+    Attributes:
+        applies: ``(model, cfg) -> bool``, whether it computes the same function as the family's ``forward``
+            on ``cfg``'s task.
+        logits: ``(model, cfg, inputs) -> logits`` at the answer positions.
+        loss: ``(model, cfg, inputs, labels) -> loss``, the float64 softmax cross-entropy with its gradient.
+    """
+
+    applies: Callable[[nn.Module, "TrainConfig"], bool]
+    logits: Callable[[nn.Module, "TrainConfig", Tensor], Tensor]
+    loss: Callable[[nn.Module, "TrainConfig", Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A kind of model the suite can train and analyse (register it with ``register_family``).
+
+    Attributes:
+        name: the key in ``FAMILIES`` and the value of ``TrainConfig.family``.
+        description: one line for the docs.
+        fields: the ``TrainConfig`` fields that shape the model (``init_from`` needs them equal).
+        build: ``cfg -> model``, freshly initialised from ``cfg.seed`` (no effect on the global RNG),
+            every initial parameter times ``cfg.init_scale``, biases frozen at zero if ``cfg.freeze_biases``.
+        forward: ``(model, cfg, inputs) -> logits`` at the task's answer positions (the reference path).
+        activations: ``(model, cfg, inputs) -> {name: [batch, width]}``, each hidden layer's activations at
+            the answer position, in layer order.
+        views: ``model -> WeightViews``.
+        fast: a ``FastPath``, or ``None``.
+        check: ``cfg -> (field, why) | None``: a config this family cannot build (refused naming the field).
+    """
+
+    name: str
+    description: str
+    fields: tuple[str, ...]
+    build: Callable[["TrainConfig"], nn.Module]
+    forward: Callable[[nn.Module, "TrainConfig", Tensor], Tensor]
+    activations: Callable[[nn.Module, "TrainConfig", Tensor], dict[str, Tensor]]
+    views: Callable[[nn.Module], WeightViews]
+    fast: FastPath | None = None
+    check: Callable[["TrainConfig"], tuple[str, str] | None] = lambda cfg: None
+
+    def uses_fast(self, cfg: "TrainConfig", model: nn.Module) -> bool:
+        """Whether ``cfg.engine`` trains ``model`` through the fast path (``auto``: where it applies).
+
+        Raises:
+            ConfigError: ``--engine fast`` for a model the fast path does not compute.
+        """
+        if cfg.engine == "hooked":
+            return False
+        if self.fast is None:
+            if cfg.engine == "fast":
+                from interp.config import ConfigError
+
+                raise ConfigError(f"--engine fast: the {self.name} family has no fast path")
+            return False
+        if cfg.engine == "fast" and not self.fast.applies(model, cfg):
+            from interp.config import ConfigError
+
+            raise ConfigError("--engine fast: the fast forward does not apply to this model")
+        return self.fast.applies(model, cfg)
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Add ``family`` to ``FAMILIES`` (a name may be registered once) and return it."""
+    if family.name in FAMILIES:
+        raise ValueError(f"model family {family.name!r} is already registered")
+    FAMILIES[family.name] = family
+    return family
+
+
+def family_of(cfg: "TrainConfig") -> ModelFamily:
+    """The registered family ``cfg.family`` names."""
+    return FAMILIES[cfg.family]
+
+
+def build_model(cfg: "TrainConfig") -> nn.Module:
+    """A freshly initialised model of ``cfg``'s family (``ModelFamily.build``)."""
+    return family_of(cfg).build(cfg)
+
+
+def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """``model`` moved to ``device`` in place (quietly: ``HookedTransformer.to`` prints by default)."""
+    from transformer_lens import HookedTransformer
+
+    if isinstance(model, HookedTransformer):
+        return model.to(device, print_details=False)
+    return model.to(device)
+
+
+def _register_builtin() -> None:
+    from interp import mlp, model
+
+    register_family(model.FAMILY)
+    register_family(mlp.FAMILY)
+
+
+_register_builtin()
