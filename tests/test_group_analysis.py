@@ -10,7 +10,8 @@ import torch
 from analyses import groups, progress
 from interp import analyze, group_analysis, load_run
 from interp.analyze import ANALYSIS_TABLE, FREQUENCY_TABLE, SUMMARY_FILE, analyze_run, load_irrep_table, main
-from interp.config import GROUP_TASKS, ConfigError, TrainConfig
+from interp.config import ConfigError, TrainConfig
+from interp.tasks import TASKS
 from interp.runs import ANALYSIS_DIR
 from interp.tasks import make_dataset, task_group
 from interp.train import main as train_main
@@ -98,7 +99,9 @@ def test_group_task_with_p_exits_2_one_line(argv, tmp_path, capsys):
 
 
 def test_task_groups_match_their_order():
-    for task, n in GROUP_TASKS.items():
+    groups = {name: t.group_order for name, t in TASKS.items() if t.group_order is not None}
+    assert groups == {"s4": 24, "s5": 120, "a5": 60}
+    for task, n in groups.items():
         G = task_group(task)
         assert G.order == n
         G.check()

@@ -45,7 +45,7 @@ def test_digits_dataset_is_the_bundled_images_split_by_the_seed():
     assert d.inputs.min() == 0 and d.inputs.max() == 1 and sorted(d.labels.unique().tolist()) == list(range(10))
     assert len(d.train_idx) == 1000 and len(d.test_idx) == 797
     assert sorted(torch.cat([d.train_idx, d.test_idx]).tolist()) == list(range(1797))
-    assert cfg.n_examples == 1797 and cfg.d_vocab_out == 10 and cfg.model_kind == "mlp"
+    assert cfg.n_examples == 1797 and cfg.d_vocab_out == 10 and cfg.family == "mlp"
     assert not torch.equal(make_dataset(cfg.replace(data_seed=1)).train_idx, d.train_idx)
 
 
