@@ -1,13 +1,16 @@
-"""Algorithmic datasets: every pair (a, b) of residues mod p, its label and the train/test split.
+"""The tasks (``TASKS``, one ``Task`` each: examples, sizes, answer position, structure) and the split.
 
-Inputs are the token triples ``[a, b, =]`` with ``=`` the token id ``p``. Pairs are enumerated
+A new task is a ``Task`` and a ``register_task`` line (``docs/extending.md``); ``TrainConfig.task``
+names it and every other module asks the registry, never the name.
+
+The modular tasks' inputs are the token triples ``[a, b, =]`` with ``=`` the token id ``p``. Pairs are enumerated
 row-major (``index = a * p + b``; for ``mod_div`` the pairs with b = 0 are left out), then the split
 is a seeded permutation of that enumeration: the first ``cfg.n_train`` indices (``train_size``, or
 ``int(frac * N)``) are the training set, so a smaller training set is a prefix of a larger one.
 With p = 113, frac 0.3 and data seed 598 this is exactly the split of the TransformerLens grokking demo
 (``torch.manual_seed(598); torch.randperm(p * p)``).
 
-Group tasks (``s4``, ``s5``, ``a5``; ``interp.config.GROUP_TASKS``): the inputs are ``[g, h, =]`` for every
+Group tasks (``s4``, ``s5``, ``a5``; registered with their ``group_order``): the inputs are ``[g, h, =]`` for every
 pair of group elements and the label is ``g·h``; ``p`` is the group's order n, the elements are the tokens
 ``0..n-1`` and ``=`` is token n. Permutations are numbered in lexicographic order of their one-line
 notation (``analyses.groups.symmetric``: token 0 is the identity ``0123``, token 1 is ``0132``, ...;
