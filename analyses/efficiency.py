@@ -57,7 +57,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from analyses import fourier
-from analyses.progress import project
+from analyses.progress_measures import project
 
 
 def parameter_norm(model: HookedTransformer) -> float:

@@ -50,11 +50,11 @@ output class is each element, and whether the label is ``g·h`` or ``g·h^-1``):
 - ``directions``: orthonormal directions over the n^2 inputs ``psi(g·h) / sqrt(n)`` for psi in the
   key irreps' isotypic bases (``g·h^-1`` for the ``-1`` label); for Z_p these span exactly the
   directions ``cos/sin(w_k(a +- b))`` of ``analyses.fourier.directions``, so restricted and excluded
-  loss (``analyses.progress``) and the C_gen/C_mem logit split (``analyses.efficiency``) apply
+  loss (``analyses.progress_measures``) and the C_gen/C_mem logit split (``analyses.efficiency``) apply
   unchanged.
 - ``ideal_logit_cosine``: cosine of the class-centred logits with their best fit by
   ``sum_rho alpha_rho chi_rho(label(g, h) · c^-1)`` (for Z_p, ``chi_k(x) = 2 cos(w_k x)``: the
-  ideal terms ``cos(w_k(a + b - c))`` of ``analyses.progress.ideal_logit_cosine``).
+  ideal terms ``cos(w_k(a + b - c))`` of ``analyses.progress_measures.ideal_logit_cosine``).
 - ``split_parameters``: C_gen/C_mem/shared parameter split of ``analyses.efficiency`` with the
   isotypic projectors of the key irreps in place of the key-frequency projectors.
 
@@ -529,7 +529,7 @@ def ideal_logit_cosine(
 
     ``x`` is each input's label element. The terms of different irreps are orthogonal (Schur), so the
     fit is a projection. On Z_p with ``chi_k = 2 cos(w_k x)`` this is
-    ``analyses.progress.ideal_logit_cosine``.
+    ``analyses.progress_measures.ideal_logit_cosine``.
 
     Returns:
         the cosine in ``[0, 1]`` (0 for no irreps).

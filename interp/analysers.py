@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from analyses import efficiency, fourier, mechanism, progress, stability
+from analyses import efficiency, fourier, mechanism, progress_measures, stability
 from interp import group_analysis, runs
 from interp.families import family_of
 from interp.model import FAMILY as TRANSFORMER
@@ -139,7 +139,7 @@ register_analyser(Analyser("metrics", {
 
 # ---- weight norm ----------------------------------------------------------------------------------
 def _weights(ck: Checkpoint, state) -> dict:
-    s = progress.sum_squared_weights(ck.model)
+    s = progress_measures.sum_squared_weights(ck.model)
     return {"sum_sq_weights": s, "param_norm": math.sqrt(s)}
 
 
@@ -279,19 +279,19 @@ def _circuit_row(ck: Checkpoint, st: _Circuit) -> tuple[dict, dict[str, list[dic
         irrep_rows = st.group(model, row, logits)
         return row, {group_analysis.IRREP_TABLE: irrep_rows}
     p, labels = ck.cfg.p, data.labels
-    row = {"restricted_loss": progress.restricted_loss(logits, labels, st.dirs, data.test_idx),
-           "excluded_loss": progress.excluded_loss(logits, labels, st.dirs, data.train_idx)}
+    row = {"restricted_loss": progress_measures.restricted_loss(logits, labels, st.dirs, data.test_idx),
+           "excluded_loss": progress_measures.excluded_loss(logits, labels, st.dirs, data.train_idx)}
     we = fourier.embedding_fourier_norms(model.W_E, p)
     wl = fourier.unembed_fourier_norms(fourier.neuron_logit_map(model))
-    row["gini_W_E"], row["gini_W_L"] = progress.gini(we), progress.gini(wl)
-    row["logit_cos_sim"] = progress.ideal_logit_cosine(logits, st.key_freqs, st.sign)
+    row["gini_W_E"], row["gini_W_L"] = progress_measures.gini(we), progress_measures.gini(wl)
+    row["logit_cos_sim"] = progress_measures.ideal_logit_cosine(logits, st.key_freqs, st.sign)
     split = efficiency.circuit_logits(logits, labels, st.dirs, data.train_idx)
     row.update({k: v for k, v in split.items() if k != "correct_logit"})
     row.update(efficiency.circuit_param_norms(model, st.key_freqs, st.gen_neurons))
     row["cgen_efficiency"] = efficiency.efficiency(row["cgen_logit"], row["cgen_param_norm"])
     row["cmem_efficiency"] = efficiency.efficiency(row["cmem_logit"], row["cmem_param_norm"])
 
-    per_key = progress.excluded_loss_per_frequency(logits, labels, data.train_idx, st.key_freqs, st.sign)
+    per_key = progress_measures.excluded_loss_per_frequency(logits, labels, data.train_idx, st.key_freqs, st.sign)
     excluded = {k: per_key[i].item() for i, k in enumerate(st.key_freqs)}
     we_f, wl_f = fourier.frequency_norms(we), fourier.frequency_norms(wl)
     freq_rows = [

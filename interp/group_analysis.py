@@ -43,7 +43,7 @@ import math
 
 import torch
 
-from analyses import cosets, efficiency, fourier, groups, progress
+from analyses import cosets, efficiency, fourier, groups, progress_measures
 from interp.config import TrainConfig, is_prime
 from interp.model import fast_applies, fast_logits, hooked_logits
 from interp.runs import Run, RunError
@@ -195,13 +195,13 @@ class GroupAnalyser:
         v, B, owner, m = self.view, self.B, self.owner, self.m
         lg = logits[self.row_of_grid].to(torch.float64)  # [n^2, classes], grid order
         y, tr, te = self.labels, self.train_pos, self.test_pos
-        row["restricted_loss"] = progress.restricted_loss(lg, y, self.dirs, te)
-        row["excluded_loss"] = progress.excluded_loss(lg, y, self.dirs, tr)
+        row["restricted_loss"] = progress_measures.restricted_loss(lg, y, self.dirs, te)
+        row["excluded_loss"] = progress_measures.excluded_loss(lg, y, self.dirs, tr)
         W_E = model.W_E.detach()[v.tokens].to(torch.float64)
         W_U = model.W_U.detach()[:, v.classes].to(torch.float64)
         W_L = fourier.neuron_logit_map(model).detach()[:, v.classes].to(torch.float64)
-        row["gini_W_E"] = progress.gini((B @ W_E).norm(dim=-1))
-        row["gini_W_L"] = progress.gini((B @ W_L.T).norm(dim=-1))
+        row["gini_W_E"] = progress_measures.gini((B @ W_E).norm(dim=-1))
+        row["gini_W_L"] = progress_measures.gini((B @ W_L.T).norm(dim=-1))
         row["logit_cos_sim"] = groups.ideal_logit_cosine(lg[:, v.classes], v.group, v.irreps, self.key, v.sign)
         split = efficiency.circuit_logits(lg, y, self.dirs, tr)
         row.update(split)  # correct_logit too: over the view's train pairs, so that cgen + cmem = correct_logit
@@ -216,7 +216,7 @@ class GroupAnalyser:
         mlp = groups.activation_fractions(acts, B, owner, m)
         excl = {}
         for r, d in zip(self.key, self.irrep_dirs):
-            excl[r] = progress.excluded_loss(lg, y, d, tr)
+            excl[r] = progress_measures.excluded_loss(lg, y, d, tr)
         return [{"step": row["step"], "irrep": r, "dim": v.irreps[r].dim, "W_E_frac": we[r].item(), "W_U_frac": wu[r].item(),
                  "W_L_frac": wl[r].item(), "mlp_frac": mlp[r - 1].item() if r else math.nan, "excluded_loss": excl.get(r, math.nan)}
                 for r in range(m)]

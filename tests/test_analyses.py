@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from analyses import efficiency, fourier, progress
+from analyses import efficiency, fourier, progress_measures
 from interp.families import build_model
 from interp.model import loss_fn
 from tests.conftest import tiny_config
@@ -169,40 +169,40 @@ def test_planted_logits_restricted_loss_equals_full_loss(sign):
     logits, y = planted_logits(sign=sign), labels(sign=sign)
     dirs = fourier.directions(P, PLANTED, sign)
     test_idx = torch.arange(0, P * P, 3)
-    assert torch.allclose(progress.restricted_logits(logits, dirs), logits, atol=1e-12)
+    assert torch.allclose(progress_measures.restricted_logits(logits, dirs), logits, atol=1e-12)
     full = loss_fn(logits[test_idx], y[test_idx]).item()
-    assert progress.restricted_loss(logits, y, dirs, test_idx) == pytest.approx(full, rel=1e-10)
+    assert progress_measures.restricted_loss(logits, y, dirs, test_idx) == pytest.approx(full, rel=1e-10)
     # nothing is left once the key frequencies are removed: uniform logits, loss log p
-    assert progress.excluded_logits(logits, dirs).abs().max() < 1e-12
-    assert progress.excluded_loss(logits, y, dirs, test_idx) == pytest.approx(math.log(P), rel=1e-10)
-    assert progress.ideal_logit_cosine(logits, PLANTED, sign) == pytest.approx(1.0, abs=1e-12)
+    assert progress_measures.excluded_logits(logits, dirs).abs().max() < 1e-12
+    assert progress_measures.excluded_loss(logits, y, dirs, test_idx) == pytest.approx(math.log(P), rel=1e-10)
+    assert progress_measures.ideal_logit_cosine(logits, PLANTED, sign) == pytest.approx(1.0, abs=1e-12)
     # the wrong directions (a - b for a sum, and vice versa) capture nothing
-    assert progress.ideal_logit_cosine(logits, PLANTED, -sign) == pytest.approx(0.0, abs=1e-12)
+    assert progress_measures.ideal_logit_cosine(logits, PLANTED, -sign) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_restricted_logits_keep_the_per_class_mean():
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(P * P, P, generator=g, dtype=torch.float64) + torch.arange(P).double()
     dirs = fourier.directions(P, PLANTED)
-    r = progress.restricted_logits(logits, dirs)
+    r = progress_measures.restricted_logits(logits, dirs)
     assert torch.allclose(r.mean(dim=0), logits.mean(dim=0), atol=1e-12)
-    assert torch.allclose(r - r.mean(dim=0), progress.project(logits, dirs), atol=1e-12)
+    assert torch.allclose(r - r.mean(dim=0), progress_measures.project(logits, dirs), atol=1e-12)
     idx = torch.tensor([5, 0, 100])
-    assert torch.allclose(progress.restricted_logits(logits, dirs, idx), r[idx], atol=1e-12)
-    assert torch.allclose(progress.excluded_logits(logits, dirs, idx), (logits - progress.project(logits, dirs))[idx], atol=1e-12)
+    assert torch.allclose(progress_measures.restricted_logits(logits, dirs, idx), r[idx], atol=1e-12)
+    assert torch.allclose(progress_measures.excluded_logits(logits, dirs, idx), (logits - progress_measures.project(logits, dirs))[idx], atol=1e-12)
 
 
 def test_excluded_loss_per_frequency():
     logits, y = 3 * planted_logits(), labels()
     idx = torch.arange(P * P)
-    per = progress.excluded_loss_per_frequency(logits, y, idx)
+    per = progress_measures.excluded_loss_per_frequency(logits, y, idx)
     full = loss_fn(logits, y).item()
     for k in range(1, P // 2 + 1):
         if k in PLANTED:
             assert per[k - 1] > full + 0.1  # removing a key frequency hurts
         else:
             assert per[k - 1] == pytest.approx(full, rel=1e-10)  # removing another one changes nothing
-    only = progress.excluded_loss_per_frequency(logits, y, idx, freqs=[5, 3])
+    only = progress_measures.excluded_loss_per_frequency(logits, y, idx, freqs=[5, 3])
     assert torch.allclose(only, per[[4, 2]])
 
 
@@ -215,8 +215,8 @@ def test_ideal_logit_cosine_is_the_best_least_squares_fit():
     centred = (logits - logits.mean(dim=1, keepdim=True)).flatten()
     fit = terms.T @ torch.linalg.lstsq(terms.T, centred[:, None]).solution.flatten()
     expected = torch.nn.functional.cosine_similarity(fit, centred, dim=0).item()
-    assert progress.ideal_logit_cosine(logits, PLANTED) == pytest.approx(expected, rel=1e-10)
-    assert progress.ideal_logit_cosine(logits, []) == 0.0
+    assert progress_measures.ideal_logit_cosine(logits, PLANTED) == pytest.approx(expected, rel=1e-10)
+    assert progress_measures.ideal_logit_cosine(logits, []) == 0.0
 
 
 # ---- weights, Gini ----------------------------------------------------------------------------------
@@ -224,16 +224,16 @@ def test_gini_of_one_hot_and_uniform():
     for n in (2, 5, 113):
         one_hot = torch.zeros(n)
         one_hot[n // 2] = 3.0
-        assert progress.gini(one_hot) == pytest.approx(1 - 1 / n, abs=1e-12)
-        assert progress.gini(torch.full((n,), 0.7)) == pytest.approx(0.0, abs=1e-12)
+        assert progress_measures.gini(one_hot) == pytest.approx(1 - 1 / n, abs=1e-12)
+        assert progress_measures.gini(torch.full((n,), 0.7)) == pytest.approx(0.0, abs=1e-12)
     x = torch.rand(50, dtype=torch.float64)
-    assert progress.gini(x) == pytest.approx(progress.gini(10 * x[torch.randperm(50)]), abs=1e-12)
+    assert progress_measures.gini(x) == pytest.approx(progress_measures.gini(10 * x[torch.randperm(50)]), abs=1e-12)
 
 
 def test_sum_of_squared_weights_and_parameter_norm():
     model = build_model(tiny_config())
     expected = sum(float((p.detach().double() ** 2).sum()) for p in model.parameters())
-    assert progress.sum_squared_weights(model) == pytest.approx(expected, rel=1e-12)
+    assert progress_measures.sum_squared_weights(model) == pytest.approx(expected, rel=1e-12)
     assert efficiency.parameter_norm(model) == pytest.approx(math.sqrt(expected), rel=1e-12)
 
 

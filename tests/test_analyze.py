@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from analyses import fourier, progress
+from analyses import fourier, progress_measures
 from interp import analysers, analysis_files, analyze, load_run, phases, text
 from interp.analysers import analysis_columns
 from interp.analyze import (
@@ -88,13 +88,13 @@ def test_restricted_loss_of_the_final_checkpoint_by_hand(tiny_copy, monkeypatch)
     with torch.no_grad():
         logits = model(data.inputs)[:, -1]
     dirs = fourier.directions(run.config.p, summary["key_frequencies"], +1)
-    assert rows[-1]["restricted_loss"] == pytest.approx(progress.restricted_loss(logits, data.labels, dirs, data.test_idx), rel=1e-5)
-    assert rows[-1]["excluded_loss"] == pytest.approx(progress.excluded_loss(logits, data.labels, dirs, data.train_idx), rel=1e-5)
-    assert rows[-1]["logit_cos_sim"] == pytest.approx(progress.ideal_logit_cosine(logits, [2, 5], +1), rel=1e-5)
+    assert rows[-1]["restricted_loss"] == pytest.approx(progress_measures.restricted_loss(logits, data.labels, dirs, data.test_idx), rel=1e-5)
+    assert rows[-1]["excluded_loss"] == pytest.approx(progress_measures.excluded_loss(logits, data.labels, dirs, data.train_idx), rel=1e-5)
+    assert rows[-1]["logit_cos_sim"] == pytest.approx(progress_measures.ideal_logit_cosine(logits, [2, 5], +1), rel=1e-5)
     assert not (tiny_copy / ANALYSIS_DIR).exists()  # write=False
     rows, _ = analyze_run(tiny_copy)
     freq = [r for r in load_frequency_table(tiny_copy) if r["step"] == 40]
-    per = progress.excluded_loss_per_frequency(logits, data.labels, data.train_idx, [2, 5], +1)
+    per = progress_measures.excluded_loss_per_frequency(logits, data.labels, data.train_idx, [2, 5], +1)
     assert [r["freq"] for r in freq if not math.isnan(r["excluded_loss"])] == [2, 5]
     assert [r["excluded_loss"] for r in freq if r["freq"] in (2, 5)] == pytest.approx(per.tolist(), rel=1e-5)
 
@@ -198,8 +198,8 @@ def test_mod_sub_uses_the_difference_directions(tmp_path, monkeypatch):
         logits = fast_logits(model, data.a, data.b, run.config.eq_token)
     for sign, same in ((-1, True), (+1, False)):
         dirs = fourier.directions(run.config.p, [1, 4], sign)
-        excluded = progress.excluded_loss(logits, data.labels, dirs, data.train_idx)
-        cos_sim = progress.ideal_logit_cosine(logits, [1, 4], sign)
+        excluded = progress_measures.excluded_loss(logits, data.labels, dirs, data.train_idx)
+        cos_sim = progress_measures.ideal_logit_cosine(logits, [1, 4], sign)
         assert (rows[-1]["excluded_loss"] == pytest.approx(excluded, rel=1e-9)) is same
         assert (rows[-1]["logit_cos_sim"] == pytest.approx(cos_sim, rel=1e-9)) is same
     assert all(math.isfinite(r[c]) for r in rows for c in FOURIER_COLUMNS)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from analyses import dcrit as est
+from analyses import critical_size as est
 from interp.experiment import main as experiment_main
 from interp.experiments import dcrit
 from interp.sweep import Spec, expand, write_results

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from analyses import groups, progress
+from analyses import groups, progress_measures
 from interp import analyze, group_analysis, load_run
 from interp.analyze import ANALYSIS_TABLE, FREQUENCY_TABLE, SUMMARY_FILE, analyze_run, load_irrep_table, main
 from interp.config import ConfigError, TrainConfig
@@ -163,7 +163,7 @@ def test_generic_analyser_on_z_p_equals_the_fourier_columns_of_mod_add(tiny_run,
         irr = ga(model, mine, logits)
         for c in FILLED + ["cgen_param_norm", "cgen_efficiency", "correct_logit"]:
             assert mine[c] == pytest.approx(r[c], rel=1e-6, abs=1e-9), c
-        per_key = progress.excluded_loss_per_frequency(logits, run.dataset.labels, run.dataset.train_idx, keys, +1)
+        per_key = progress_measures.excluded_loss_per_frequency(logits, run.dataset.labels, run.dataset.train_idx, keys, +1)
         assert [i["excluded_loss"] for i in irr if i["irrep"] in keys] == pytest.approx(per_key.tolist(), rel=1e-9)
         assert all(math.isnan(i["excluded_loss"]) for i in irr if i["irrep"] not in keys)
 

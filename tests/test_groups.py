@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from analyses import efficiency, fourier, groups, progress
+from analyses import efficiency, fourier, groups, progress_measures
 from interp.families import build_model
 from interp.model import loss_fn
 from tests.conftest import tiny_config
@@ -117,12 +117,12 @@ def test_cyclic_group_equals_fourier(sign):
     y = (a + sign * b) % P
     assert torch.equal(view.labels(), y)
     idx = torch.randperm(P * P)[:80]
-    assert progress.restricted_loss(logits, y, d_g, idx) == pytest.approx(progress.restricted_loss(logits, y, d_f, idx), abs=1e-10)
-    assert progress.excluded_loss(logits, y, d_g, idx) == pytest.approx(progress.excluded_loss(logits, y, d_f, idx), abs=1e-10)
+    assert progress_measures.restricted_loss(logits, y, d_g, idx) == pytest.approx(progress_measures.restricted_loss(logits, y, d_f, idx), abs=1e-10)
+    assert progress_measures.excluded_loss(logits, y, d_g, idx) == pytest.approx(progress_measures.excluded_loss(logits, y, d_f, idx), abs=1e-10)
     cg, cf = efficiency.circuit_logits(logits, y, d_g, idx), efficiency.circuit_logits(logits, y, d_f, idx)
     assert cg == pytest.approx(cf, abs=1e-10)
     assert groups.ideal_logit_cosine(logits, view.group, view.irreps, KEYS, sign) == pytest.approx(
-        progress.ideal_logit_cosine(logits, KEYS, sign), abs=1e-10)
+        progress_measures.ideal_logit_cosine(logits, KEYS, sign), abs=1e-10)
     # neuron spectra, embedding fractions
     acts = torch.randn(P, P, 20, dtype=torch.float64)
     fg, vg = groups.neuron_spectrum(acts, B, owner, m)
@@ -132,7 +132,7 @@ def test_cyclic_group_equals_fourier(sign):
     frac = groups.fractions_1d(W, B, owner, m)
     norms = fourier.embedding_fourier_norms(W, P)
     assert torch.allclose(frac[1:], fourier.frequency_norms(norms) ** 2 / W.pow(2).sum(), atol=1e-12)
-    assert progress.gini((B @ W).norm(dim=-1)) == pytest.approx(progress.gini(norms), abs=1e-12)
+    assert progress_measures.gini((B @ W).norm(dim=-1)) == pytest.approx(progress_measures.gini(norms), abs=1e-12)
 
 
 def test_cyclic_parameter_split_equals_fourier():
@@ -194,11 +194,11 @@ def test_log_circuit_known_key_frequencies(sign):
     # restricted loss on the key frequencies is the loss of the circuit; excluding them leaves chance or worse
     idx = torch.arange(144)
     d_key = groups.directions(view.group, B, owner, LOG_KEYS, sign)
-    assert progress.restricted_loss(lg, y, d_key, idx) == pytest.approx(loss_fn(lg, y).item(), abs=1e-9)
-    assert progress.restricted_loss(lg, y, d_key, idx) < 0.01
-    assert progress.excluded_loss(lg, y, d_key, idx) > math.log(p - 1)
+    assert progress_measures.restricted_loss(lg, y, d_key, idx) == pytest.approx(loss_fn(lg, y).item(), abs=1e-9)
+    assert progress_measures.restricted_loss(lg, y, d_key, idx) < 0.01
+    assert progress_measures.excluded_loss(lg, y, d_key, idx) > math.log(p - 1)
     d_other = groups.directions(view.group, B, owner, [1, 3], sign)
-    assert progress.restricted_loss(lg, y, d_other, idx) > 1.0
+    assert progress_measures.restricted_loss(lg, y, d_other, idx) > 1.0
     assert groups.ideal_logit_cosine(lg[:, view.classes], view.group, view.irreps, LOG_KEYS, sign) == pytest.approx(1.0, abs=1e-9)
     split = efficiency.circuit_logits(lg, y, d_key, idx)
     # C_mem holds only class 0's constant logit -scale * len(keys), which enters the centring as +that / p

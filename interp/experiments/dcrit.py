@@ -40,19 +40,19 @@ on: random for C_mem, true for C_gen), the training loss, and logit / norm (``ef
 comparing their norms at one weight decay compares networks doing different amounts of work. A
 larger weight decay holds a network at a smaller norm, a smaller logit and a larger loss, so the
 weight decays trace how much norm each network (family, D, seed) needs for a given logit or loss.
-``analyses.dcrit.norm_at`` fits ``log norm`` against ``log logit`` (and against ``log loss``) over
+``analyses.critical_size.norm_at`` fits ``log norm`` against ``log logit`` (and against ``log loss``) over
 its weight decays and reads the fit at the matched value: C_gen's median equilibrium logit (loss) at
 the reference weight decay ``REFERENCE_WD`` = 1 (or the middle one trained). Reads outside the range
 a network's weight decays span are extrapolations, counted in the summary.
 
-**The estimates** (``analyses.dcrit.crossing``: a power-law fit of C_mem's measure against D, the
+**The estimates** (``analyses.critical_size.crossing``: a power-law fit of C_mem's measure against D, the
 geometric mean of the C_gen members as the level, a 90 % interval from a bootstrap over seeds; a
 crossing outside the grid is reported as a bound, never as a number), one ``D_crit`` row each:
 ``norm_at_loss`` (the norm at the matched training loss; the **primary** one), ``norm_at_logit`` (at
 the matched correct-class logit), and ``norm`` at each weight decay on its own (the equilibrium norms
 compared directly: D_crit per weight decay).
 
-**C_gen's level must not depend on D.** For each estimate, ``analyses.dcrit.level_check`` compares
+**C_gen's level must not depend on D.** For each estimate, ``analyses.critical_size.level_check`` compares
 C_gen's medians at its smallest and largest D: their ratio against the seeds' spread (max / min)
 within each size. When the ratio is larger, the row's ``gen_check`` says ``depends on D`` and its
 ``flags`` say so: the estimate then rests on a level that moved.
@@ -76,7 +76,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analyses import dcrit as est
+from analyses import critical_size as est
 from analyses import efficiency
 from interp import runs, stopping, tables
 from interp.config import PRESETS, TrainConfig, is_prime
@@ -279,7 +279,7 @@ def matched_levels(recs: list[dict]) -> dict[str, float | None]:
 
 def matched(recs: list[dict]) -> list[dict]:
     """One row per (family, D, seed) with the used members' norms read at the matched loss and logit
-    (``analyses.dcrit.norm_at`` across the weight decays), and which reads were extrapolated."""
+    (``analyses.critical_size.norm_at`` across the weight decays), and which reads were extrapolated."""
     levels = matched_levels(recs)
     used = [r for r in recs if not r["flags"]]
     out = []
@@ -303,7 +303,7 @@ def _by(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
 
 
 def estimates(recs: list[dict]) -> dict[str, dict]:
-    """``analyses.dcrit.crossing`` and ``analyses.dcrit.level_check`` for each measure, from the used
+    """``analyses.critical_size.crossing`` and ``analyses.critical_size.level_check`` for each measure, from the used
     (unflagged) members: the matched loss (primary) and logit, then the equilibrium norm at each
     weight decay (``norm@wd=<w>``). Each value also has ``wd`` (None for the matched ones), ``at``
     (the matched value) and ``check`` (the C_gen level check)."""
@@ -431,7 +431,7 @@ TABLES = [
         ("norm at matched logit", lambda r: _mmm(r, "norm_at_logit")),
         ("extrapolated", lambda r: r["flags"] or "–"),
     ]},
-    {"title": "The estimates (`analyses.dcrit.crossing`; the first is the primary one):",
+    {"title": "The estimates (`analyses.critical_size.crossing`; the first is the primary one):",
      "rows": lambda r: r["row"] == "D_crit", "columns": [
         ("measure", _label),
         ("D_crit", _estimate),

@@ -86,7 +86,7 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
-from analyses import fourier, progress
+from analyses import fourier, progress_measures
 from interp import plots, prune, runs, stopping
 from interp.config import GROK_ACC, PRESETS, ConfigError, TrainConfig
 from interp.experiments import common
@@ -216,13 +216,13 @@ def first_step(rows: list[dict], key: str, threshold: float | None = None) -> in
 
 def gini_curve(run_dir: Path) -> list[dict]:
     """``[{"step", "gini_W_E"}]`` at every checkpoint of a run: the Gini coefficient of the Fourier
-    norms of the residue embeddings ``W_E[:p]`` (``analyses.progress.gini`` of
+    norms of the residue embeddings ``W_E[:p]`` (``analyses.progress_measures.gini`` of
     ``analyses.fourier.embedding_fourier_norms``, the ``gini_W_E`` of ``interp.analyze``)."""
     p = runs.read_config(run_dir).p
     out = []
     for step in runs.checkpoint_steps(run_dir):
         state, _ = runs.read_tensors(runs.ckpt_path(run_dir, step))
-        out.append({"step": step, "gini_W_E": progress.gini(fourier.embedding_fourier_norms(state["embed.W_E"], p))})
+        out.append({"step": step, "gini_W_E": progress_measures.gini(fourier.embedding_fourier_norms(state["embed.W_E"], p))})
     return out
 
 
