@@ -33,9 +33,10 @@ Files (read them with ``load_analysis``, plain ``csv`` or ``pandas.read_csv``; a
                           b_out, and the constant components; cgen^2 + cmem^2 + shared^2 = sum_sq_weights
     cgen_efficiency       cgen_logit / cgen_param_norm: C_gen's correct-class logit per unit of its own norm
     cmem_efficiency       cmem_logit / cmem_param_norm
-    softmax_collapse_frac fraction of the train split whose float32 softmax gives the correct class a
-                          probability of exactly 1 (no gradient left; Prieto et al. 2025; analyses.stability)
-    zero_loss_frac        fraction of the train split whose float32 cross-entropy is exactly 0
+    softmax_collapse_frac fraction of the train split whose float32 sum of exps (largest logit subtracted)
+                          is exactly 1, whatever the label (Prieto et al. 2025's count; analyses.stability)
+    zero_loss_frac        fraction of the train split whose float32 cross-entropy is exactly 0 (its
+                          gradient is not: the wrong-class entries stay ~exp(-margin))
     min_train_margin      minimum over the train split of the correct logit minus the largest other
     loss_f32_minus_f64    mean train cross-entropy in float32 minus the same in float64 (same float32 logits)
     grad_symmetricity     mean cosine between the gradients of logit c with respect to the embedding
