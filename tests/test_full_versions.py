@@ -251,3 +251,44 @@ def test_accelerate_full_version_end_to_end_tiny(tmp_path, monkeypatch):
     figs = {f.key: f for f in accelerate.figures(out)}
     assert {"accelerate-survival", "accelerate-curves", "accelerate-collapse"} <= set(figs)
     assert "Grokfast-setting group (20 steps)" in figs["accelerate-survival"].caption
+
+
+# ---- a diverged member counts (issue 24, item 4) -------------------------------------------------------
+def test_ok_rows_keeps_a_member_forced_to_nan_as_a_diverged_outcome(tmp_path):
+    # lr 1e30 drives the training loss to NaN at once; the lr 0.003 members finish. ok_rows used to keep only the two
+    # that finished; now the two diverged members are outcomes too, with no final state and no step to 99%.
+    from interp.experiments import common
+    from interp.sweep import main as sweep_main
+
+    out = tmp_path / "s"
+    assert sweep_main(["mod_add", "--p", "13", "--d-mlp", "64", "--d-model", "24", "--eval-every", "10", "--save-every", "10", "--quiet",
+                       "--steps", "30", "--grid", "lr=0.003,1e30", "--grid", "seed=1,2", "--out", str(out)]) == 1
+    rows = common.ok_rows(out)
+    assert len(rows) == 4 and sorted(r["lr"] for r in rows if r["diverged"]) == [1e30, 1e30]
+    for r in rows:
+        assert r["diverged"] == (r["lr"] == 1e30)
+        if r["diverged"]:
+            assert r["test_99_step"] is None and r["final_test_acc"] is None and r["final_step"] is None
+    assert common.diverged_text(rows) == "2 of 4 diverged"
+
+
+def test_accelerate_censors_a_diverged_member_at_the_budget(tmp_path):
+    # adamw: seeds reach 99% at 1000 and 3000; the third diverged (NaN) at step 200. Censoring it at step 200, as the
+    # old code did, drops it from the Kaplan-Meier risk set and gives median 1000; it never generalised within the
+    # 4000-step budget, so the median is 3000, and the row says 1 of 3 diverged.
+    canon = {"task": "mod_add", "p": 13, "steps": 4000}
+    _fake_arm(tmp_path, "adamw", canon, {}, [1000, 3000, None])
+    d = tmp_path / "adamw"
+    rs = tables.read_csv(d / "results.csv")
+    rs[2].update(status="failed", reason="training loss is not finite at step 200", final_step=200, final_test_acc=0.1)
+    tables.write_csv(d / "results.csv", rs)
+    _fake_arm(tmp_path, "adamw_lr3x", canon, {"lr": 3e-3}, [500, 700, 900])
+    rows = {r["arm"]: r for r in accelerate.summarise(tmp_path)}
+    a = rows["adamw"]
+    assert a["median_test_99_step"] == 3000 and a["test_99_steps"] == "1000;3000;>4000"
+    assert (a["seeds"], a["generalised"], a["censored"], a["diverged"]) == (3, 2, 1, 1)
+    assert rows["adamw_lr3x"]["diverged"] == 0
+    table = tables.experiment_tables(list(rows.values()), accelerate.TABLES)[0]
+    headers, cells = table[1], {c[1]: c for c in table[2]}
+    assert cells["adamw"][headers.index("diverged")] == "1 of 3" and cells["adamw_lr3x"][headers.index("diverged")] == "0 of 3"
+    assert "adamw 1 of 3" in sentence(accelerate.summary_caption(list(rows.values())), "Diverged")

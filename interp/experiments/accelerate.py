@@ -77,7 +77,7 @@ from pathlib import Path
 from analyses.timing import kaplan_meier, km_median
 from interp import runs
 from interp.config import PRESETS, TrainConfig
-from interp.experiments.common import is_sweep, median, results, run_stages
+from interp.experiments.common import diverged_text, is_sweep, median, ok_rows, results, run_stages
 from interp.sweep import Spec, SweepError
 from interp.tables import SWEEP_FILE, fmt
 
@@ -85,7 +85,7 @@ DESCRIPTION = "Grokfast, StableMax, ⊥AdamW, a float32-softmax control and a sm
 BASELINES = ("adamw", "adamw_lr3x")
 GF = "gf_"  # prefix of the Grokfast group's arms
 GF_BASELINES = ("gf_adamw", "gf_adamw_lr3x", "gf_adamw_wd0.01")
-SUMMARY_COLUMNS = ["group", "arm", "changes", "lr", "wd", "seeds", "generalised", "censored", "median_test_99_step", "min_test_99_step",
+SUMMARY_COLUMNS = ["group", "arm", "changes", "lr", "wd", "seeds", "generalised", "censored", "diverged", "median_test_99_step", "min_test_99_step",
                    "max_test_99_step", "test_99_steps", "speedup_vs_best_baseline", "budget", "max_collapse_frac", "max_zero_loss_frac",
                    "final_collapse_frac"]
 
@@ -222,25 +222,29 @@ def collapse(run_dir: Path) -> dict[str, float | None]:
 
 
 def arm_outcomes(out: Path) -> dict[str, dict]:
-    """Per arm found in ``out``: its base config (seed aside), per-seed ``(time, observed)``, the budget
-    and the members' float32 collapse (``collapse``).
+    """Per arm found in ``out``: its base config (seed aside), per-seed ``(time, observed)``, the budget,
+    how many members diverged and the members' float32 collapse (``collapse``).
 
-    A member that finished without reaching 99% test accuracy is censored at its final step; a failed
-    member (diverged) is censored at the last step it reached.
+    A member that finished without reaching 99% test accuracy is censored at its final step. A member
+    that diverged (training loss NaN or infinite; ``common.ok_rows``) counts as one that never got
+    there: censored at the budget, never dropped (censoring it at the step it diverged would take it
+    out of the Kaplan-Meier risk set and so hide it), unless it had reached 99% before diverging.
     """
     found = {}
     for d in sorted(p for p in Path(out).iterdir() if is_sweep(p)):
         cfg = TrainConfig(**json.loads((d / SWEEP_FILE).read_text())["spec"]["base"])
         times, observed, coll = [], [], []
-        for r in results(d):
+        rows = ok_rows(d)
+        for r in rows:
             if r["test_99_step"] is not None:
                 times.append(r["test_99_step"])
                 observed.append(True)
-            elif r["final_step"] is not None:
-                times.append(r["final_step"])
+            else:
+                times.append(cfg.steps if r["diverged"] or r["final_step"] is None else r["final_step"])
                 observed.append(False)
             coll.append(collapse(d / r["run"]))
-        found[d.name] = {"config": cfg, "times": times, "observed": observed, "budget": cfg.steps, "collapse": coll}
+        found[d.name] = {"config": cfg, "times": times, "observed": observed, "budget": cfg.steps, "collapse": coll,
+                         "diverged": sum(r["diverged"] for r in rows)}
     return found
 
 
@@ -271,7 +275,7 @@ def summarise(out: Path) -> list[dict]:
             "group": g, "arm": arm,
             "changes": "?" if r0 is None else " ".join(f"{k}={v}" for k, v in f["config"].to_dict().items() if v != r0[k] and k != "seed") or "-",
             "lr": f["config"].lr, "wd": f["config"].wd,
-            "seeds": len(f["times"]), "generalised": len(seen), "censored": len(f["times"]) - len(seen),
+            "seeds": len(f["times"]), "generalised": len(seen), "censored": len(f["times"]) - len(seen), "diverged": f["diverged"],
             "median_test_99_step": med, "min_test_99_step": seen[0] if seen else None, "max_test_99_step": seen[-1] if seen else None,
             "test_99_steps": ";".join(str(t) if o else f">{t}" for t, o in sorted(zip(f["times"], f["observed"]))),
             "speedup_vs_best_baseline": best[g] / med if best[g] is not None and med else None,
@@ -293,6 +297,7 @@ TABLES = [{"columns": [
     ("arm", "arm"),
     ("changes", "changes"),
     ("seeds at 99% test", lambda r: f"{r['generalised']} of {r['seeds']}"),
+    ("diverged", lambda r: "not recorded" if r.get("diverged") is None else f"{r['diverged']} of {r['seeds']}"),
     ("median steps (Kaplan–Meier)", lambda r: fmt(r["median_test_99_step"]) if r["median_test_99_step"] is not None
      else f"> {fmt(r['budget'])}"),
     ("per seed", lambda r: "; ".join(("> " + fmt(int(s[1:]))) if s.startswith(">") else fmt(int(s))
@@ -329,6 +334,12 @@ def summary_caption(rows: list[dict]) -> str:
                 cap += f"Against it the largest speed-up of the medians is {top['arm']}'s {top['speedup_vs_best_baseline']:.2f}x. "
         else:
             cap += "No baseline of this group reached a median within the budget, so no speed-up is computed. "
+    div = [r for r in rows if r.get("diverged")]
+    if div:
+        cap += ("Diverged (training loss not finite; counted as never reaching 99%, censored at the budget): "
+                + "; ".join(f"{r['arm']} {r['diverged']} of {r['seeds']}" for r in div) + ". ")
+    elif all(r.get("diverged") is not None for r in rows):
+        cap += "No member diverged. "
     coll = [r for r in rows if r["arm"] in ("softmax_wd0", "softmax32_wd0", "stablemax") and r.get("max_collapse_frac") is not None]
     if coll:
         cap += ("Float32 softmax collapse on the training set (largest fraction over seeds and evaluations, final median): "
