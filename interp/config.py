@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-MODULAR_TASKS = ("mod_add", "mod_sub", "mod_mul", "mod_div", "x2_y2", "x2_xy_y2", "x3_xy")
+MODULAR_TASKS = ("mod_add", "mod_sub", "mod_mul", "mod_mul_nz", "mod_div", "x2_y2", "x2_xy_y2", "x3_xy")
+NONZERO_B_TASKS = ("mod_mul_nz", "mod_div")  # their pairs leave out b = 0 (mod_mul_nz: Grokfast's x*y mod p, 0 <= x < p, 0 < y < p)
 # Tasks that are not modular arithmetic train a different model (``TrainConfig.model_kind``):
 # 'digits' is scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes) for a small MLP.
 MLP_TASKS = ("digits",)
@@ -87,6 +88,7 @@ class TrainConfig:
     steps: int = field(default=15000, metadata={"help": "number of full-batch optimiser steps"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     wd: float = field(default=1.0, metadata={"help": "AdamW (decoupled) weight decay"})
+    l2: float = field(default=0.0, metadata={"help": "Adam's coupled L2 term (torch.optim.Adam's weight_decay): g <- g + l2 * w before the Adam moments, after a gradient filter and ⊥Grad; Grokfast's code decays this way (with --wd 0 the optimiser is then Adam with L2)"})
     beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     beta2: float = field(default=0.98, metadata={"help": "AdamW beta2"})
     warmup: int = field(default=0, metadata={"help": "linear learning-rate warm-up steps (the paper used 10, the demo 0)"})
@@ -155,6 +157,8 @@ class TrainConfig:
             bad("lr", "must be > 0")
         if self.wd < 0:
             bad("wd", "must be >= 0")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            bad("l2", "must be a finite number >= 0")
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, "must lie in [0, 1)")
@@ -180,6 +184,8 @@ class TrainConfig:
             bad("init_scale", "must be a finite number > 0")
         if self.fixed_norm and self.wd != 0:
             bad("fixed_norm", f"needs --wd 0 (got --wd {self.wd!r}): weight decay would fight the fixed norm")
+        if self.fixed_norm and self.l2 != 0:
+            bad("fixed_norm", f"needs --l2 0 (got --l2 {self.l2!r}): an L2 term would fight the fixed norm")
         for name, allowed in (("grad_filter", GRAD_FILTERS), ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {', '.join(allowed)}")
@@ -237,10 +243,10 @@ class TrainConfig:
 
     @property
     def n_examples(self) -> int:
-        """Number of input pairs: p^2 (p(p - 1) for mod_div, which leaves out b = 0); digits: 1797 images."""
+        """Number of input pairs: p^2 (p(p - 1) for mod_mul_nz and mod_div, which leave out b = 0); digits: 1797 images."""
         if self.task == "digits":
             return DIGITS_EXAMPLES
-        return self.p * (self.p - 1) if self.task == "mod_div" else self.p * self.p
+        return self.p * (self.p - 1) if self.task in NONZERO_B_TASKS else self.p * self.p
 
     @property
     def full_batch(self) -> bool:

@@ -65,7 +65,7 @@ def view_for(cfg: TrainConfig) -> groups.GroupView | None:
         from interp.tasks import task_group
 
         return groups.group_view(task_group(cfg.task))
-    if cfg.task in ("mod_mul", "mod_div") and is_prime(cfg.p) and cfg.p >= 3:
+    if cfg.task in ("mod_mul", "mod_mul_nz", "mod_div") and is_prime(cfg.p) and cfg.p >= 3:
         return groups.log_view(cfg.p, +1 if cfg.task == "mod_mul" else -1)
     return None
 

@@ -1,7 +1,7 @@
 """Algorithmic datasets: every pair (a, b) of residues mod p, its label and the train/test split.
 
 Inputs are the token triples ``[a, b, =]`` with ``=`` the token id ``p``. Pairs are enumerated
-row-major (``index = a * p + b``; for ``mod_div`` the pairs with b = 0 are left out), then the split
+row-major (``index = a * p + b``; for ``mod_mul_nz`` and ``mod_div`` the pairs with b = 0 are left out), then the split
 is a seeded permutation of that enumeration: the first ``cfg.n_train`` indices (``train_size``, or
 ``int(frac * N)``) are the training set, so a smaller training set is a prefix of a larger one.
 With p = 113, frac 0.3 and data seed 598 this is exactly the split of the TransformerLens grokking demo
@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.config import TrainConfig
+from interp.config import NONZERO_B_TASKS, TrainConfig
 
 
 def _mod_div(a: Tensor, b: Tensor, p: int) -> Tensor:
@@ -41,11 +41,13 @@ def _mod_div(a: Tensor, b: Tensor, p: int) -> Tensor:
     return (a * inv[b]) % p
 
 
-# name -> (label function of (a, b, p), formula); mod_div also leaves out b = 0 (see all_pairs)
+# name -> (label function of (a, b, p), formula); mod_mul_nz and mod_div also leave out b = 0 (see all_pairs).
+# mod_mul_nz is Grokfast's data (x * y mod p for 0 <= x < p, 0 < y < p); mod_mul keeps b = 0, so its bits are unchanged.
 OPERATIONS: dict[str, tuple[Callable[[Tensor, Tensor, int], Tensor], str]] = {
     "mod_add": (lambda a, b, p: (a + b) % p, "a + b"),
     "mod_sub": (lambda a, b, p: (a - b) % p, "a - b"),
     "mod_mul": (lambda a, b, p: (a * b) % p, "a * b"),
+    "mod_mul_nz": (lambda a, b, p: (a * b) % p, "a * b (b != 0)"),
     "mod_div": (_mod_div, "a / b (b != 0)"),
     "x2_y2": (lambda a, b, p: (a * a + b * b) % p, "a^2 + b^2"),
     "x2_xy_y2": (lambda a, b, p: (a * a + a * b + b * b) % p, "a^2 + ab + b^2"),
@@ -94,7 +96,7 @@ def all_pairs(cfg: TrainConfig) -> tuple[Int[Tensor, "N 3"], Int[Tensor, "N"]]:
     p = cfg.p
     a = torch.arange(p).repeat_interleave(p)
     b = torch.arange(p).repeat(p)
-    if cfg.task == "mod_div":
+    if cfg.task in NONZERO_B_TASKS:
         keep = b != 0
         a, b = a[keep], b[keep]
     if cfg.is_group_task:
