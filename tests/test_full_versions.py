@@ -39,13 +39,14 @@ def test_softmax32_is_the_float32_cross_entropy_and_collapses_where_float64_does
     loss32 = criterion("softmax32")(logits, y)
     assert loss32.dtype == torch.float32 and criterion("softmax")(logits, y).dtype == torch.float64
     assert loss32.item() == pytest.approx(loss_fn(logits, y).item(), rel=1e-5)
-    # a margin of 30: the float32 softmax gives the label probability exactly 1, so the example has no loss and its
-    # correct-class logit no gradient (float64 still pushes it up)
+    # a margin of 30: the float32 softmax has collapsed, so the example has loss exactly 0 and its correct-class logit no
+    # gradient (float64 still pushes it up); its wrong-class logits still have one, e^-30 / 1, not 0
     per32 = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
     assert per32[0].item() == 0.0 and loss_fn(logits[:1], y[:1]).item() > 0
     g32, = torch.autograd.grad(criterion("softmax32")(logits[:1], y[:1]), logits)
     g64, = torch.autograd.grad(criterion("softmax")(logits[:1], y[:1]), logits)
     assert g32[0, 0].item() == 0.0 and g64[0, 0].item() < 0
+    assert g32[0, 1].item() == pytest.approx(math.exp(-30.0), rel=1e-5) and g32[0, 2].item() > 0
 
 
 def test_softmax32_trains_alone_and_records_its_float32_loss(tmp_path):

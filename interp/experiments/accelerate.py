@@ -150,7 +150,7 @@ def grokfast_arms() -> dict[str, dict]:
 
 
 # ---- the ticket arm ---------------------------------------------------------------------------
-TICKET_MATCH = ("task", "p", "frac", "train_size", "data_seed", "d_model", "n_heads", "d_mlp", "lr", "wd", "beta1", "beta2", "warmup")
+TICKET_MATCH = ("task", "p", "frac", "train_size", "data_seed", "d_model", "n_heads", "d_mlp", "lr", "wd", "l2", "beta1", "beta2", "warmup")
 
 
 def ticket_arm(base: dict, tickets: Path | None) -> dict | None:
