@@ -1,27 +1,36 @@
 """Numerical stability of the softmax cross-entropy (Prieto et al. 2025, "Grokking at the edge of numerical stability").
 
 A model that fits its training set keeps growing its logits (weight decay aside), and in float32 the
-softmax then *collapses*: the correct class's probability rounds to exactly 1, the other classes'
-to exactly 0, the per-example loss to exactly 0 and so its gradient to exactly 0. Training in this
-project computes the loss in float64 (``interp.model.loss_fn``), which postpones the collapse; these
-measures say how close a checkpoint is to it, from the logits the (float32) model produces:
+softmax then *collapses*: after subtracting the largest logit, every other class's ``exp`` is too
+small to change a float32 sum that starts at 1, so the sum of exponentials is exactly 1. The
+correct class of a correctly answered collapsed example then has probability exactly 1 and loss
+exactly 0, but its loss gradient is not 0: the other classes' entries of ``softmax - onehot`` are
+``exp(-margin)`` (about 1e-11 at a margin of 25), representable in float32. Adam normalises each
+coordinate by the root of its running squared gradient plus eps, so at Prieto et al.'s eps = 1e-25
+these tiny gradients still move the weights by about the learning rate per step, pushing the other
+classes' logits further down; at the default eps 1e-8 they barely move them. Training in this
+project computes the loss in float64 (``interp.model.loss_fn``) unless ``--loss softmax32``; these
+measures say how far a checkpoint is from (or into) collapse, from the logits the (float32) model
+produces:
 
 ``softmax_collapse_frac``
-    fraction of the training examples whose float32 softmax gives the correct class a probability
-    of exactly 1.0 (``torch.softmax`` on float32 logits): the softmax "sums to 1" in the correct
-    class alone, and the correct class gets no gradient.
+    fraction of the training examples whose float32 sum of exponentials after subtracting the
+    largest logit is exactly 1, whatever the label (``interp.model.float32_collapse``: how Prieto et
+    al.'s code counts it; an example whose largest logit is a wrong class counts too).
 ``zero_loss_frac``
     fraction whose float32 cross-entropy (minus the float32 ``log_softmax`` of the correct class, which
-    is what ``torch.nn.functional.cross_entropy`` computes) is exactly 0.0. It follows the collapse closely but is not the same test: ``log_softmax``
-    subtracts the maximum and takes a float32 ``log`` of the sum, so the two can differ on a few
-    examples.
+    is what ``torch.nn.functional.cross_entropy`` computes) is exactly 0: the collapsed examples
+    that are answered correctly. It can differ from the collapsed fraction on wrongly answered
+    examples (collapsed, with a large loss), and on a few examples where ``log_softmax``'s own float32
+    sum rounds differently from this one.
 ``min_train_margin``
     the minimum over the training examples of (correct logit - the largest other logit), in float64
     from the float32 logits: below 0 some training example is answered wrongly; large means every
-    example is far from a wrong answer. An example's float32 softmax collapses once the sum over the
-    other classes of exp(-(its margin to that class)) falls below float32's 2^-24 (then 1 + that sum
-    rounds to 1): a margin of at least 24 ln 2 = 16.6 to every other class, and ln(p - 1) more
-    (21.3 for p = 113) when all p - 1 other classes sit at the same margin.
+    example is far from a wrong answer. A correctly answered example's float32 softmax collapses once
+    each other class's exp(-(its margin to that class)) no longer changes the float32 sum (roughly
+    when their total falls below float32's 2^-24): a margin of at least 24 ln 2 = 16.6 to every other
+    class, and up to ln(p - 1) more (21.3 for p = 113) when all p - 1 other classes sit at the same
+    margin, depending on the order in which the float32 sum adds them.
 ``loss_f32_minus_f64``
     the mean training cross-entropy computed in float32 minus the same in float64 (both from the
     same float32 logits). Near 0 early on; once many examples collapse the float32 loss is stuck at

@@ -330,9 +330,10 @@ def _stability_applies(run: Run) -> str | None:
 
 
 register_analyser(Analyser("stability", {
-    "softmax_collapse_frac": "fraction of the train split whose float32 softmax gives the correct class a probability of "
-                             "exactly 1 (no gradient left; Prieto et al. 2025; analyses.stability)",
-    "zero_loss_frac": "fraction of the train split whose float32 cross-entropy is exactly 0",
+    "softmax_collapse_frac": "fraction of the train split whose float32 sum of exps (largest logit subtracted) is exactly 1, "
+                             "whatever the label (Prieto et al. 2025's count; analyses.stability)",
+    "zero_loss_frac": "fraction of the train split whose float32 cross-entropy is exactly 0 (its gradient is not: the "
+                      "wrong-class entries stay ~exp(-margin))",
     "min_train_margin": "minimum over the train split of the correct logit minus the largest other",
     "loss_f32_minus_f64": "mean train cross-entropy in float32 minus the same in float64 (same float32 logits)",
 }, lambda ck, st: stability.stability_measures(ck.logits32[ck.data.train_idx], ck.data.train_labels), applies=_stability_applies))

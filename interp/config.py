@@ -74,6 +74,7 @@ class TrainConfig:
     steps: int = field(default=15000, metadata={"help": "number of full-batch optimiser steps"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     wd: float = field(default=1.0, metadata={"help": "AdamW (decoupled) weight decay"})
+    l2: float = field(default=0.0, metadata={"help": "Adam's coupled L2 term (torch.optim.Adam's weight_decay): g <- g + l2 * w before the Adam moments, after a gradient filter and ⊥Grad; Grokfast's code decays this way (with --wd 0 the optimiser is then Adam with L2)"})
     beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     beta2: float = field(default=0.98, metadata={"help": "AdamW beta2"})
     warmup: int = field(default=0, metadata={"help": "linear learning-rate warm-up steps (the paper used 10, the demo 0)"})
@@ -149,6 +150,8 @@ class TrainConfig:
             bad("lr", "must be > 0")
         if self.wd < 0:
             bad("wd", "must be >= 0")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            bad("l2", "must be a finite number >= 0")
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, "must lie in [0, 1)")
@@ -172,6 +175,8 @@ class TrainConfig:
             bad("init_scale", "must be a finite number > 0")
         if self.fixed_norm and self.wd != 0:
             bad("fixed_norm", f"needs --wd 0 (got --wd {self.wd!r}): weight decay would fight the fixed norm")
+        if self.fixed_norm and self.l2 != 0:
+            bad("fixed_norm", f"needs --l2 0 (got --l2 {self.l2!r}): an L2 term would fight the fixed norm")
         for name, allowed in (("grad_filter", GRAD_FILTERS), ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {', '.join(allowed)}")
@@ -226,7 +231,7 @@ class TrainConfig:
 
     @property
     def n_examples(self) -> int:
-        """Number of examples (``Task.n_examples``): p^2 pairs (p(p - 1) for mod_div); digits: 1797 images."""
+        """Number of examples (``Task.n_examples``): p^2 pairs (p(p - 1) for mod_mul_nz and mod_div); digits: 1797 images."""
         return self.task_spec.n_examples(self)
 
     @property

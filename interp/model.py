@@ -170,7 +170,8 @@ def hooked_logits(model: HookedTransformer, inputs: Int[Tensor, "batch 3"]) -> F
 def loss_fn(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"], dtype: torch.dtype = torch.float64) -> Tensor:
     """Mean cross-entropy with the log-softmax in ``dtype``: float64 by default (avoids slingshot spikes);
     float32 is the ``softmax32`` loss, the float32 control of Prieto et al. (2025), whose softmax can
-    collapse (a correct class at probability exactly 1 gives that example no gradient)."""
+    collapse (its loss term is then exactly 0, while the wrong-class entries of its gradient stay
+    tiny but not 0: ``float32_collapse``)."""
     return F.cross_entropy(logits.to(dtype), labels)
 
 
@@ -189,13 +190,28 @@ def stablemax_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tenso
 
 
 def float32_collapse(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> dict[str, float]:
-    """Softmax collapse in float32 (Prieto et al. 2025), over these examples:
-    ``softmax_collapse_frac``, the fraction whose float32 softmax gives the correct class a
-    probability of exactly 1 (so it gets no gradient), and ``zero_loss_frac``, the fraction whose
-    float32 cross-entropy is exactly 0. ``interp.train`` records both for the training set at every
-    evaluation; ``analyses.stability`` adds the margin and the float32-float64 loss gap."""
+    """Softmax collapse in float32 (Prieto et al. 2025), over these examples, counted as their code
+    counts it:
+
+    ``softmax_collapse_frac``
+        the fraction whose float32 sum of exponentials, after subtracting the largest logit,
+        ``sum_j exp(z_j - max z)``, is exactly 1: every class but the largest adds nothing float32
+        can hold. This is a property of the logits alone, whatever the label, so an example whose
+        largest logit is a wrong class counts too (its float32 probability of the label is then 0).
+    ``zero_loss_frac``
+        the fraction whose float32 cross-entropy (minus the float32 ``log_softmax`` of the label) is
+        exactly 0: collapsed and answered correctly.
+
+    A collapsed, correctly answered example still has a loss gradient: the float32 gradient with
+    respect to the logits is ``softmax - onehot``, whose label entry is exactly 0 but whose other
+    entries are ``exp(z_j - max z)``, about 1e-11 at a margin of 25, not 0. Adam divides each
+    coordinate by the root of its running squared gradient plus eps, so with eps = 1e-25 (Prieto
+    et al.'s setting) those tiny gradients still make steps of the learning rate's size; with the
+    default eps 1e-8 they make almost none. ``interp.train`` records both fractions for the training
+    set at every evaluation; ``analyses.stability`` adds the margin and the float32-float64 loss gap."""
     x32, y = logits.to(torch.float32), labels[:, None]
-    return {"softmax_collapse_frac": (torch.softmax(x32, -1).gather(-1, y) == 1.0).double().mean().item(),
+    sum_exp = torch.exp(x32 - x32.amax(-1, keepdim=True)).sum(-1)
+    return {"softmax_collapse_frac": (sum_exp == 1.0).double().mean().item(),
             "zero_loss_frac": (torch.log_softmax(x32, -1).gather(-1, y) == 0.0).double().mean().item()}
 
 

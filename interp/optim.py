@@ -5,7 +5,8 @@
     loss.backward()
     grad_filter.apply()              # --grad-filter ema|ma: g <- g + lambda * low-pass(g)   (Grokfast)
     orthogonalize(params)            # --optimizer orthoadamw: g <- g - (g.w / w.w) w       (⊥Grad)
-    opt.step()                       # AdamW
+    add_l2(params, l2)               # --l2: g <- g + l2 * w, Adam's coupled L2              (Grokfast's decay)
+    opt.step()                       # AdamW (decoupled decay --wd)
     rescale_to_norm(params, norm0)   # --fixed-norm: back to the total norm of step 0      (Omnigrok)
 
 ``params`` are the trainable parameters (``trainable``), the ones AdamW updates. The gradient
@@ -137,6 +138,17 @@ def orthogonalize(params: list[nn.Parameter]) -> None:
         if ww == 0:
             continue
         p.grad.copy_(g - (torch.dot(g.flatten(), w.flatten()) / ww) * w)
+
+
+# ---- coupled L2 (Adam's weight_decay; the Grokfast code's decay) ------------------------------
+@torch.no_grad()
+def add_l2(params: list[nn.Parameter], l2: float) -> None:
+    """Add ``l2 * w`` to each gradient: the L2 penalty ``l2 / 2 * |w|^2`` coupled to the gradient, as
+    ``torch.optim.Adam(weight_decay=l2)`` does before its moments. Unlike AdamW's decoupled decay
+    (``w <- w - lr * wd * w``), Adam then normalises this term together with the loss gradient, so
+    where the loss gradient is small it moves a weight by up to about the learning rate per step."""
+    for p in params:
+        p.grad.add_(p.detach(), alpha=l2)
 
 
 # ---- fixed-norm training (Omnigrok, Liu et al. 2023) ------------------------------------------

@@ -293,8 +293,8 @@ def stability_mechanism_figures(views: list[RunView]) -> list[Figure]:
 
     phases = {v.name: v.summary.get("phases", {}) for v in views}
     out = [Figure("stability", plots.stability_curves({v.name: v.rows for v in views}, phases),
-                  "Fraction of the training set whose float32 softmax has collapsed (correct class at probability exactly 1) "
-                  "or whose float32 loss is exactly 0; the smallest margin (correct logit minus the largest other); the "
+                  "Fraction of the training set whose float32 softmax has collapsed (float32 sum of exponentials, largest logit "
+                  "subtracted, exactly 1) or whose float32 loss is exactly 0; the smallest margin (correct logit minus the largest other); the "
                   "train loss in float32 minus float64 (analyses.stability). " + joined(views, stability_sentence))]
     mech = [v for v in views if not v.summary.get("mechanism_note")]
     if mech:

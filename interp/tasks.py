@@ -4,7 +4,7 @@ A new task is a ``Task`` and a ``register_task`` line (``docs/extending.md``); `
 names it and every other module asks the registry, never the name.
 
 The modular tasks' inputs are the token triples ``[a, b, =]`` with ``=`` the token id ``p``. Pairs are enumerated
-row-major (``index = a * p + b``; for ``mod_div`` the pairs with b = 0 are left out), then the split
+row-major (``index = a * p + b``; for ``mod_mul_nz`` and ``mod_div`` the pairs with b = 0 are left out), then the split
 is a seeded permutation of that enumeration: the first ``cfg.n_train`` indices (``train_size``, or
 ``int(frac * N)``) are the training set, so a smaller training set is a prefix of a larger one.
 With p = 113, frac 0.3 and data seed 598 this is exactly the split of the TransformerLens grokking demo
@@ -153,11 +153,14 @@ def _prime_p(cfg: "TrainConfig") -> str | None:
     return None if is_prime(cfg.p) else "mod_div needs a prime modulus (division by b needs b to be invertible)"
 
 
-# name -> (label function of (a, b, p), formula, structure); mod_div also leaves out b = 0
+# name -> (label function of (a, b, p), formula, structure); NONZERO_B_TASKS leave out b = 0: mod_mul_nz is
+# Grokfast's data (x * y mod p for 0 <= x < p, 0 < y < p); mod_mul keeps b = 0, so its pairs and bits are unchanged.
+NONZERO_B_TASKS = ("mod_mul_nz", "mod_div")
 OPERATIONS: dict[str, tuple[Callable[[Tensor, Tensor, int], Tensor], str, Structure | None]] = {
     "mod_add": (lambda a, b, p: (a + b) % p, "a + b", Structure("cyclic", +1)),
     "mod_sub": (lambda a, b, p: (a - b) % p, "a - b", Structure("cyclic", -1)),
     "mod_mul": (lambda a, b, p: (a * b) % p, "a * b", Structure("discrete_log", +1)),
+    "mod_mul_nz": (lambda a, b, p: (a * b) % p, "a * b (b != 0)", Structure("discrete_log", +1)),
     "mod_div": (_mod_div, "a / b (b != 0)", Structure("discrete_log", -1)),
     "x2_y2": (lambda a, b, p: (a * a + b * b) % p, "a^2 + b^2", None),
     "x2_xy_y2": (lambda a, b, p: (a * a + a * b + b * b) % p, "a^2 + ab + b^2", None),
@@ -165,8 +168,8 @@ OPERATIONS: dict[str, tuple[Callable[[Tensor, Tensor, int], Tensor], str, Struct
 }
 for _name, (_fn, _formula, _structure) in OPERATIONS.items():
     register_task(Task(
-        _name, f"{_formula} mod p, inputs [a, b, =]", pair_examples(_fn, skip_b0=_name == "mod_div"),
-        (lambda cfg: cfg.p * (cfg.p - 1)) if _name == "mod_div" else _pairs,
+        _name, f"{_formula} mod p, inputs [a, b, =]", pair_examples(_fn, skip_b0=_name in NONZERO_B_TASKS),
+        (lambda cfg: cfg.p * (cfg.p - 1)) if _name in NONZERO_B_TASKS else _pairs,
         structure=_structure, check=_prime_p if _name == "mod_div" else None, token_pair=True))
 
 

@@ -243,6 +243,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
             grad_filter.apply()  # Grokfast: g <- g + lambda * low-pass(g); nothing for 'none'
             if cfg.optimizer == "orthoadamw":
                 optim.orthogonalize(params)  # ⊥Grad: g <- g - (g.w / w.w) w, per tensor
+            if cfg.l2:
+                optim.add_l2(params, cfg.l2)  # Adam's coupled L2: g <- g + l2 * w
             opt.step()
             prune.apply_masks(named, masks)  # and no update: exactly 0 whatever the optimiser did
             if cfg.fixed_norm:

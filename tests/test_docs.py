@@ -64,8 +64,8 @@ def test_markdown_names_the_command_commit_machine_and_wall_time(tmp_path, capsy
     lines = table.strip().splitlines()
     assert len(lines) == 2 + 2  # header, rule, one row per fraction
     low, high = ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
-    assert low[:5] == ["0.30", "50", "1 of 3", "> 500", "400–400"]  # 2 of 3 never: the median is beyond the budget
-    assert high[:5] == ["0.60", "101", "3 of 3", "300", "200–1 000"]
+    assert low[:6] == ["0.30", "50", "1 of 3", "0 of 3", "> 500", "400–400"]  # 2 of 3 never: the median is beyond the budget; none diverged
+    assert high[:6] == ["0.60", "101", "3 of 3", "0 of 3", "300", "200–1 000"]
 
 
 def test_markdown_bad_input(tmp_path, capsys):

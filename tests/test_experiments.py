@@ -5,6 +5,7 @@ from argparse import Namespace
 
 import pytest
 
+from interp import tables
 from interp.experiment import main as experiment_main
 from interp.experiments import datafrac
 from interp.report import main as report_main
@@ -37,6 +38,23 @@ def test_datafrac_summary_known_answer(tmp_path):
     assert (low["min_test_99_step"], low["max_test_99_step"]) == (400, 400)
     assert (high["n_train"], high["generalised"], high["never"], high["median_test_99_step"]) == (101, 3, 0, 200)
     assert (high["min_test_99_step"], high["max_test_99_step"], high["budget"]) == (100, 300, 500)
+
+
+def test_datafrac_counts_a_diverged_seed_as_never(tmp_path):
+    # frac 0.6: seeds at 100 and 200, and seed 3 diverged (training loss NaN) before reaching 99%. The old ok_rows
+    # dropped it (2 seeds, median 150); it counts as a seed that never got there: median 200, 1 of 3 diverged.
+    out = tmp_path / "s"
+    fake_sweep(out, {(0.3, 1): None, (0.3, 2): 400, (0.3, 3): None, (0.6, 1): 100, (0.6, 2): 200, (0.6, 3): None})
+    rows = tables.read_csv(out / "results.csv")
+    nan = next(r for r in rows if (r["frac"], r["seed"]) == (0.6, 3))
+    nan.update(status="failed", reason="training loss is not finite at step 150", final_step=150, final_test_acc=0.4)
+    tables.write_csv(out / "results.csv", rows)
+    low, high = datafrac.summarise(out)
+    assert (high["seeds"], high["generalised"], high["never"], high["median_test_99_step"]) == (3, 2, 1, 200)
+    assert high["diverged"] == 1 and low["diverged"] == 0
+    assert high["median_final_test_acc"] == 1.0  # the diverged seed has no final state, so no final accuracy
+    headers, cells = tables.experiment_tables([low, high], datafrac.TABLES)[0][1:]
+    assert [c[headers.index("diverged")] for c in cells] == ["0 of 3", "1 of 3"]
 
 
 def test_report_of_a_sweep_directory_states_its_numbers(tmp_path):

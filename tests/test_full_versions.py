@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from interp import runs, tables
-from interp.config import ConfigError
+from interp.config import ConfigError, TrainConfig
 from interp.experiment import experiment_plan
 from interp.experiment import main as experiment_main
 from interp.experiments import accelerate, datafrac, semigrok
@@ -39,13 +39,14 @@ def test_softmax32_is_the_float32_cross_entropy_and_collapses_where_float64_does
     loss32 = criterion("softmax32")(logits, y)
     assert loss32.dtype == torch.float32 and criterion("softmax")(logits, y).dtype == torch.float64
     assert loss32.item() == pytest.approx(loss_fn(logits, y).item(), rel=1e-5)
-    # a margin of 30: the float32 softmax gives the label probability exactly 1, so the example has no loss and its
-    # correct-class logit no gradient (float64 still pushes it up)
+    # a margin of 30: the float32 softmax has collapsed, so the example has loss exactly 0 and its correct-class logit no
+    # gradient (float64 still pushes it up); its wrong-class logits still have one, e^-30 / 1, not 0
     per32 = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
     assert per32[0].item() == 0.0 and loss_fn(logits[:1], y[:1]).item() > 0
     g32, = torch.autograd.grad(criterion("softmax32")(logits[:1], y[:1]), logits)
     g64, = torch.autograd.grad(criterion("softmax")(logits[:1], y[:1]), logits)
     assert g32[0, 0].item() == 0.0 and g64[0, 0].item() < 0
+    assert g32[0, 1].item() == pytest.approx(math.exp(-30.0), rel=1e-5) and g32[0, 2].item() > 0
 
 
 def test_softmax32_trains_alone_and_records_its_float32_loss(tmp_path):
@@ -63,7 +64,7 @@ def test_softmax32_trains_alone_and_records_its_float32_loss(tmp_path):
 def test_accelerate_full_version_has_the_papers_arms_and_settings():
     full = accelerate.specs(Namespace(quick=False, p=None))
     canon = ["adamw", "adamw_lr3x", "grokfast_ema", "grokfast_ma", "softmax_wd0", "softmax32_wd0", "stablemax", "orthoadamw", "init_x0.5"]
-    assert list(full) == canon + ["gf_adamw", "gf_adamw_lr3x", "gf_adamw_wd0.01", "gf_grokfast_ema", "gf_grokfast_ma"]
+    assert list(full) == canon + ["gf_adam", "gf_adam_lr3x", "gf_adam_l2_0.01", "gf_grokfast_ema", "gf_grokfast_ma"]
     for arm in canon:
         assert full[arm].base["p"] == 113 and full[arm].base["steps"] == 80_000 and full[arm].grid["seed"] == [1, 2, 3]
     control, sm, plain = full["softmax32_wd0"].base, full["stablemax"].base, full["softmax_wd0"].base
@@ -72,15 +73,20 @@ def test_accelerate_full_version_has_the_papers_arms_and_settings():
     assert plain.get("loss", "softmax") == "softmax" and {k: v for k, v in plain.items() if k != "loss"} == {k: v for k, v in control.items() if k != "loss"}
     ortho = full["orthoadamw"].base
     assert (ortho["optimizer"], ortho["wd"], ortho["adam_eps"]) == ("orthoadamw", 0.0, 1e-25)
-    gf = full["gf_adamw"].base
+    # Grokfast's setting (ironjr/grokfast main.py, README): x*y mod 97 with y != 0, half for training, torch.optim.Adam
+    # whose weight_decay is a coupled L2 term (0.005 EMA, 0.01 MA), target 95 % validation accuracy
+    gf = full["gf_adam"].base
     assert (gf["task"], gf["p"], gf["frac"], gf["n_layers"], gf["normalization"], gf["batch_size"], gf["warmup"], gf["wd"]) == \
-        ("mod_mul", 97, 0.5, 2, "LN", 512, 10, 0.0)
-    assert (full["gf_grokfast_ema"].base["wd"], full["gf_grokfast_ema"].base["grad_filter"]) == (0.005, "ema")
-    assert (full["gf_grokfast_ma"].base["wd"], full["gf_grokfast_ma"].base["filter_lambda"]) == (0.01, 5.0)
+        ("mod_mul_nz", 97, 0.5, 2, "LN", 512, 10, 0.0)
+    assert TrainConfig(**gf).n_train == 97 * 96 // 2 and TrainConfig(**gf).l2 == 0.0
+    ema, ma = full["gf_grokfast_ema"].base, full["gf_grokfast_ma"].base
+    assert (ema["l2"], ema["wd"], ema["grad_filter"], ema["filter_alpha"], ema["filter_lambda"]) == (0.005, 0.0, "ema", 0.98, 2.0)
+    assert (ma["l2"], ma["wd"], ma["grad_filter"], ma["filter_window"], ma["filter_lambda"]) == (0.01, 0.0, "ma", 100, 5.0)
+    assert full["gf_adam_l2_0.01"].base["l2"] == 0.01 and accelerate.target("gf_adam") == 0.95 and accelerate.target("adamw") == 0.99
     for spec in full.values():  # every member is a valid config
         assert all(m.config is not None for m in expand(spec))
     # --p sets the canonical group only; the quick version is what it was (no controls, no Grokfast group, eps 1e-8)
-    assert accelerate.specs(Namespace(quick=False, p=59))["gf_adamw"].base["p"] == 97
+    assert accelerate.specs(Namespace(quick=False, p=59))["gf_adam"].base["p"] == 97
     quick = accelerate.specs(Namespace(quick=True, p=None))
     assert list(quick) == ["adamw", "adamw_lr3x", "grokfast_ema", "grokfast_ma", "stablemax", "orthoadamw", "init_x0.5"]
     assert "adam_eps" not in quick["stablemax"].base and quick["stablemax"].base["steps"] == 4000
@@ -93,7 +99,10 @@ def test_accelerate_plan_counts_every_arm(monkeypatch):
     assert len(seen[0]) == len(accelerate.specs(Namespace(quick=False, p=None)))
 
 
-def _fake_arm(out, arm, base, fields, steps_to_99, collapse=None):
+def _fake_arm(out, arm, base, fields, steps_to_99, collapse=None, curves=None):
+    """A finished arm whose results.csv has ``steps_to_99``; its members' metrics hold ``collapse`` ([(step,
+    collapse, zero_loss)] per member) or ``curves`` ([(step, test_acc)] per member), by default a test accuracy
+    that jumps from 0 to 1 at the member's step to 99% (the Grokfast group reads its 95% step from them)."""
     spec = Spec({**base, **fields}, {"seed": list(range(1, len(steps_to_99) + 1))})
     members = expand(spec)
     d = out / arm
@@ -106,28 +115,33 @@ def _fake_arm(out, arm, base, fields, steps_to_99, collapse=None):
     for m, c in zip(members, collapse or []):  # metrics with the float32 collapse: [(step, collapse, zero_loss)]
         (d / "runs" / m.name).mkdir(parents=True)
         runs.write_metrics(d / "runs" / m.name, [{"step": s, "softmax_collapse_frac": a, "zero_loss_frac": z} for s, a, z in c])
+    if collapse is None:
+        curves = curves or [[(0, 0.0), (t, 1.0)] if t is not None else [(0, 0.0), (base["steps"], 0.5)] for t in steps_to_99]
+        for m, c in zip(members, curves):
+            (d / "runs" / m.name).mkdir(parents=True)
+            runs.write_metrics(d / "runs" / m.name, [{"step": s, "test_acc": a} for s, a in c])
 
 
 def test_accelerate_summary_groups_and_collapse(tmp_path):
     canon = {"task": "mod_add", "p": 13, "steps": 1000}
-    gf = {"task": "mod_mul", "p": 13, "steps": 2000, "n_layers": 2, "normalization": "LN", "batch_size": 32, "wd": 0.0}
+    gf = {"task": "mod_mul_nz", "p": 13, "steps": 2000, "n_layers": 2, "normalization": "LN", "batch_size": 32, "wd": 0.0}
     _fake_arm(tmp_path, "adamw", canon, {}, [400, 600, 800])
     _fake_arm(tmp_path, "softmax32_wd0", canon, {"loss": "softmax32", "wd": 0.0},
               [None, None], collapse=[[(0, 0.0, 0.0), (500, 0.9, 0.8), (1000, 0.7, 0.6)], [(0, 0.0, 0.0), (1000, 0.5, 0.4)]])
     _fake_arm(tmp_path, "stablemax", canon, {"loss": "stablemax", "wd": 0.0}, [300, 300], collapse=[[(0, 0.0, 0.0)], [(0, 0.0, 0.0)]])
-    _fake_arm(tmp_path, "gf_adamw", gf, {}, [1000, 1200, 1400])
-    _fake_arm(tmp_path, "gf_grokfast_ema", gf, {"grad_filter": "ema", "wd": 0.005}, [100, 120, 300])
+    _fake_arm(tmp_path, "gf_adam", gf, {}, [1000, 1200, 1400])
+    _fake_arm(tmp_path, "gf_grokfast_ema", gf, {"grad_filter": "ema", "l2": 0.005}, [100, 120, 300])
     rows = {r["arm"]: r for r in accelerate.summarise(tmp_path)}
-    assert list(rows) == ["adamw", "softmax32_wd0", "stablemax", "gf_adamw", "gf_grokfast_ema"]
+    assert list(rows) == ["adamw", "softmax32_wd0", "stablemax", "gf_adam", "gf_grokfast_ema"]
     assert [rows[a]["group"] for a in rows] == ["canonical"] * 3 + ["grokfast"] * 2
     c = rows["softmax32_wd0"]
     assert (c["max_collapse_frac"], c["max_zero_loss_frac"], c["final_collapse_frac"]) == (0.9, 0.8, 0.6)
-    assert rows["adamw"]["max_collapse_frac"] is None  # no metrics on disk: not recorded
+    assert rows["adamw"]["max_collapse_frac"] is None  # no collapse in its metrics: not recorded
     assert rows["stablemax"]["speedup_vs_best_baseline"] == 2.0  # against adamw (600)
-    assert rows["gf_grokfast_ema"]["speedup_vs_best_baseline"] == 10.0  # against gf_adamw (1200), not adamw
-    assert rows["gf_grokfast_ema"]["changes"] == "wd=0.005 grad_filter=ema"  # relative to its group's baseline
+    assert rows["gf_grokfast_ema"]["speedup_vs_best_baseline"] == 10.0  # against gf_adam (1200), not adamw
+    assert rows["gf_grokfast_ema"]["changes"] == "l2=0.005 grad_filter=ema"  # relative to its group's baseline
     cap = accelerate.summary_caption(list(rows.values()))
-    assert "Grokfast-setting group (2000 steps)" in cap and "softmax32_wd0 0.900, 0.600" in cap
+    assert "Grokfast-setting group (2000 steps, target 95% test accuracy)" in cap and "softmax32_wd0 0.900, 0.600" in cap
     assert numbers(sentence(cap, "Against it the largest speed-up of the medians is gf_grokfast_ema")) == [10.0]
 
 
@@ -247,7 +261,62 @@ def test_accelerate_full_version_end_to_end_tiny(tmp_path, monkeypatch):
     assert all(r["max_collapse_frac"] is not None and r["budget"] == 20 for r in rows.values())
     assert runs.read_config(out / "softmax32_wd0" / "runs" / "seed1").loss == "softmax32"
     gf = runs.read_config(out / "gf_grokfast_ema" / "runs" / "seed1")
-    assert (gf.n_layers, gf.normalization, gf.batch_size, gf.engine, gf.task) == (2, "LN", 32, "hooked", "mod_mul")
+    assert (gf.n_layers, gf.normalization, gf.batch_size, gf.engine, gf.task, gf.l2) == (2, "LN", 32, "hooked", "mod_mul_nz", 0.005)
     figs = {f.key: f for f in accelerate.figures(out)}
     assert {"accelerate-survival", "accelerate-curves", "accelerate-collapse"} <= set(figs)
-    assert "Grokfast-setting group (20 steps)" in figs["accelerate-survival"].caption
+    assert "Grokfast-setting group (20 steps, target 95% test accuracy)" in figs["accelerate-survival"].caption
+
+
+def test_accelerate_grokfast_group_counts_steps_to_95_percent(tmp_path):
+    # Grokfast's target is 95 % validation accuracy. Each gf member passes 0.95 at step 500 and 0.99 only at 2 000;
+    # the canonical arm's member the same: the Grokfast group's median is 500 (the old code read 2 000 from
+    # test_99_step), the canonical group's stays 2 000.
+    curve = [(0, 0.01), (400, 0.9), (500, 0.96), (1900, 0.98), (2000, 0.995)]
+    canon = {"task": "mod_add", "p": 13, "steps": 4000}
+    gf = {**accelerate.GROKFAST_BASE, "p": 13, "steps": 4000}
+    _fake_arm(tmp_path, "adamw", canon, {}, [2000] * 3, curves=[curve] * 3)
+    _fake_arm(tmp_path, "gf_adam", gf, {}, [2000] * 3, curves=[curve] * 3)
+    rows = {r["arm"]: r for r in accelerate.summarise(tmp_path)}
+    assert rows["gf_adam"]["median_target_step"] == 500 and rows["gf_adam"]["target_test_acc"] == 0.95
+    assert rows["adamw"]["median_target_step"] == 2000 and rows["adamw"]["target_test_acc"] == 0.99
+
+
+# ---- a diverged member counts (issue 24, item 4) -------------------------------------------------------
+def test_ok_rows_keeps_a_member_forced_to_nan_as_a_diverged_outcome(tmp_path):
+    # lr 1e30 drives the training loss to NaN at once; the lr 0.003 members finish. ok_rows used to keep only the two
+    # that finished; now the two diverged members are outcomes too, with no final state and no step to 99%.
+    from interp.experiments import common
+    from interp.sweep import main as sweep_main
+
+    out = tmp_path / "s"
+    assert sweep_main(["mod_add", "--p", "13", "--d-mlp", "64", "--d-model", "24", "--eval-every", "10", "--save-every", "10", "--quiet",
+                       "--steps", "30", "--grid", "lr=0.003,1e30", "--grid", "seed=1,2", "--out", str(out)]) == 1
+    rows = common.ok_rows(out)
+    assert len(rows) == 4 and sorted(r["lr"] for r in rows if r["diverged"]) == [1e30, 1e30]
+    for r in rows:
+        assert r["diverged"] == (r["lr"] == 1e30)
+        if r["diverged"]:
+            assert r["test_99_step"] is None and r["final_test_acc"] is None and r["final_step"] is None
+    assert common.diverged_text(rows) == "2 of 4 diverged"
+
+
+def test_accelerate_censors_a_diverged_member_at_the_budget(tmp_path):
+    # adamw: seeds reach 99% at 1000 and 3000; the third diverged (NaN) at step 200. Censoring it at step 200, as the
+    # old code did, drops it from the Kaplan-Meier risk set and gives median 1000; it never generalised within the
+    # 4000-step budget, so the median is 3000, and the row says 1 of 3 diverged.
+    canon = {"task": "mod_add", "p": 13, "steps": 4000}
+    _fake_arm(tmp_path, "adamw", canon, {}, [1000, 3000, None])
+    d = tmp_path / "adamw"
+    rs = tables.read_csv(d / "results.csv")
+    rs[2].update(status="failed", reason="training loss is not finite at step 200", final_step=200, final_test_acc=0.1)
+    tables.write_csv(d / "results.csv", rs)
+    _fake_arm(tmp_path, "adamw_lr3x", canon, {"lr": 3e-3}, [500, 700, 900])
+    rows = {r["arm"]: r for r in accelerate.summarise(tmp_path)}
+    a = rows["adamw"]
+    assert a["median_target_step"] == 3000 and a["target_steps"] == "1000;3000;>4000"
+    assert (a["seeds"], a["generalised"], a["censored"], a["diverged"]) == (3, 2, 1, 1)
+    assert rows["adamw_lr3x"]["diverged"] == 0
+    table = tables.experiment_tables(list(rows.values()), accelerate.TABLES)[0]
+    headers, cells = table[1], {c[1]: c for c in table[2]}
+    assert cells["adamw"][headers.index("diverged")] == "1 of 3" and cells["adamw_lr3x"][headers.index("diverged")] == "0 of 3"
+    assert "adamw 1 of 3" in sentence(accelerate.summary_caption(list(rows.values())), "Diverged")

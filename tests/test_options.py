@@ -56,6 +56,7 @@ def _reference(cfg, steps=STEPS):
                     g = [gi + cfg.filter_lambda * sum(w[i] for w in window) / len(window) for i, gi in enumerate(g)]
             if cfg.optimizer == "orthoadamw":
                 g = [gi - (gi * p).sum() / (p * p).sum() * p for gi, p in zip(g, params)]
+            g = [gi + cfg.l2 * p for gi, p in zip(g, params)]  # coupled L2: the penalty l2/2 |w|^2's gradient
             for p, gi in zip(params, g):
                 p.grad = gi
             opt.step()
@@ -74,6 +75,7 @@ OPTIONS = {
     "stablemax": dict(loss="stablemax"),
     "fixed_norm": dict(fixed_norm=True, wd=0.0, init_scale=1.5),
     "init_scale": dict(init_scale=0.5),
+    "l2": dict(l2=0.5, wd=0.0),
 }
 
 
@@ -87,6 +89,26 @@ def test_training_loop_matches_the_hand_written_reference(name, tmp_path):
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=k)
     # the option changed the trained weights by far more than the tolerance above
     assert max((want[k] - baseline[k]).abs().max().item() for k in want) > 1e-3
+
+
+def test_coupled_l2_is_torch_adams_weight_decay(tmp_path):
+    # --l2 c with --wd 0 is torch.optim.Adam(weight_decay=c): the penalty's gradient c * w enters Adam's moments
+    cfg = tiny_config(steps=STEPS, eval_every=STEPS, save_every=STEPS, l2=0.5, wd=0.0)
+    got = load_file(ckpt_path(train(cfg, tmp_path / "l2", progress=False), STEPS))
+    model = build_model(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.l2, betas=(cfg.beta1, cfg.beta2), foreach=False)
+    data = make_dataset(cfg)
+    x, y = data.inputs[data.train_idx], data.labels[data.train_idx]
+    for _ in range(STEPS):
+        F.cross_entropy(hooked_logits(model, x).double(), y).backward()
+        opt.step()
+        opt.zero_grad()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(got[n], p.detach(), rtol=1e-4, atol=1e-5, msg=n)
+    # and it is not AdamW's decoupled decay with the same coefficient
+    decoupled = load_file(ckpt_path(train(cfg.replace(l2=0.0, wd=0.5), tmp_path / "wd", progress=False), STEPS))
+    assert max((got[n] - decoupled[n]).abs().max().item() for n, _ in model.named_parameters()) > 1e-3
 
 
 # ---- each piece against its definition ------------------------------------------------------

@@ -1,7 +1,8 @@
 """What every experiment does with its sweeps' outcomes: finished rows, groups, censored medians, first steps.
 
 An outcome that never happened within the budget (a seed that never reached 99% test accuracy) is
-``None``. The *censored median* counts it as later than every outcome that did happen, so the median
+``None``; so is one a member that diverged had not reached (``ok_rows``: a diverged member counts,
+it is never dropped). The *censored median* counts it as later than every outcome that did happen, so the median
 is ``None`` ("beyond the budget") when half or more of the seeds never got there; the range
 (``spread``) is over the outcomes that happened. ``first_step`` (the first evaluation at or above a
 threshold) is ``analyses.timing.first_step``, which ``interp.sweep`` uses for ``results.csv`` too.
@@ -41,9 +42,33 @@ def results(sweep_dir: Path) -> list[dict]:
     return tables.read_csv(Path(sweep_dir) / tables.RESULTS_FILE)
 
 
+DIVERGED = "training loss is not finite"  # how interp.train and interp.stack begin a diverged member's reason
+
+
+def diverged(row: dict) -> bool:
+    """Whether a ``results.csv`` row is a member that diverged (failed: its training loss became NaN or infinite)."""
+    return row["status"] == "failed" and str(row.get("reason") or "").startswith(DIVERGED)
+
+
 def ok_rows(sweep_dir: Path) -> list[dict]:
-    """The typed ``results.csv`` rows of the members that finished (status ``ok``)."""
-    return [r for r in results(sweep_dir) if r["status"] == "ok"]
+    """The typed ``results.csv`` rows that are outcomes, each with ``diverged`` (bool): the members
+    that finished (status ``ok``) and those that diverged. A diverged member counts, as a member that
+    got nowhere after it diverged: its ``final_*`` columns are None (it has no final state within the
+    budget) and a step it had not reached (``test_99_step`` None) is beyond the budget, as for a
+    finished member that never got there. Other failures (a bad config, a crash) are no outcome and
+    are left out; the sweep's exit status reports them."""
+    out = []
+    for r in results(sweep_dir):
+        if r["status"] == "ok":
+            out.append({**r, "diverged": False})
+        elif diverged(r):
+            out.append({**r, **{k: None for k in r if k.startswith("final_")}, "diverged": True})
+    return out
+
+
+def diverged_text(rows: list[dict]) -> str:
+    """``"k of N diverged"`` over ``ok_rows``' rows."""
+    return f"{sum(bool(r.get('diverged')) for r in rows)} of {len(rows)} diverged"
 
 
 def read_summary(out: Path) -> list[dict]:

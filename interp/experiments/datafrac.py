@@ -40,7 +40,7 @@ from interp.sweep import Spec, SweepError, load_sweep
 from interp.tables import fmt
 
 DESCRIPTION = "training fraction vs steps to 99% test accuracy (Power et al. 2022)"
-SUMMARY_COLUMNS = ["frac", "n_train", "seeds", "generalised", "never", "median_test_99_step", "min_test_99_step",
+SUMMARY_COLUMNS = ["frac", "n_train", "seeds", "generalised", "never", "diverged", "median_test_99_step", "min_test_99_step",
                    "max_test_99_step", "median_train_99_step", "median_final_test_acc", "budget"]
 
 
@@ -91,7 +91,8 @@ def summarise(out: Path) -> list[dict]:
 
     ``median_test_99_step`` is the median over all seeds, counting a seed that never generalised
     as later than any that did (so it is empty when half or more never did); min/max are over the
-    seeds that generalised.
+    seeds that generalised. A member that diverged (training loss NaN or infinite) counts as a seed
+    that never generalised unless it had reached 99% first (``common.ok_rows``); ``diverged`` says how many.
     """
     _, members = load_sweep(out)
     n_train = {f"runs/{m.name}": m.config.n_train for m in members if m.config}
@@ -107,6 +108,7 @@ def summarise(out: Path) -> list[dict]:
             "seeds": len(rs),
             "generalised": reached,
             "never": len(rs) - reached,
+            "diverged": sum(r["diverged"] for r in rs),
             "median_test_99_step": censored_median(steps),
             "min_test_99_step": lo,
             "max_test_99_step": hi,
@@ -125,9 +127,10 @@ TABLES = [{"columns": [
     ("frac", lambda r: f"{r['frac']:.2f}"),
     ("n_train", "n_train"),
     ("seeds reaching 99% test acc", lambda r: f"{r['generalised']} of {r['seeds']}"),
+    ("diverged", lambda r: "not recorded" if r.get("diverged") is None else f"{r['diverged']} of {r['seeds']}"),
     ("median steps to 99% test acc", lambda r: fmt(r["median_test_99_step"]) if r["median_test_99_step"] is not None
      else f"> {fmt(r['budget'])}"),
     ("range", _range),
     ("median train 99% step", "median_train_99_step"),
-    ("median final test acc", lambda r: f"{r['median_final_test_acc']:.3f}"),
+    ("median final test acc", lambda r: "–" if r["median_final_test_acc"] is None else f"{r['median_final_test_acc']:.3f}"),
 ]}]
