@@ -2,7 +2,7 @@
 
 All functions take the logits of every input pair, ``[p * p, p]`` flattened row-major over
 ``(a, b)`` (``index = a * p + b``), and the unit directions of ``analyses.fourier.directions``
-(``[m, p * p]``, orthonormal). Computation is in float64; losses use ``interp.model.loss_fn``.
+(``[m, p * p]``, orthonormal). Computation is in float64; losses use ``interp.losses.loss_fn``.
 
 - Restricted logits: the component of the logits (for each output class, as a function over the
   p^2 inputs) along the key-frequency directions, plus the mean over inputs of the removed part.
@@ -20,7 +20,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from analyses.fourier import cos_row, directions, fourier_basis, n_frequencies, sin_row
-from interp.model import loss_fn
+from interp.losses import loss_fn
 
 
 def project(

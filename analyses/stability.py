@@ -9,13 +9,13 @@ exactly 0, but its loss gradient is not 0: the other classes' entries of ``softm
 coordinate by the root of its running squared gradient plus eps, so at Prieto et al.'s eps = 1e-25
 these tiny gradients still move the weights by about the learning rate per step, pushing the other
 classes' logits further down; at the default eps 1e-8 they barely move them. Training in this
-project computes the loss in float64 (``interp.model.loss_fn``) unless ``--loss softmax32``; these
+project computes the loss in float64 (``interp.losses.loss_fn``) unless ``--loss softmax32``; these
 measures say how far a checkpoint is from (or into) collapse, from the logits the (float32) model
 produces:
 
 ``softmax_collapse_frac``
     fraction of the training examples whose float32 sum of exponentials after subtracting the
-    largest logit is exactly 1, whatever the label (``interp.model.float32_collapse``: how Prieto et
+    largest logit is exactly 1, whatever the label (``interp.losses.float32_collapse``: how Prieto et
     al.'s code counts it; an example whose largest logit is a wrong class counts too).
 ``zero_loss_frac``
     fraction whose float32 cross-entropy (minus the float32 ``log_softmax`` of the correct class, which
@@ -48,7 +48,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.model import float32_collapse
+from interp.losses import float32_collapse
 
 COLUMNS = ("softmax_collapse_frac", "zero_loss_frac", "min_train_margin", "loss_f32_minus_f64")
 

@@ -26,7 +26,7 @@ from analyses import efficiency, fourier, mechanism, progress_measures, stabilit
 from interp import group_analysis, runs
 from interp.families import family_of
 from interp.model import FAMILY as TRANSFORMER
-from interp.model import criterion
+from interp.losses import criterion
 from interp.runs import Run, RunError
 from interp.train import split_metrics
 

@@ -58,7 +58,8 @@ from interp.config import ConfigError, TrainConfig
 from interp.device import name as machine_name
 from interp.device import resolve
 from interp.families import build_model, to_device
-from interp.model import fast_loss, hooked_logits, loss_fn
+from interp.model import fast_loss, hooked_logits
+from interp.losses import loss_fn
 from interp.runs import DEFAULT_ROOT
 from interp.speed import flush_denormals, tune_allocator
 from interp.tasks import make_dataset

@@ -38,7 +38,7 @@ from interp.config import PRESETS, ConfigError, TrainConfig, value_parser
 from interp.tasks import TASKS
 from interp.device import describe, resolve
 from interp.families import build_model, family_of, to_device
-from interp.model import criterion, float32_collapse, loss_fn
+from interp.losses import criterion, float32_collapse, loss_fn
 from interp.runs import RunError
 from interp.speed import flush_denormals, tune_allocator
 from interp.stopping import stop_reason
@@ -105,7 +105,7 @@ def split_metrics(logits: torch.Tensor, data: Dataset, loss=loss_fn) -> dict[str
     """Loss (default: float64 log-softmax cross-entropy) and accuracy on the train split (against the
     labels training uses) and the test split, from the logits of all ``data.inputs``, and the
     training set's float32 softmax collapse (``softmax_collapse_frac``, ``zero_loss_frac``:
-    ``interp.model.float32_collapse``)."""
+    ``interp.losses.float32_collapse``)."""
     out = {}
     for split, idx, y in (("train", data.train_idx, data.train_labels), ("test", data.test_idx, data.labels[data.test_idx])):
         lg = logits[idx]

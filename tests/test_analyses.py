@@ -7,7 +7,7 @@ import torch
 
 from analyses import efficiency, fourier, progress_measures
 from interp.families import build_model
-from interp.model import loss_fn
+from interp.losses import loss_fn
 from tests.conftest import tiny_config
 
 P = 13

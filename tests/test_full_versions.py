@@ -15,7 +15,7 @@ from interp.config import ConfigError, TrainConfig
 from interp.experiment import experiment_plan
 from interp.experiment import main as experiment_main
 from interp.experiments import accelerate, datafrac, semigrok
-from interp.model import criterion, loss_fn
+from interp.losses import criterion, loss_fn
 from interp.stack import stackable
 from interp.sweep import Spec, SweepError, expand, write_results
 from interp.train import train

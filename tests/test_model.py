@@ -6,7 +6,8 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp.config import TrainConfig
 from interp.families import build_model
-from interp.model import fast_applies, fast_logits, fast_loss, has_hooks, hooked_config, hooked_logits, loss_fn
+from interp.model import fast_applies, fast_logits, fast_loss, has_hooks, hooked_config, hooked_logits
+from interp.losses import loss_fn
 from interp.tasks import make_dataset
 from interp.train import make_optimizer
 from tests.conftest import tiny_config

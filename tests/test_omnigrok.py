@@ -20,7 +20,7 @@ from interp.experiment import main as experiment_main
 from interp.experiments import accelerate, omnigrok
 from interp.mlp import DigitsMLP
 from interp.families import build_model
-from interp.model import mse_loss
+from interp.losses import mse_loss
 from interp.report import main as report_main
 from interp.runs import default_run_name, read_metrics
 from interp.stack import stackable

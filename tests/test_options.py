@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from interp import load_run, optim
 from interp.config import ConfigError, TrainConfig
 from interp.families import build_model
-from interp.model import fast_logits, hooked_logits, stablemax_loss
+from interp.model import fast_logits, hooked_logits
+from interp.losses import stablemax_loss
 from interp.runs import RunError, ckpt_path, default_run_name, read_tensors, state_path, write_tensors
 from interp.tasks import make_dataset
 from interp.train import logits_fn, main, train

@@ -5,7 +5,8 @@ import torch
 
 from interp import load_run
 from interp.families import build_model
-from interp.model import hooked_logits, loss_fn
+from interp.model import hooked_logits
+from interp.losses import loss_fn
 from interp.runs import ckpt_path, state_path
 from interp.kernel import Layout, stacked_logits
 from interp.stack import Member, Pack, adamw_step, pack_key, stackable, train_pack

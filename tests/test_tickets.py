@@ -11,7 +11,8 @@ from interp import load_run, prune, runs
 from interp.experiment import main as experiment_main
 from interp.experiments import tickets
 from interp.families import build_model
-from interp.model import hooked_logits, loss_fn
+from interp.model import hooked_logits
+from interp.losses import loss_fn
 from interp.report import main as report_main
 from interp.sweep import Spec, expand, write_results
 from interp.tasks import make_dataset

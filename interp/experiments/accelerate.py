@@ -48,7 +48,7 @@ in the Grokfast group ``gf_adam``, ``gf_adam_lr3x`` and ``gf_adam_l2_0.01``) div
 median.
 
 Float32 softmax collapse, per arm, from the members' ``metrics.jsonl`` (``interp.train`` records it
-at every evaluation whatever the loss; ``interp.model.float32_collapse``): the largest fraction of
+at every evaluation whatever the loss; ``interp.losses.float32_collapse``): the largest fraction of
 training examples whose float32 sum of exponentials (largest logit subtracted) is exactly 1, as
 Prieto et al.'s code counts collapse (``max_collapse_frac``), and whose float32 loss term was
 exactly 0 (``max_zero_loss_frac``), over seeds and evaluations, and the median over seeds of the

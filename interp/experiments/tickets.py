@@ -92,7 +92,7 @@ from interp.config import GROK_ACC, PRESETS, ConfigError, TrainConfig
 from interp.experiments import common
 from interp.experiments.common import censored_median, ok_rows, spread
 from interp.families import build_model
-from interp.model import loss_fn
+from interp.losses import loss_fn
 from interp.runs import RunError
 from interp.sweep import RUNS_DIR, Spec
 from interp.tables import RESULTS_FILE, fmt
