@@ -18,13 +18,15 @@ A new family is one module that builds a ``ModelFamily`` and one ``register_fami
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from interp.config import TrainConfig
+from interp.errors import ConfigError
+
+# "TrainConfig" in annotations is interp.config.TrainConfig, named as a string: the config asks this
+# registry for its families, so the registry (and the family modules) do not import the config back.
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,9 @@ class ModelFamily:
             return False
         if self.fast is None:
             if cfg.engine == "fast":
-                from interp.config import ConfigError
-
                 raise ConfigError(f"--engine fast: the {self.name} family has no fast path")
             return False
         if cfg.engine == "fast" and not self.fast.applies(model, cfg):
-            from interp.config import ConfigError
-
             raise ConfigError("--engine fast: the fast forward does not apply to this model")
         return self.fast.applies(model, cfg)
 

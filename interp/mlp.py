@@ -16,7 +16,6 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.config import TrainConfig
 from interp.tasks import DIGITS_CLASSES, DIGITS_FEATURES
 
 
@@ -33,7 +32,7 @@ class DigitsMLP(nn.Module):
         return self.layers[-1](x)
 
 
-def build_mlp(cfg: TrainConfig) -> DigitsMLP:
+def build_mlp(cfg: "TrainConfig") -> DigitsMLP:
     """A freshly initialised ``DigitsMLP`` for ``cfg`` (seeded; the global RNG state is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -48,7 +47,7 @@ def build_mlp(cfg: TrainConfig) -> DigitsMLP:
 
 
 # ---- the MLP as a model family (interp.families) ------------------------------------------------
-def _activations(model: DigitsMLP, cfg: TrainConfig, x: Tensor) -> dict[str, Tensor]:
+def _activations(model: DigitsMLP, cfg: "TrainConfig", x: Tensor) -> dict[str, Tensor]:
     out = {}
     for i, layer in enumerate(model.layers[:-1]):
         x = torch.relu(layer(x))
@@ -63,7 +62,7 @@ def _views(model: DigitsMLP):
                        unembed=model.layers[-1].weight.T, attention=False)
 
 
-def _check(cfg: TrainConfig) -> tuple[str, str] | None:
+def _check(cfg: "TrainConfig") -> tuple[str, str] | None:
     if (cfg.n_layers, cfg.normalization, cfg.act_fn) != (1, "none", "relu"):
         name = "n_layers" if cfg.n_layers != 1 else "normalization" if cfg.normalization != "none" else "act_fn"
         return name, f"the {cfg.task} MLP has a fixed shape; these options are for the transformer"

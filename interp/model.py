@@ -29,12 +29,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from interp.config import TrainConfig
 from interp.kernel import CHUNK_ROWS, cached_layout, lone_params, stacked_logits, stacked_loss
 from interp.losses import loss_fn
 
 
-def hooked_config(cfg: TrainConfig) -> HookedTransformerConfig:
+def hooked_config(cfg: "TrainConfig") -> HookedTransformerConfig:
     """The ``HookedTransformerConfig`` of Nanda et al.'s 1-layer model (as in the TransformerLens
     grokking demo) for ``cfg``'s sizes: ReLU MLP, no LayerNorm, ``d_vocab = p + 1``, ``n_ctx = 3``;
     ``cfg.n_layers``, ``cfg.normalization`` and ``cfg.act_fn`` give the papers' other shapes
@@ -56,7 +55,7 @@ def hooked_config(cfg: TrainConfig) -> HookedTransformerConfig:
     )
 
 
-def build_transformer(cfg: TrainConfig) -> HookedTransformer:
+def build_transformer(cfg: "TrainConfig") -> HookedTransformer:
     """A freshly initialised ``HookedTransformer`` (seeded with ``cfg.seed``), biases frozen if asked.
 
     Every initial parameter is multiplied by ``cfg.init_scale`` (the biases start at zero, so this
@@ -168,17 +167,17 @@ def hooked_logits(model: HookedTransformer, inputs: Int[Tensor, "batch 3"]) -> F
 
 
 # ---- the transformer as a model family (interp.families) ----------------------------------------
-def answer_logits(logits: Float[Tensor, "batch pos d_vocab_out"], cfg: TrainConfig) -> Tensor:
+def answer_logits(logits: Float[Tensor, "batch pos d_vocab_out"], cfg: "TrainConfig") -> Tensor:
     """The logits at the task's answer positions: ``[batch, d_vocab_out]`` for one, ``[batch, n, d_vocab_out]`` for several."""
     pos = cfg.task_spec.answer_positions
     return logits[:, pos[0]] if len(pos) == 1 else logits[:, list(pos)]
 
 
-def _forward(model: HookedTransformer, cfg: TrainConfig, inputs: Tensor) -> Tensor:
+def _forward(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor) -> Tensor:
     return answer_logits(model(inputs), cfg)
 
 
-def _activations(model: HookedTransformer, cfg: TrainConfig, inputs: Tensor) -> dict[str, Tensor]:
+def _activations(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor) -> dict[str, Tensor]:
     names = [f"blocks.{i}.mlp.hook_post" for i in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(inputs, names_filter=lambda n: n in names)
     pos = cfg.task_spec.answer_positions[0]
@@ -192,11 +191,11 @@ def _views(model: HookedTransformer):
                        attention=not model.cfg.attn_only)
 
 
-def _fast_applies(model: HookedTransformer, cfg: TrainConfig) -> bool:
+def _fast_applies(model: HookedTransformer, cfg: "TrainConfig") -> bool:
     return cfg.task_spec.token_pair and fast_applies(model)
 
 
-def _check(cfg: TrainConfig) -> tuple[str, str] | None:
+def _check(cfg: "TrainConfig") -> tuple[str, str] | None:
     if cfg.task_spec.d_vocab(cfg) < 1:
         return "family", f"the transformer reads tokens; {cfg.task} has real-valued inputs (use --family mlp)"
     return None

@@ -30,14 +30,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-if TYPE_CHECKING:  # the config imports this registry, so the registry only names the config for types
-    from interp.config import TrainConfig
+# "TrainConfig" in annotations is interp.config.TrainConfig, named as a string: the config imports this
+# registry, so the registry does not import the config back.
 
 
 # ---- the registry --------------------------------------------------------------------------------

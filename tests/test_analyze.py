@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from analyses import fourier, progress_measures
-from interp import analysers, analysis_files, analyze, load_run, phases, text
+from interp import analysers, analysis_files, analyze, load_run, phases
+from interp.text import cluster_counts, fmt_set, fmt_step, results_block
 from interp.analysers import analysis_columns
 from interp.analyze import (
     ANALYSIS_TABLE, FREQUENCY_TABLE, SUMMARY_FILE, analysis_throughput, analyze_run, load_analysis,
@@ -240,7 +241,7 @@ def test_an_interrupted_analysis_leaves_no_mixed_tables(tiny_copy, monkeypatch):
 def test_key_frequency_summary_of_the_small_run(small_run):
     run = load_run(small_run)
     s = analysers.key_frequency_summary(run, run.steps[-1])
-    counts = text.cluster_counts(s)
+    counts = cluster_counts(s)
     assert counts["total"] == run.config.d_mlp  # key + unclustered + dead + small clusters: every neuron once
     assert counts["key"] == sum(s["neurons_per_frequency"].values()) and s["min_cluster_neurons"] == 3
     assert all(n >= 3 for n in s["neurons_per_frequency"].values()) and all(n < 3 for n in s["small_clusters"].values())
@@ -256,25 +257,25 @@ def test_key_frequency_summary_of_the_small_run(small_run):
 
 def test_the_readme_block_is_made_of_the_runs_numbers(small_run, tmp_path, capsys):
     rows, summary = analyze_run(small_run, write=False)
-    block = text.results_block(rows, summary)
+    block = results_block(rows, summary)
     ph = summary["phases"]
-    assert text.fmt_set(summary["key_frequencies"]) in block
+    assert fmt_set(summary["key_frequencies"]) in block
     phases_line = block[block.index("**Phases**"):].replace("\n  ", " ")
     for key, words in (("memorised", "memorised"), ("circuit_formation_start", "circuit formation starts"),
                        ("cleanup_start", "cleanup starts"), ("grokked", "grokked (test accuracy ≥ 99%)")):
-        assert f"{words} {text.fmt_step(ph[key])}" in phases_line, key
+        assert f"{words} {fmt_step(ph[key])}" in phases_line, key
     late = [r for r in rows if r["step"] >= ph["memorised"]]
     first = next(r for r in late if r["restricted_loss"] < 1)
-    assert f"first below 1 at step {text.fmt_step(first['step'])}" in block.replace("\n  ", " ")
+    assert f"first below 1 at step {fmt_step(first['step'])}" in block.replace("\n  ", " ")
     # the verbs follow the numbers: a run whose restricted loss is never lower than its test loss says so
     worse = [{**r, "restricted_loss": r["test_loss"] + 1} for r in rows]
-    text = text.results_block(worse, summary).replace("\n  ", " ")
+    text = results_block(worse, summary).replace("\n  ", " ")
     assert "Restricted loss falls before" not in text
     # the CLI prints exactly this block
     copy = tmp_path / "small"
     shutil.copytree(small_run, copy)
     assert main([str(copy), "--quiet", "--readme"]) == 0
-    assert capsys.readouterr().out == text.results_block(*load_analysis(copy))
+    assert capsys.readouterr().out == results_block(*load_analysis(copy))
 
 
 def test_small_run_restricted_loss_falls_before_test_loss(small_run):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from analyses import groups, progress_measures
-from interp import analyze, group_analysis, load_run
+from interp import analysers, analyze, group_analysis, load_run
+from interp.analysers import ATTENTION_TABLE
 from interp.analyze import ANALYSIS_TABLE, FREQUENCY_TABLE, SUMMARY_FILE, analyze_run, load_irrep_table, main
 from interp.config import ConfigError, TrainConfig
 from interp.tasks import TASKS
@@ -44,7 +45,7 @@ def test_mod_mul_and_mod_div_are_analysed_in_log_coordinates(task, sign, tmp_pat
     rows, summary = analyze.load_analysis(run_dir)
     assert summary["basis"] == "log" and summary["primitive_root"] == 2 and summary["group"] == "Z12"
     assert "zero has no logarithm" in summary["basis_note"] and summary["key_irreps"] == [1, 6]
-    assert {f.name for f in (run_dir / ANALYSIS_DIR).iterdir()} == {ANALYSIS_TABLE, group_analysis.IRREP_TABLE, SUMMARY_FILE}
+    assert {f.name for f in (run_dir / ANALYSIS_DIR).iterdir()} == {ANALYSIS_TABLE, group_analysis.IRREP_TABLE, ATTENTION_TABLE, SUMMARY_FILE}
     for r in rows:
         assert all(math.isfinite(r[c]) for c in FILLED), r
         parts = r["cgen_param_norm"] ** 2 + r["cmem_param_norm"] ** 2 + r["shared_param_norm"] ** 2
@@ -148,7 +149,7 @@ def test_generic_analyser_on_z_p_equals_the_fourier_columns_of_mod_add(tiny_run,
         return {"key_frequencies": keys, "key_frequencies_step": step, "key_frequencies_embedding": [], "neurons_per_frequency": {},
                 "unclustered_neurons": [], "mean_frac_explained_clustered": None, "cmem_neurons": cmem}
 
-    monkeypatch.setattr(analyze, "key_frequency_summary", fake_summary)
+    monkeypatch.setattr(analysers, "key_frequency_summary", fake_summary)
     rows, _ = analyze_run(tiny_run, force=True, write=False)
     run = load_run(tiny_run)
     ga = group_analysis.GroupAnalyser(run, groups.cyclic_view(run.config.p), keys, cmem)

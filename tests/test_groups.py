@@ -111,7 +111,7 @@ def test_cyclic_group_equals_fourier(sign):
     d_f = fourier.directions(P, KEYS, sign)
     assert torch.allclose(d_g.T @ d_g, d_f.T @ d_f, atol=1e-12)
     # restricted and excluded loss, C_gen logit split, ideal-logit similarity
-    logits = torch.randn(P * P, P, dtype=torch.float64) + 3 * progress.directions(P, [3], sign).T @ torch.randn(2, P, dtype=torch.float64)
+    logits = torch.randn(P * P, P, dtype=torch.float64) + 3 * fourier.directions(P, [3], sign).T @ torch.randn(2, P, dtype=torch.float64)
     a = torch.arange(P).repeat_interleave(P)
     b = torch.arange(P).repeat(P)
     y = (a + sign * b) % P
