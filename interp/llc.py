@@ -524,8 +524,9 @@ def run_llc(run_dir: str | Path, cfg: LLCConfig, every: int = DEFAULT_EVERY, pro
         runs.load_state_dict_into(model, state, runs.ckpt_path(run_dir, step))
         est = estimate(model, run, cfg, dataset)
         traces[str(step)] = est["traces"]
-        have[step] = {"step": step, **{c: est[c] for c in LLC_COLUMNS if c in est}, "rule": "passed" if passed else "forced"}
-    rows = [have[s] for s in sorted(have)]
+        have[step] = {"step": step, **{c: est[c] for c in LLC_COLUMNS if c in est}}
+    rule = "passed" if passed else "forced"  # the verdict is on the settings: cached rows take today's
+    rows = [{**have[s], "rule": rule} for s in sorted(have)]
     if write:
         d = run_dir / runs.ANALYSIS_DIR
         runs.write_text(d / LLC_TABLE, _table(rows))
