@@ -18,9 +18,11 @@ analyser that does not apply to a run (its task, model family or config) leaves 
     with only that frequency's two directions removed; key frequencies only, empty for the others)
 
 ``analysis/llc.csv`` and ``llc.json`` (only with ``--llc``; ``interp.llc``, optional extra ``llc``): the local
-learning coefficient of every ``--llc-every``-th checkpoint (llc_mean, llc_std over SGLD chains, per-chain
-values, burn-in) with the sampler's settings and loss traces; ``--llc-calibrate`` writes
-``llc_calibration.csv`` / ``.html`` (an epsilon x n*beta grid on one checkpoint).
+learning coefficient of every ``--llc-every``-th checkpoint (llc_mean after the burn-in, llc_std over SGLD
+chains, per-chain values, n_beta, whether the calibration passed the settings) with the sampler's settings and
+loss traces; ``--llc-calibrate`` writes ``llc_calibration.csv`` / ``.json`` / ``.html`` (an epsilon x gamma grid
+on one checkpoint judged by the stability rule; ``--llc`` uses the chosen point and refuses settings that did
+not pass unless ``--llc-force``).
 
 ``analysis/summary.json`` (``SUMMARY_FILE``): ``key_frequencies`` (neuron clustering on the final
 checkpoint, ``analyses.fourier``), ``key_frequencies_step``, ``key_frequencies_embedding`` (W_E

@@ -189,7 +189,7 @@ def check_05(text: str, rows: list[dict], summary: dict) -> None:
     assert llc_rows and meta["settings"]["draws"] == int(os.environ["INTERP_LLC_DRAWS"])
     assert llc.llc_sentence(llc_rows, rows, meta) in text
     for r in llc_rows:
-        assert f"step {r['step']:>6}: llc {r['llc_mean']:.4g} ± {r['llc_std']:.3g}" in text
+        assert f"step {r['step']:>6}: llc {r['llc_mean']:.4g} ± {r['llc_std']:.3g}, nβ {r['n_beta']:.4g}" in text and r["rule"] == "forced"
 
 
 CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06}  # what a notebook prints vs the library
