@@ -24,8 +24,7 @@ from torch import Tensor, nn
 
 from analyses import efficiency, fourier, mechanism, progress_measures, stability
 from interp import group_analysis, runs
-from interp.families import family_of
-from interp.model import FAMILY as TRANSFORMER
+from interp.families import TRANSFORMER, family_of
 from interp.losses import criterion
 from interp.runs import Run, RunError
 from interp.train import split_metrics

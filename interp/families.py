@@ -11,8 +11,8 @@ the family, so no other module asks which model it has.
                   ``n_layers``, ``normalization``, ``act_fn`` are its switches), fast path ``interp.model``
     mlp           the ReLU MLP on real-valued inputs (the digits task: ``interp.mlp``), no fast path
 
-A new family is one module that builds a ``ModelFamily`` and one ``register_family`` line (see
-``docs/extending.md``).
+A new family is one module (its build, forward, activations) and one ``register_family`` line (here
+for the built-in ones, or in your own script; see ``docs/extending.md``).
 """
 
 from __future__ import annotations
@@ -138,11 +138,23 @@ def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
     return model.to(device)
 
 
-def _register_builtin() -> None:
-    from interp import mlp, model
+# ---- the built-in families: one registration each ----------------------------------------------
+import interp.mlp as _mlp  # noqa: E402  (after the classes: the family modules use none of them)
+import interp.model as _transformer  # noqa: E402
 
-    register_family(model.FAMILY)
-    register_family(mlp.FAMILY)
+TRANSFORMER = register_family(ModelFamily(
+    "transformer", "TransformerLens HookedTransformer (Nanda et al.'s 1-layer model by default)",
+    ("p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "freeze_biases"),
+    _transformer.build_transformer, _transformer.forward, _transformer.activations,
+    lambda m: WeightViews([m.W_E] * m.cfg.n_ctx, [b.mlp.W_in for b in m.blocks], m.W_U, attention=not m.cfg.attn_only),
+    FastPath(_transformer.fast_path_applies,
+             lambda m, cfg, x: _transformer.fast_logits(m, x[:, 0], x[:, 1], cfg.eq_token),
+             lambda m, cfg, x, y: _transformer.fast_loss(m, x[:, 0], x[:, 1], y, cfg.eq_token)),
+    _transformer.check))
 
-
-_register_builtin()
+MLP = register_family(ModelFamily(
+    "mlp", "ReLU MLP n_ctx -> d_mlp -> d_mlp -> classes on real-valued inputs (Omnigrok's digits model)",
+    ("d_mlp", "freeze_biases"), _mlp.build_mlp, lambda m, cfg, x: m(x), _mlp.activations,
+    lambda m: WeightViews([m.layers[0].weight.T], [layer.weight.T for layer in m.layers[1:-1]], m.layers[-1].weight.T,
+                          attention=False),
+    check=_mlp.check))

@@ -47,7 +47,8 @@ def build_mlp(cfg: "TrainConfig") -> DigitsMLP:
 
 
 # ---- the MLP as a model family (interp.families) ------------------------------------------------
-def _activations(model: DigitsMLP, cfg: "TrainConfig", x: Tensor) -> dict[str, Tensor]:
+def activations(model: DigitsMLP, cfg: "TrainConfig", x: Tensor) -> dict[str, Tensor]:
+    """Each hidden layer's post-ReLU activations, ``layers.{i}.post`` (``[batch, d_mlp]``)."""
     out = {}
     for i, layer in enumerate(model.layers[:-1]):
         x = torch.relu(layer(x))
@@ -55,14 +56,8 @@ def _activations(model: DigitsMLP, cfg: "TrainConfig", x: Tensor) -> dict[str, T
     return out
 
 
-def _views(model: DigitsMLP):
-    from interp.families import WeightViews
-
-    return WeightViews(embed=[model.layers[0].weight.T], hidden=[layer.weight.T for layer in model.layers[1:-1]],
-                       unembed=model.layers[-1].weight.T, attention=False)
-
-
-def _check(cfg: "TrainConfig") -> tuple[str, str] | None:
+def check(cfg: "TrainConfig") -> tuple[str, str] | None:
+    """``(field, why)`` for a config this MLP cannot take: transformer options, the fast engine, token inputs."""
     if (cfg.n_layers, cfg.normalization, cfg.act_fn) != (1, "none", "relu"):
         name = "n_layers" if cfg.n_layers != 1 else "normalization" if cfg.normalization != "none" else "act_fn"
         return name, f"the {cfg.task} MLP has a fixed shape; these options are for the transformer"
@@ -71,13 +66,3 @@ def _check(cfg: "TrainConfig") -> tuple[str, str] | None:
     if cfg.task_spec.d_vocab(cfg) > 0:
         return "family", f"this MLP reads real-valued inputs; {cfg.task} has tokens (use --family transformer)"
     return None
-
-
-def _family():
-    from interp.families import ModelFamily
-
-    return ModelFamily("mlp", "ReLU MLP n_ctx -> d_mlp -> d_mlp -> classes on real-valued inputs (Omnigrok's digits model)",
-                       ("d_mlp", "freeze_biases"), build_mlp, lambda m, cfg, x: m(x), _activations, _views, check=_check)
-
-
-FAMILY = _family()

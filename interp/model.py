@@ -1,7 +1,7 @@
 """The transformer model family: TransformerLens' ``HookedTransformer``, plus a fast path for training.
 
 ``build_transformer`` creates the Nanda et al. 1-layer transformer from a ``TrainConfig`` (through
-``interp.families.build_model``, which asks ``cfg.family``); ``FAMILY`` registers it (``interp.families``).
+``interp.families.build_model``, which asks ``cfg.family``); ``interp.families`` registers it as the ``transformer`` family.
 ``fast_logits`` computes exactly what ``model(inputs)[:, -1]`` computes, from the very same
 parameters, but only for the ``=`` position, with everything that does not depend on the example
 done once per token. ``fast_loss`` is training's loss on top of it: the MLP, unembedding and
@@ -173,45 +173,27 @@ def answer_logits(logits: Float[Tensor, "batch pos d_vocab_out"], cfg: "TrainCon
     return logits[:, pos[0]] if len(pos) == 1 else logits[:, list(pos)]
 
 
-def _forward(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor) -> Tensor:
+def forward(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor) -> Tensor:
+    """The reference forward: ``HookedTransformer.forward``'s logits at the task's answer positions."""
     return answer_logits(model(inputs), cfg)
 
 
-def _activations(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor) -> dict[str, Tensor]:
+def activations(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor) -> dict[str, Tensor]:
+    """Every block's ``blocks.{i}.mlp.hook_post`` at the answer position, ``[batch, d_mlp]`` each."""
     names = [f"blocks.{i}.mlp.hook_post" for i in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(inputs, names_filter=lambda n: n in names)
     pos = cfg.task_spec.answer_positions[0]
     return {n: cache[n][:, pos] for n in names}
 
 
-def _views(model: HookedTransformer):
-    from interp.families import WeightViews
-
-    return WeightViews(embed=[model.W_E] * model.cfg.n_ctx, hidden=[b.mlp.W_in for b in model.blocks], unembed=model.W_U,
-                       attention=not model.cfg.attn_only)
-
-
-def _fast_applies(model: HookedTransformer, cfg: "TrainConfig") -> bool:
+def fast_path_applies(model: HookedTransformer, cfg: "TrainConfig") -> bool:
+    """Whether ``fast_logits`` / ``fast_loss`` compute this model on ``cfg``'s task: ``[a, b, =]`` inputs and
+    a model ``fast_applies`` accepts."""
     return cfg.task_spec.token_pair and fast_applies(model)
 
 
-def _check(cfg: "TrainConfig") -> tuple[str, str] | None:
+def check(cfg: "TrainConfig") -> tuple[str, str] | None:
+    """``(field, why)`` for a config the transformer cannot take: a task without tokens."""
     if cfg.task_spec.d_vocab(cfg) < 1:
         return "family", f"the transformer reads tokens; {cfg.task} has real-valued inputs (use --family mlp)"
     return None
-
-
-def _family():
-    from interp.families import FastPath, ModelFamily
-
-    return ModelFamily(
-        "transformer", "TransformerLens HookedTransformer (Nanda et al.'s 1-layer model by default)",
-        ("p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "freeze_biases"),
-        build_transformer, _forward, _activations, _views,
-        FastPath(_fast_applies,
-                 lambda m, cfg, x: fast_logits(m, x[:, 0], x[:, 1], cfg.eq_token),
-                 lambda m, cfg, x, y: fast_loss(m, x[:, 0], x[:, 1], y, cfg.eq_token)),
-        _check)
-
-
-FAMILY = _family()

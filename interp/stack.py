@@ -45,8 +45,7 @@ from interp import prune, runs
 from interp.config import TrainConfig
 from interp.device import describe
 from interp.kernel import Layout, short_name, stacked_logits, stacked_loss
-from interp.families import build_model, family_of
-from interp.model import FAMILY as TRANSFORMER
+from interp.families import TRANSFORMER, build_model, family_of
 from interp.runs import RunError
 from interp.speed import flush_denormals
 from interp.stopping import stop_reason
