@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 from transformer_lens import HookedTransformer
 
 from analyses import fourier
@@ -144,42 +144,61 @@ def gen_neuron_mask(d_mlp: int, cmem_neurons: list[int]) -> Bool[Tensor, "d_mlp"
 
 
 @torch.no_grad()
-def split_parameters(model: HookedTransformer, key_freqs: list[int], gen_neurons: Bool[Tensor, "d_mlp"]) -> ParameterSplit:
+def split_parameters(model: nn.Module, key_freqs: list[int], gen_neurons: Bool[Tensor, "d_mlp"],
+                     roles: dict[str, tuple[str, int]] | None = None) -> ParameterSplit:
     """Split ``model``'s parameters into C_gen, C_mem and shared parts (see the module docstring).
 
     Args:
-        model: a 1-layer HookedTransformer whose first ``p = d_vocab_out`` tokens are the residues.
+        model: a model whose first ``p`` tokens and ``p`` classes are the residues (``p = len of the class axis``).
         key_freqs: the key frequencies.
-        gen_neurons: ``[d_mlp]`` True for C_gen's neurons (``gen_neuron_mask``).
+        gen_neurons: ``[width]`` True for C_gen's neurons of the last hidden layer (``gen_neuron_mask``).
+        roles: each split parameter's role and axis (``interp.families.WeightViews.roles``); ``None``: a
+            ``HookedTransformer``'s (``interp.model.views``).
     Returns:
         the ``ParameterSplit``; every parameter of the model is in it exactly once (split ones as
         orthogonal pieces), so the three squared norms add up to the model's sum of squared weights.
     Raises:
-        ValueError: the model has more than one layer, or ``gen_neurons`` has the wrong length.
+        ValueError: ``gen_neurons`` does not match the neuron axis of a parameter.
     """
-    if model.cfg.n_layers != 1:
-        raise ValueError(f"the circuit split is defined for 1-layer models (n_layers = {model.cfg.n_layers})")
-    if gen_neurons.shape != (model.cfg.d_mlp,):
-        raise ValueError(f"gen_neurons has shape {tuple(gen_neurons.shape)}, not ({model.cfg.d_mlp},)")
-    p = model.cfg.d_vocab_out
-    P_key, P_other, P_const = residue_projectors(p, key_freqs)
+    if roles is None:
+        from interp.model import views
+
+        roles = views(model)["roles"]
+    classes = next(param.shape[roles[name][1]] for name, param in model.named_parameters() if roles.get(name, ("",))[0] == "class")
+    idx = torch.arange(classes)
+    return split_by_roles(model, roles, idx, idx, residue_projectors(classes, key_freqs), gen_neurons)
+
+
+def split_by_roles(model: nn.Module, roles: dict[str, tuple[str, int]], tokens: Int[Tensor, "n"], classes: Int[Tensor, "n"],
+                   projectors: tuple[Tensor, Tensor, Tensor], gen_neurons: Bool[Tensor, "width"]) -> ParameterSplit:
+    """The split of ``split_parameters`` for any basis: ``projectors = (P_key, P_other, P_const)``, ``[n, n]``
+    orthogonal projectors summing to the identity over the ``n`` elements.
+
+    A ``"token"`` parameter's entries at ``tokens`` along its axis are split by the projectors (the other
+    tokens, e.g. ``=``, are shared); a ``"class"`` parameter's entries at ``classes`` likewise; a ``"neuron"``
+    parameter is cut along its axis into C_gen's neurons and the rest; any other parameter is shared.
+    """
+    P_key, P_other, P_const = projectors
     gen, mem, shared = {}, {}, {}
     for name, param in model.named_parameters():
         w = param.detach().to(torch.float64)
-        if name == "embed.W_E":
-            res = w[:p]
-            gen[name + "[:p]"], mem[name + "[:p]"], shared[name + "[:p]"] = P_key @ res, P_other @ res, P_const @ res
-            shared[name + "[p:]"] = w[p:]
-        elif name in ("unembed.W_U", "unembed.b_U"):  # class axis last
-            gen[name], mem[name], shared[name] = w @ P_key, w @ P_other, w @ P_const
-        elif name in NEURON_AXIS:
-            gen[name], mem[name] = split_neurons(w, NEURON_AXIS[name], gen_neurons)
+        role, axis = roles.get(name, ("shared", 0))
+        if role in ("token", "class"):
+            idx = tokens if role == "token" else classes
+            w = w.movedim(axis, 0)
+            res = w[idx].reshape(len(idx), -1)
+            gen[name], mem[name], shared[name] = P_key @ res, P_other @ res, P_const @ res
+            rest = torch.ones(w.shape[0], dtype=torch.bool)
+            rest[idx] = False
+            if rest.any():
+                shared[name + "[rest]"] = w[rest]
+        elif role == "neuron":
+            if w.shape[axis] != gen_neurons.shape[0]:
+                raise ValueError(f"gen_neurons has shape {tuple(gen_neurons.shape)}; {name}'s neuron axis has {w.shape[axis]}")
+            gen[name], mem[name] = split_neurons(w, axis, gen_neurons)
         else:
             shared[name] = w
     return ParameterSplit(gen, mem, shared)
-
-
-NEURON_AXIS = {"blocks.0.mlp.W_in": 1, "blocks.0.mlp.b_in": 0, "blocks.0.mlp.W_out": 0}  # the MLP neuron axis of each tensor
 
 
 def split_neurons(w: Tensor, axis: int, gen_neurons: Bool[Tensor, "d_mlp"]) -> tuple[Tensor, Tensor]:
@@ -196,9 +215,10 @@ def neuron_norms(model: HookedTransformer) -> Float[Tensor, "d_mlp"]:
     return sq.sqrt()
 
 
-def circuit_param_norms(model: HookedTransformer, key_freqs: list[int], gen_neurons: Bool[Tensor, "d_mlp"]) -> dict[str, float]:
+def circuit_param_norms(model: nn.Module, key_freqs: list[int], gen_neurons: Bool[Tensor, "d_mlp"],
+                        roles: dict[str, tuple[str, int]] | None = None) -> dict[str, float]:
     """``cgen_param_norm``, ``cmem_param_norm`` and ``shared_param_norm`` of ``model`` (``split_parameters``)."""
-    return split_parameters(model, key_freqs, gen_neurons).norms()
+    return split_parameters(model, key_freqs, gen_neurons, roles).norms()
 
 
 def efficiency(logit: float, norm: float) -> float:

@@ -673,44 +673,25 @@ def key_irrep_fraction(fracs: Float[Tensor, "m d_mlp"], key: list[int]) -> Float
 
 @torch.no_grad()
 def split_parameters(model, view: GroupView, B: Float[Tensor, "n n"], owner: Int[Tensor, "n"], key: list[int],
-                     gen_neurons: Bool[Tensor, "d_mlp"]) -> efficiency.ParameterSplit:
-    """``analyses.efficiency.split_parameters`` on a group view: the element rows of ``W_E`` and the element
-    columns of ``W_U``/``b_U`` are split by the isotypic projectors (key irreps -> C_gen, other non-trivial
-    irreps -> C_mem, trivial -> shared); rows/columns of tokens and classes that are no element (``=``, and
-    zero in the log view) are shared; MLP neurons go whole to C_gen (``gen_neurons``) or C_mem.
+                     gen_neurons: Bool[Tensor, "d_mlp"], roles: dict[str, tuple[str, int]] | None = None) -> efficiency.ParameterSplit:
+    """``analyses.efficiency.split_parameters`` on a group view: the element rows of the token parameters
+    (``W_E``) and the element columns of the class parameters (``W_U``, ``b_U``) are split by the isotypic
+    projectors (key irreps -> C_gen, other non-trivial irreps -> C_mem, trivial -> shared); tokens and
+    classes that are no element (``=``, and zero in the log view) are shared; the last hidden layer's
+    neurons go whole to C_gen (``gen_neurons``) or C_mem. ``roles``: as ``analyses.efficiency.split_by_roles``
+    (``None``: a ``HookedTransformer``'s).
 
     Raises:
-        ValueError: the model has more than one layer or ``gen_neurons`` has the wrong length.
+        ValueError: ``gen_neurons`` has the wrong length.
     """
-    if model.cfg.n_layers != 1:
-        raise ValueError(f"the circuit split is defined for 1-layer models (n_layers = {model.cfg.n_layers})")
-    if gen_neurons.shape != (model.cfg.d_mlp,):
-        raise ValueError(f"gen_neurons has shape {tuple(gen_neurons.shape)}, not ({model.cfg.d_mlp},)")
+    if roles is None:
+        from interp.model import views
+
+        roles = views(model)["roles"]
     n_irreps = len(view.irreps)
-    P_key = projector(B, owner, key)
-    P_other = projector(B, owner, [r for r in range(1, n_irreps) if r not in key])
-    P_const = projector(B, owner, [0])
-    tok, cls = view.tokens, view.classes
-    gen, mem, shared = {}, {}, {}
-    for name, param in model.named_parameters():
-        w = param.detach().to(torch.float64)
-        if name == "embed.W_E":
-            res = w[tok]
-            gen[name + "[el]"], mem[name + "[el]"], shared[name + "[el]"] = P_key @ res, P_other @ res, P_const @ res
-            rest = torch.ones(w.shape[0], dtype=torch.bool)
-            rest[tok] = False
-            shared[name + "[rest]"] = w[rest]
-        elif name in ("unembed.W_U", "unembed.b_U"):
-            res = w[..., cls]
-            gen[name], mem[name], shared[name] = res @ P_key, res @ P_other, res @ P_const
-            rest = torch.ones(w.shape[-1], dtype=torch.bool)
-            rest[cls] = False
-            shared[name + "[rest]"] = w[..., rest]
-        elif name in efficiency.NEURON_AXIS:
-            gen[name], mem[name] = efficiency.split_neurons(w, efficiency.NEURON_AXIS[name], gen_neurons)
-        else:
-            shared[name] = w
-    return efficiency.ParameterSplit(gen, mem, shared)
+    projectors = (projector(B, owner, key), projector(B, owner, [r for r in range(1, n_irreps) if r not in key]),
+                  projector(B, owner, [0]))
+    return efficiency.split_by_roles(model, roles, view.tokens, view.classes, projectors, gen_neurons)
 
 
 def mlp_activations(model, view: GroupView, eq_token: int) -> Float[Tensor, "n n d_mlp"]:

@@ -22,9 +22,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from analyses import efficiency, fourier, mechanism, progress_measures, stability
+from analyses import efficiency, fourier, groups, mechanism, progress_measures, representations, stability
 from interp import group_analysis, runs
-from interp.families import TRANSFORMER, family_of
+from interp.families import TRANSFORMER, build_model, family_of, grid_inputs, hidden_activations, last_layer, operand_embedding
 from interp.losses import criterion
 from interp.runs import Run, RunError
 from interp.train import split_metrics
@@ -149,23 +149,19 @@ register_analyser(Analyser("weights", {
 
 
 # ---- the Fourier (or group) circuit ---------------------------------------------------------------
-def _transformer_1layer(run: Run) -> str | None:
-    """Why the circuit and mechanism analysers, written for Nanda et al.'s 1-layer transformer on
-    ``[a, b, =]``, cannot read this run's model (``None``: they can)."""
+def _token_operands(run: Run) -> str | None:
+    """Why the circuit analysers cannot read this run's model (``None``: they can): they need the two
+    operand tokens of ``[a, b, =]`` inputs, which every family's ``WeightViews.embed`` maps into the model."""
     cfg = run.config
-    if family_of(cfg) is not TRANSFORMER or not cfg.task_spec.token_pair:
-        return (f"they read the 1-layer [a, b, =] transformer's weights (W_E, W_out @ W_U); this run trains the "
-                f"{cfg.family} family on {cfg.task}")
-    if cfg.n_layers != 1 or cfg.normalization != "none":
-        return (f"they read the 1-layer transformer without LayerNorm (n_layers {cfg.n_layers}, normalization "
-                f"{cfg.normalization!r})")
+    if not cfg.task_spec.token_pair:
+        return f"they read how the operands a and b of [a, b, =] enter the model; {cfg.task} has no such tokens"
     return None
 
 
 def fourier_note(run: Run) -> str | None:
     """Why the Fourier-over-Z_p analysis does not apply to ``run`` (``None``: it does)."""
     cfg = run.config
-    why = _transformer_1layer(run)
+    why = _token_operands(run)
     if why is not None:
         return f"the Fourier analysers do not apply: {why}"
     structure = cfg.task_spec.structure
@@ -179,18 +175,21 @@ def fourier_note(run: Run) -> str | None:
 
 def _circuit_applies(run: Run) -> str | None:
     note = fourier_note(run)
-    if note is None or (_transformer_1layer(run) is None and group_analysis.view_for(run.config) is not None):
+    if note is None or (_token_operands(run) is None and group_analysis.view_for(run.config) is not None):
         return None
     return note
 
 
 def key_frequency_summary(run: Run, step: int) -> dict:
-    """Key frequencies of checkpoint ``step`` by neuron clustering and by the embedding-norm check,
-    with the counts of unclustered, dead and small-cluster neurons and the stability of the set
-    across ``STABILITY_THRESHOLDS`` and the last ``STABILITY_CHECKPOINTS`` checkpoints up to ``step``."""
-    p, eq = run.config.p, run.config.eq_token
-    model = runs.load_checkpoint(run.path, step, run.config)
-    acts = fourier.mlp_activations(model, p, eq)
+    """Key frequencies of checkpoint ``step`` by clustering the last hidden layer's neurons and by the
+    embedding-norm check, with the counts of unclustered, dead and small-cluster neurons, the stability of
+    the set across ``STABILITY_THRESHOLDS`` and the last ``STABILITY_CHECKPOINTS`` checkpoints up to ``step``,
+    and the clustering of every hidden layer (``key_frequencies_by_layer``)."""
+    cfg = run.config
+    p, x = cfg.p, grid_inputs(cfg.p, cfg.eq_token)
+    model = runs.load_checkpoint(run.path, step, cfg)
+    layers = {name: a.reshape(p, p, -1) for name, a in hidden_activations(model, cfg, x).items()}
+    acts = list(layers.values())[-1]
     fracs, variance = fourier.neuron_spectrum(acts)
     clusters = fourier.assign_clusters(fracs, variance)
     clustered = clusters.freq > 0
@@ -198,13 +197,14 @@ def key_frequency_summary(run: Run, step: int) -> dict:
     by_threshold = {f"{t:g}": fourier.assign_clusters(fracs, variance, t).key_frequencies for t in STABILITY_THRESHOLDS}
     by_step = {}
     for s in [s for s in run.steps if s <= step][-STABILITY_CHECKPOINTS:]:
-        m = model if s == step else runs.load_checkpoint(run.path, s, run.config)
-        by_step[str(s)] = fourier.cluster_neurons(fourier.mlp_activations(m, p, eq)).key_frequencies
+        m = model if s == step else runs.load_checkpoint(run.path, s, cfg)
+        by_step[str(s)] = fourier.cluster_neurons(last_layer(m, cfg, x).reshape(p, p, -1)).key_frequencies
     sets = [*by_threshold.values(), *by_step.values()]
     return {
         "key_frequencies": clusters.key_frequencies,
         "key_frequencies_step": step,
-        "key_frequencies_embedding": fourier.embedding_key_frequencies(model.W_E.detach(), p),
+        "key_frequencies_embedding": fourier.embedding_key_frequencies(operand_embedding(model, cfg), p),
+        "key_frequencies_by_layer": {name: fourier.cluster_neurons(a).key_frequencies for name, a in layers.items()},
         "neurons_per_frequency": {str(k): n for k, n in clusters.neurons_per_frequency().items()},
         "unclustered_neurons": clusters.unclustered,
         "dead_neurons": clusters.dead,
@@ -221,11 +221,12 @@ def key_frequency_summary(run: Run, step: int) -> dict:
     }
 
 
-KEY_FREQUENCY_FIELDS = ("key_frequencies", "key_frequencies_step", "key_frequencies_embedding", "neurons_per_frequency",
+KEY_FREQUENCY_FIELDS = ("key_frequencies", "key_frequencies_step", "key_frequencies_embedding", "key_frequencies_by_layer",
+                        "neurons_per_frequency",
                         "unclustered_neurons", "dead_neurons", "small_clusters", "min_cluster_neurons", "cluster_threshold",
                         "mean_frac_explained_clustered", "key_frequencies_by_threshold", "key_frequencies_by_step",
                         "key_frequencies_stable", "cmem_neurons", "neuron_frequency", "neuron_frac_explained")
-# (what key_frequency_summary returns, cached in summary.json; neuron_frequency / neuron_frac_explained: each MLP
+# (what key_frequency_summary returns, cached in summary.json; neuron_frequency / neuron_frac_explained: each last-layer
 # neuron's key frequency, 0 for none, and the fraction of its variance in its best frequency, as the report draws them)
 
 
@@ -254,6 +255,7 @@ class _Circuit:
     dirs: Tensor | None = None
     gen_neurons: Tensor | None = None
     group: Any = None
+    roles: dict = field(default_factory=dict)
 
 
 def _circuit_start(run: Run, summary: dict) -> _Circuit:
@@ -268,7 +270,10 @@ def _circuit_start(run: Run, summary: dict) -> _Circuit:
     if len(data.labels) != n or not torch.equal(grid, torch.arange(n)):
         raise RunError(f"{run.path}: inputs are not the row-major p^2 grid the Fourier analysers need")
     sign = cfg.task_spec.structure.sign
-    return _Circuit(key_freqs, sign, fourier.directions(cfg.p, key_freqs, sign), efficiency.gen_neuron_mask(cfg.d_mlp, cmem))
+    model = build_model(cfg)
+    width = family_of(cfg).views(model).neuron_logits.shape[0]
+    return _Circuit(key_freqs, sign, fourier.directions(cfg.p, key_freqs, sign), efficiency.gen_neuron_mask(width, cmem),
+                    roles=family_of(cfg).views(model).roles)
 
 
 def _circuit_row(ck: Checkpoint, st: _Circuit) -> tuple[dict, dict[str, list[dict]]]:
@@ -280,13 +285,14 @@ def _circuit_row(ck: Checkpoint, st: _Circuit) -> tuple[dict, dict[str, list[dic
     p, labels = ck.cfg.p, data.labels
     row = {"restricted_loss": progress_measures.restricted_loss(logits, labels, st.dirs, data.test_idx),
            "excluded_loss": progress_measures.excluded_loss(logits, labels, st.dirs, data.train_idx)}
-    we = fourier.embedding_fourier_norms(model.W_E, p)
-    wl = fourier.unembed_fourier_norms(fourier.neuron_logit_map(model))
+    views = family_of(ck.cfg).views(model)
+    we = fourier.embedding_fourier_norms(operand_embedding(model, ck.cfg), p)
+    wl = fourier.unembed_fourier_norms(views.neuron_logits)
     row["gini_W_E"], row["gini_W_L"] = progress_measures.gini(we), progress_measures.gini(wl)
     row["logit_cos_sim"] = progress_measures.ideal_logit_cosine(logits, st.key_freqs, st.sign)
     split = efficiency.circuit_logits(logits, labels, st.dirs, data.train_idx)
     row.update({k: v for k, v in split.items() if k != "correct_logit"})
-    row.update(efficiency.circuit_param_norms(model, st.key_freqs, st.gen_neurons))
+    row.update(efficiency.circuit_param_norms(model, st.key_freqs, st.gen_neurons, st.roles))
     row["cgen_efficiency"] = efficiency.efficiency(row["cgen_logit"], row["cgen_param_norm"])
     row["cmem_efficiency"] = efficiency.efficiency(row["cmem_logit"], row["cmem_param_norm"])
 
@@ -303,16 +309,19 @@ def _circuit_row(ck: Checkpoint, st: _Circuit) -> tuple[dict, dict[str, list[dic
 register_analyser(Analyser("circuit", {
     "restricted_loss": "test loss of the restricted logits (see \"Restricted and excluded loss\")",
     "excluded_loss": "train loss of the excluded logits",
-    "gini_W_E": "Gini coefficient of the p Fourier-component norms (const, cos 1, sin 1, ...) of W_E[:p]",
-    "gini_W_L": "the same of W_L = W_out @ W_U",
+    "gini_W_E": "Gini coefficient of the p Fourier-component norms (const, cos 1, sin 1, ...) of the operand embeddings' "
+                "residue rows (W_E[:p]; an MLP's embeddings of a and b side by side)",
+    "gini_W_L": "the same of W_L, the last hidden layer's neuron-to-logit map (W_out @ W_U of the last block, the direct path; "
+                "an MLP's output layer)",
     "logit_cos_sim": "cosine similarity of the logits (centred over classes) with their best fit by the ideal terms "
                      "cos(w_k(a +- b - c)), k in the key frequencies",
     "cgen_logit": "the correct_logit of the C_gen (key-frequency) part of the logits",
     "cmem_logit": "the same from the C_mem part (the rest); cgen_logit + cmem_logit = correct_logit",
     "cgen_frac": "fraction of the squared norm of the class-centred logits (all inputs) in C_gen",
-    "cgen_param_norm": "norm of C_gen's parameters: the key-frequency components of W_E[:p] (token axis), W_U and b_U "
-                       "(class axis), and the MLP neurons with >= 85% of their variance in the key frequencies on the "
-                       "final checkpoint (analyses.efficiency)",
+    "cgen_param_norm": "norm of C_gen's parameters: the key-frequency components of the embeddings' residue rows (token "
+                       "axis) and of W_U and b_U (class axis), and the last hidden layer's neurons with >= 85% of their "
+                       "variance in the key frequencies on the final checkpoint (analyses.efficiency; the family's "
+                       "WeightViews.roles name the parameters)",
     "cmem_param_norm": "norm of C_mem's: the other non-constant frequency components of the same matrices and every other "
                        "neuron; cgen^2 + cmem^2 = the attributed weights' norm^2",
     "shared_param_norm": "norm of the parameters in neither circuit: attention, W_pos, the '=' row, b_out, and the constant "
@@ -321,6 +330,67 @@ register_analyser(Analyser("circuit", {
     "cmem_efficiency": "cmem_logit / cmem_param_norm",
 }, _circuit_row, applies=_circuit_applies, summarise=_circuit_summary, depends_on=("key_frequencies", "key_irreps", "cmem_neurons"),
     start=_circuit_start, tables={FREQUENCY_TABLE: FREQUENCY_COLUMNS, group_analysis.IRREP_TABLE: group_analysis.IRREP_COLUMNS}))
+
+
+# ---- each hidden layer: feature rank and key-frequency share ---------------------------------------
+LAYER_TABLE = "layers.csv"
+LAYER_COLUMNS = ["step", "layer", "width", "feature_rank", "key_frac"]
+
+
+RANK_ROWS = 2048  # feature rank over at most this many test examples (a seeded choice): the covariance is the cost
+
+
+@dataclass
+class _Layers:
+    """Per-run state of the layers analyser."""
+
+    rank_rows: Tensor  # the examples whose features the rank is taken over
+    grid: Tensor | None = None  # the dataset row of each grid position (a, b), row-major
+    basis: Tensor | None = None  # orthonormal basis over one input
+    blocks: list[list[int]] = field(default_factory=list)  # each key's block of basis rows
+
+
+def _layers_start(run: Run, summary: dict) -> _Layers:
+    cfg, data = run.config, run.dataset
+    pool = data.test_idx if len(data.test_idx) > 1 else data.train_idx
+    gen = torch.Generator().manual_seed(0)
+    st = _Layers(pool[torch.randperm(len(pool), generator=gen)[:RANK_ROWS]].sort().values)
+    keys = [int(k) for k in summary.get("key_frequencies", summary.get("key_irreps", []))]
+    if not keys or _circuit_applies(run) is not None:
+        return st
+    if fourier_note(run) is None:
+        st.grid, st.basis = torch.arange(cfg.p * cfg.p), fourier.fourier_basis(cfg.p)
+        st.blocks = [[0, fourier.cos_row(k), fourier.sin_row(k)] for k in keys]
+    else:
+        view = group_analysis.view_for(cfg)
+        st.basis, owner = groups.isotypic_basis(view.irreps)
+        st.grid = group_analysis.grid_rows(run, view)[0]
+        st.blocks = [torch.nonzero((owner == 0) | (owner == k)).flatten().tolist() for k in keys]
+    return st
+
+
+def _layers_row(ck: Checkpoint, st: _Layers) -> tuple[dict, dict[str, list[dict]]]:
+    out = []
+    for i, a in enumerate(hidden_activations(ck.model, ck.cfg, ck.data.inputs).values()):
+        frac = math.nan
+        if st.grid is not None:
+            n = st.basis.shape[0]
+            frac = representations.key_fraction(a[st.grid].reshape(n, n, -1), st.basis, st.blocks)
+        out.append({"step": ck.step, "layer": i, "width": a.shape[1], "feature_rank": representations.feature_rank(a[st.rank_rows]),
+                    "key_frac": frac})
+    return {}, {LAYER_TABLE: out}
+
+
+def _layers_applies(run: Run) -> str | None:
+    model = build_model(run.config)
+    if family_of(run.config) is TRANSFORMER and TRANSFORMER.fast.applies(model, run.config):
+        return ("the 1-layer transformer's one hidden layer is the one the circuit analyser clusters (summary.json); "
+                "layers.csv is for MLPs and deeper models")
+    return None
+
+
+register_analyser(Analyser("layers", {}, _layers_row, applies=_layers_applies, start=_layers_start,
+                           tables={LAYER_TABLE: LAYER_COLUMNS}))
 
 
 # ---- float32 stability ----------------------------------------------------------------------------
@@ -339,8 +409,18 @@ register_analyser(Analyser("stability", {
 
 
 # ---- clock or pizza -------------------------------------------------------------------------------
+def _transformer_tokens(run: Run) -> str | None:
+    """Why the clock/pizza and attention analysers, which read a transformer's shared embedding and its
+    attention, cannot read this run (``None``: they can)."""
+    cfg = run.config
+    if family_of(cfg) is not TRANSFORMER or not cfg.task_spec.token_pair:
+        return (f"they read a transformer's shared embedding W_E and its attention on [a, b, =]; this run trains the "
+                f"{cfg.family} family on {cfg.task}")
+    return None
+
+
 def _mechanism_applies(run: Run) -> str | None:
-    why = _transformer_1layer(run)
+    why = _transformer_tokens(run)
     if why is not None:
         return f"the clock/pizza measures do not apply: {why}"
     return mechanism.mechanism_applies(run.config.task, run.config.p)
@@ -386,5 +466,5 @@ def _attention_row(ck: Checkpoint, state) -> tuple[dict, dict[str, list[dict]]]:
                                   for h in range(w.shape[1]) for i in range(len(a))]}
 
 
-register_analyser(Analyser("attention", {}, _attention_row, applies=_transformer_1layer,
+register_analyser(Analyser("attention", {}, _attention_row, applies=_transformer_tokens,
                            tables={ATTENTION_TABLE: ATTENTION_COLUMNS}))

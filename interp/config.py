@@ -25,6 +25,8 @@ LOSSES = ("softmax", "stablemax", "mse", "softmax32")
 OPTIMIZERS = ("adamw", "orthoadamw")
 NORMALIZATIONS = ("none", "LN")
 ACT_FNS = ("relu", "gelu")
+MLP_CHOICES = {"mlp_embed": ("tied", "untied", "onehot"), "mlp_combine": ("concat", "sum", "shared"),
+               "mlp_unembed": ("direct", "project"), "mlp_init": ("torch", "chughtai", "minegishi")}  # interp.mlp
 
 
 # Named sets of field values (``--preset NAME``; explicit flags still win).
@@ -47,7 +49,51 @@ PRESETS: dict[str, dict] = {
     # Group composition in S5 (python -m interp.train s5 --preset s5, a background run): 14 400 pairs,
     # 40% for training; measured in docs/analyses/groups.md.
     "s5": dict(frac=0.5, d_model=128, d_mlp=512, lr=3e-3, wd=3.0, steps=5000, eval_every=100, save_every=100),
+    # ---- the papers' own MLPs (--family mlp, interp.mlp; each setting read from the authors' code) ----
+    # Chughtai et al. 2023, mainline S5 (bilal-chughtai/rep-theory-mech-interp, rep_theory/paper/mainline-S5/cfg.json):
+    # untied embeddings 256 wide, concatenated, 128 ReLU neurons, no biases, N(0, 1/fan-in) init, AdamW lr 1e-3
+    # wd 1 betas (0.9, 0.98), 40% of the pairs, full batch, 250 000 epochs, seed 2.
+    "s5-mlp": dict(family="mlp", mlp_embed="untied", mlp_combine="concat", mlp_init="chughtai", d_model=256, d_mlp=128,
+                   frac=0.4, lr=1e-3, wd=1.0, steps=250_000, seed=2, eval_every=500, save_every=2500),
+    # devinterp's examples/grokking.ipynb (timaeus-research/devinterp): p = 53, one shared embedding 12 wide, a
+    # linear map per operand (with bias) summed, GELU, 48 neurons, output layer without bias; torch.optim.Adam
+    # lr 5e-3 with L2 2e-4 (betas 0.9, 0.999), batches of 128, 40% of the pairs, 25 000 steps, a checkpoint every 250.
+    "devinterp-mlp": dict(family="mlp", p=53, mlp_embed="tied", mlp_combine="sum", act_fn="gelu", d_model=12, d_mlp=48,
+                          freeze_biases=False, mlp_out_bias=False, frac=0.4, lr=5e-3, wd=0.0, l2=2e-4, beta2=0.999,
+                          batch_size=128, steps=25_000, seed=0, eval_every=250, save_every=250),
+    # Minegishi et al. 2024, grokking tickets' MLP (gouki510/Grokking-Tickets, config/config.py and model.py OnlyMLP):
+    # p = 67, one shared embedding 500 wide (N(0, 1/p)), one shared map to 48 ReLU neurons applied to each operand and
+    # summed, back to 500, then to the classes; no biases; AdamW lr 1e-3 wd 1 betas (0.9, 0.98), 40%, full batch,
+    # 30 000 epochs (their dense model for tickets; the repository's latest config trains with an L1 term instead).
+    "tickets-mlp": dict(family="mlp", p=67, mlp_embed="tied", mlp_combine="shared", mlp_unembed="project",
+                        mlp_init="minegishi", d_model=500, d_mlp=48, frac=0.4, lr=1e-3, wd=1.0, steps=30_000,
+                        eval_every=100, save_every=500),
+    # Prieto et al. 2025, StableMax on the MLP (LucasPrietoAl/grokking-at-the-edge-of-numerical-stability, models.py
+    # and run_main_experiments.sh, Fig. 1): one-hot a and b concatenated, two ReLU layers of 200, no biases, PyTorch
+    # init, StableMax cross-entropy, AdamW lr 0.01 wd 0 beta2 0.999 eps 1e-25, 40%, full batch, 80 000 epochs, seed 42.
+    "stablemax-mlp": dict(family="mlp", mlp_embed="onehot", mlp_combine="concat", mlp_depth=2, d_mlp=200, loss="stablemax",
+                          frac=0.4, lr=1e-2, wd=0.0, beta2=0.999, adam_eps=1e-25, steps=80_000, seed=42,
+                          eval_every=500, save_every=2000),
+    # Fan et al. 2024, deep grokking (Olivia-fsm/Deep-Grokking, mnist/grokking/train_mnist_mlp.py, script mlp_3.sh): 12
+    # linear layers (11 hidden, 400 wide, biases), every initial parameter x 8, MSE against one-hot targets, AdamW
+    # lr 1e-3 wd 0.01, batches of 200, 100 000 steps; on the bundled digits, 1000 training images (their code's default).
+    "deep-mlp": dict(mlp_depth=11, d_mlp=400, init_scale=8.0, freeze_biases=False, loss="mse", lr=1e-3, wd=0.01,
+                     batch_size=200, train_size=1000, steps=100_000, eval_every=500, save_every=2500),
 }
+
+# Where each paper preset comes from (printed by --help).
+PRESET_SOURCES: dict[str, str] = {
+    "s5-mlp": "Chughtai et al. 2023, bilal-chughtai/rep-theory-mech-interp rep_theory/paper/mainline-S5/cfg.json",
+    "devinterp-mlp": "devinterp examples/grokking.ipynb, timaeus-research/devinterp",
+    "tickets-mlp": "Minegishi et al. 2024, gouki510/Grokking-Tickets config/config.py, model.py OnlyMLP",
+    "stablemax-mlp": "Prieto et al. 2025, LucasPrietoAl/grokking-at-the-edge-of-numerical-stability models.py, Fig. 1 run",
+    "deep-mlp": "Fan et al. 2024, Olivia-fsm/Deep-Grokking mnist/grokking/train_mnist_mlp.py on the bundled digits",
+}
+
+# The task each preset is written for (--preset NAME on another task is refused); a preset not named here
+# suits any modular task.
+PRESET_TASKS: dict[str, str] = {"digits": "digits", "s4": "s4", "s5": "s5", "s5-mlp": "s5", "devinterp-mlp": "mod_add",
+                                "tickets-mlp": "mod_add", "stablemax-mlp": "mod_add", "deep-mlp": "digits"}
 
 
 P_DEFAULT = 113  # TrainConfig.p's default (group tasks replace it by the group's order)
@@ -84,6 +130,13 @@ class TrainConfig:
     n_layers: int = field(default=1, metadata={"help": "transformer blocks (Power et al. and Grokfast used 2); more than 1 trains through the hooked engine"})
     normalization: str = field(default="none", metadata={"help": "'none' (Nanda et al.) or 'LN' (LayerNorm before attention, MLP and unembedding; Power et al. use LayerNorm, placed after each residual sum); LN trains through the hooked engine"})
     act_fn: str = field(default="relu", metadata={"help": "MLP activation: 'relu' (Nanda et al.) or 'gelu'; gelu trains through the hooked engine"})
+    # ---- the mlp family (interp.mlp; --family mlp on the token tasks, the digits task's own)
+    mlp_depth: int | None = field(default=None, metadata={"help": "the MLP's hidden layers, each --d-mlp wide (none: 2 on the digits, Omnigrok's 64-200-200-10; 1 on tokens, as Chughtai et al., devinterp and Minegishi et al.); mlp family only"})
+    mlp_embed: str = field(default="untied", metadata={"help": "how the MLP embeds each operand: 'tied' (one --d-model-wide table for a and b), 'untied' (one per operand) or 'onehot' (no table: the one-hot vector); mlp family only"})
+    mlp_combine: str = field(default="concat", metadata={"help": "how the operands enter the MLP's first hidden layer: 'concat' (one matrix over both embeddings), 'sum' (an nn.Linear per operand, each with a bias, summed) or 'shared' (one nn.Linear applied to each, summed); mlp family only"})
+    mlp_unembed: str = field(default="direct", metadata={"help": "the MLP's output: 'direct' (last hidden layer -> classes) or 'project' (hidden -> d_model -> classes, Minegishi et al.); mlp family only"})
+    mlp_init: str = field(default="torch", metadata={"help": "the MLP's initialisation: 'torch' (PyTorch's nn.Embedding / nn.Linear defaults), 'chughtai' (every matrix N(0, 1/fan-in), embeddings N(0, 1/d_model)) or 'minegishi' (the same, embeddings N(0, 1/p)); then x --init-scale; mlp family only"})
+    mlp_out_bias: bool = field(default=True, metadata={"help": "the MLP's output layer has a bias (when biases train, --no-freeze-biases; devinterp's has none); mlp family only"})
     batch_size: int | None = field(default=None, metadata={"help": "examples per step (none: the full training set every step); mini-batches are an epoch-wise permutation seeded by --seed and the epoch, so a resumed run draws the same ones (Power et al.: 512)"})
     adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon (Prieto et al. use 1e-25 with StableMax)"})
     freeze_biases: bool = field(default=True, metadata={"help": "keep every bias at zero, as the TransformerLens demo does"})
@@ -153,11 +206,15 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, "must lie in [0, 1)")
-        for name, allowed in (("normalization", NORMALIZATIONS), ("act_fn", ACT_FNS)):
+        for name, allowed in (("normalization", NORMALIZATIONS), ("act_fn", ACT_FNS), *MLP_CHOICES.items()):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {', '.join(allowed)}")
         if self.n_layers < 1:
             bad("n_layers", "must be >= 1")
+        if self.mlp_depth is not None and self.mlp_depth < 1:
+            bad("mlp_depth", "must be >= 1 (or none: the task's default)")
+        if self.family == "mlp" and self.mlp_depth is None:  # what config.json then records
+            object.__setattr__(self, "mlp_depth", 2 if task.d_vocab(self) == 0 else 1)
         if self.batch_size is not None and not 1 <= self.batch_size:
             bad("batch_size", "must be >= 1 (or none: full batch)")
         if not (math.isfinite(self.adam_eps) and self.adam_eps > 0):

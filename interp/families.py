@@ -9,7 +9,7 @@ the family, so no other module asks which model it has.
 
     transformer   TransformerLens ``HookedTransformer`` (Nanda et al.'s 1-layer model by default;
                   ``n_layers``, ``normalization``, ``act_fn`` are its switches), fast path ``interp.model``
-    mlp           the ReLU MLP on real-valued inputs (the digits task: ``interp.mlp``), no fast path
+    mlp           the papers' MLPs on token pairs and Omnigrok's on real-valued inputs (``interp.mlp``), no fast path
 
 A new family is one module (its build, forward, activations) and one ``register_family`` line (here
 for the built-in ones, or in your own script; see ``docs/extending.md``).
@@ -34,16 +34,21 @@ class WeightViews:
     """The weights analysers read, named the same way for every family.
 
     Attributes:
-        embed: per input slot, the matrix that maps that slot's token (or feature) to the first hidden
-            representation, ``[d_vocab, d]`` (a transformer shares ``W_E`` between its token slots).
-        hidden: the hidden layers' input weights, first to last, each ``[d_in, d_out]``.
-        unembed: ``[d, d_vocab_out]``, the last hidden representation to the logits.
+        embed: per input slot, ``[d_vocab, d]``: each token's vector as it enters the model at that slot
+            (a transformer shares ``W_E`` between its slots; an MLP may have one embedding per operand).
+        neuron_logits: ``[width, d_vocab_out]``: how each neuron of the last hidden layer writes to the
+            logits along the direct path (the transformer's last ``W_out @ W_U``; the MLP's output layer).
+        unembed: ``[d, d_vocab_out]``, the last linear map to the logits (``W_U``; the MLP's output layer).
+        roles: ``{parameter name: (role, axis)}`` for the circuit split (``analyses.efficiency``):
+            ``"token"`` (``axis`` runs over input tokens), ``"class"`` (over output classes) or ``"neuron"``
+            (over the last hidden layer's neurons); every other parameter is shared by both circuits.
         attention: whether the model mixes positions by attention.
     """
 
     embed: list[Tensor]
-    hidden: list[Tensor]
+    neuron_logits: Tensor
     unembed: Tensor
+    roles: dict[str, tuple[str, int]]
     attention: bool
 
 
@@ -138,6 +143,37 @@ def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
     return model.to(device)
 
 
+# ---- what analysers read through the family ------------------------------------------------------
+@torch.no_grad()
+def hidden_activations(model: nn.Module, cfg: "TrainConfig", inputs: Tensor) -> dict[str, Tensor]:
+    """Each hidden layer's activations at the answer position, ``{name: [batch, width]}`` in layer order
+    (the family's ``activations``)."""
+    return family_of(cfg).activations(model, cfg, inputs)
+
+
+def last_layer(model: nn.Module, cfg: "TrainConfig", inputs: Tensor) -> Tensor:
+    """The last hidden layer's activations, ``[batch, width]``: the neurons whose clustering gives the key
+    frequencies and whose split is C_gen / C_mem (``WeightViews.neuron_logits`` maps them to the logits)."""
+    return list(hidden_activations(model, cfg, inputs).values())[-1]
+
+
+def grid_inputs(p: int, eq_token: int) -> Tensor:
+    """``[a, b, =]`` for every pair, row-major (``index = a * p + b``)."""
+    a = torch.arange(p).repeat_interleave(p)
+    b = torch.arange(p).repeat(p)
+    return torch.stack([a, b, torch.full_like(a, eq_token)], dim=1)
+
+
+def operand_embedding(model: nn.Module, cfg: "TrainConfig") -> Tensor:
+    """The operand slots' embeddings side by side, ``[d_vocab, d * slots]`` (``WeightViews.embed[:2]``; a matrix
+    that both slots share, as the transformer's ``W_E``, counted once)."""
+    seen: list[Tensor] = []
+    for e in family_of(cfg).views(model).embed[:2]:
+        if not any(e is s for s in seen):
+            seen.append(e)
+    return torch.cat([e.detach() for e in seen], dim=1)
+
+
 # ---- the built-in families: one registration each ----------------------------------------------
 import interp.mlp as _mlp  # noqa: E402  (after the classes: the family modules use none of them)
 import interp.model as _transformer  # noqa: E402
@@ -146,15 +182,15 @@ TRANSFORMER = register_family(ModelFamily(
     "transformer", "TransformerLens HookedTransformer (Nanda et al.'s 1-layer model by default)",
     ("p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "freeze_biases"),
     _transformer.build_transformer, _transformer.forward, _transformer.activations,
-    lambda m: WeightViews([m.W_E] * m.cfg.n_ctx, [b.mlp.W_in for b in m.blocks], m.W_U, attention=not m.cfg.attn_only),
+    lambda m: WeightViews(**_transformer.views(m)),
     FastPath(_transformer.fast_path_applies,
              lambda m, cfg, x: _transformer.fast_logits(m, x[:, 0], x[:, 1], cfg.eq_token),
              lambda m, cfg, x, y: _transformer.fast_loss(m, x[:, 0], x[:, 1], y, cfg.eq_token)),
     _transformer.check))
 
 MLP = register_family(ModelFamily(
-    "mlp", "ReLU MLP n_ctx -> d_mlp -> d_mlp -> classes on real-valued inputs (Omnigrok's digits model)",
-    ("d_mlp", "freeze_biases"), _mlp.build_mlp, lambda m, cfg, x: m(x), _mlp.activations,
-    lambda m: WeightViews([m.layers[0].weight.T], [layer.weight.T for layer in m.layers[1:-1]], m.layers[-1].weight.T,
-                          attention=False),
-    check=_mlp.check))
+    "mlp", "the papers' MLPs on [a, b, =] (Chughtai et al., devinterp, Minegishi et al., Prieto et al.) and Omnigrok's on "
+           "real-valued inputs (the digits)",
+    ("p", "d_model", "d_mlp", "mlp_depth", "mlp_embed", "mlp_combine", "mlp_unembed", "mlp_init", "mlp_out_bias", "act_fn",
+     "freeze_biases"),
+    _mlp.build_mlp, lambda m, cfg, x: m(x), _mlp.activations, lambda m: WeightViews(**_mlp.views(m)), check=_mlp.check))

@@ -45,7 +45,7 @@ import torch
 
 from analyses import cosets, efficiency, fourier, groups, progress_measures
 from interp.config import TrainConfig, is_prime
-from interp.model import fast_applies, fast_logits, hooked_logits
+from interp.families import build_model, family_of, hidden_activations, operand_embedding
 from interp.runs import Run, RunError
 
 IRREP_TABLE = "irreps.csv"
@@ -73,6 +73,15 @@ def view_for(cfg: TrainConfig) -> groups.GroupView | None:
     return None
 
 
+def grid_activations(model, cfg: TrainConfig, view: groups.GroupView) -> dict[str, torch.Tensor]:
+    """Each hidden layer's activations (``interp.families.hidden_activations``) for every element pair
+    ``(g, h)`` of the view, ``{name: [n, n, width]}``."""
+    a, b = view.inputs()
+    n = view.group.order
+    x = torch.stack([a, b, torch.full_like(a, cfg.eq_token)], dim=1)
+    return {name: acts.reshape(n, n, -1) for name, acts in hidden_activations(model, cfg, x).items()}
+
+
 def base_summary(view: groups.GroupView) -> dict:
     """The summary fields that describe the basis (no model needed)."""
     g = view.group
@@ -87,7 +96,7 @@ def base_summary(view: groups.GroupView) -> dict:
             "irrep_dims": [r.dim for r in view.irreps], "primitive_root": view.generator}
 
 
-def _grid_rows(run: Run, view: groups.GroupView) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grid_rows(run: Run, view: groups.GroupView) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(row_of_grid [n^2], train positions, test positions)``: the dataset row of each grid input and
     the grid positions of the train/test examples whose tokens are all elements (non-zero, in the log view)."""
     data = run.dataset
@@ -108,23 +117,24 @@ def key_irrep_summary(run: Run, step: int, view: groups.GroupView) -> dict:
     """Key irreps of checkpoint ``step`` (neuron clustering, as ``interp.analysers.key_frequency_summary``)."""
     from interp import runs
 
-    eq = run.config.eq_token
+    cfg = run.config
     B, owner = groups.isotypic_basis(view.irreps)
     m = len(view.irreps)
-    model = runs.load_checkpoint(run.path, step, run.config)
-    acts = groups.mlp_activations(model, view, eq)
+    model = runs.load_checkpoint(run.path, step, cfg)
+    layers = grid_activations(model, cfg, view)
+    acts = list(layers.values())[-1]
     fracs, variance = groups.neuron_spectrum(acts, B, owner, m)
     clusters = fourier.assign_clusters(fracs, variance)
     keys = clusters.key_frequencies
     gen = groups.key_irrep_fraction(fracs, keys) >= efficiency.GEN_NEURON_THRESHOLD
-    we = groups.fractions_1d(model.W_E.detach()[view.tokens], B, owner, m)
+    we = groups.fractions_1d(operand_embedding(model, cfg)[view.tokens], B, owner, m)
     nontriv = we[1:]
     emb = [r + 1 for r in torch.nonzero(nontriv > 0.25 * nontriv.max()).flatten().tolist()]
     by_threshold = {f"{t:g}": fourier.assign_clusters(fracs, variance, t).key_frequencies for t in STABILITY_THRESHOLDS}
     by_step = {}
     for s in [s for s in run.steps if s <= step][-STABILITY_CHECKPOINTS:]:
-        mdl = model if s == step else runs.load_checkpoint(run.path, s, run.config)
-        f, v = groups.neuron_spectrum(groups.mlp_activations(mdl, view, eq), B, owner, m)
+        mdl = model if s == step else runs.load_checkpoint(run.path, s, cfg)
+        f, v = groups.neuron_spectrum(list(grid_activations(mdl, cfg, view).values())[-1], B, owner, m)
         by_step[str(s)] = fourier.assign_clusters(f, v).key_frequencies
     sets = [*by_threshold.values(), *by_step.values()]
     return {
@@ -132,6 +142,8 @@ def key_irrep_summary(run: Run, step: int, view: groups.GroupView) -> dict:
         "key_irreps_step": step,
         "key_irrep_names": [view.irreps[k].name for k in keys],
         "key_irreps_embedding": emb,
+        "key_irreps_by_layer": {name: fourier.assign_clusters(*groups.neuron_spectrum(a, B, owner, m)).key_frequencies
+                                for name, a in layers.items()},
         "neurons_per_irrep": {str(k): n for k, n in clusters.neurons_per_frequency().items()},
         "unclustered_neurons": clusters.unclustered,
         "dead_neurons": clusters.dead,
@@ -142,14 +154,14 @@ def key_irrep_summary(run: Run, step: int, view: groups.GroupView) -> dict:
         "key_irreps_by_step": by_step,
         "key_irreps_stable": all(x == keys for x in sets),
         "cmem_neurons": torch.nonzero(~gen).flatten().tolist(),
-        "cosets": coset_summary(model, view, B, owner, keys),
+        "cosets": coset_summary(family_of(cfg).views(model).unembed, view, B, owner, keys),
     }
 
 
-def coset_summary(model, view: groups.GroupView, B: torch.Tensor, owner: torch.Tensor, keys: list[int]) -> list[dict]:
-    """Coset cuts (``analyses.cosets``) of the class directions: all of ``W_U``'s element columns, then their
-    component in each key irrep; one entry per direction set with its cuts (possibly none)."""
-    W = model.W_U.detach()[:, view.classes]
+def coset_summary(W_U: torch.Tensor, view: groups.GroupView, B: torch.Tensor, owner: torch.Tensor, keys: list[int]) -> list[dict]:
+    """Coset cuts (``analyses.cosets``) of the class directions: all of the unembedding ``W_U``'s element columns
+    (``WeightViews.unembed``), then their component in each key irrep; one entry per direction set with its cuts."""
+    W = W_U.detach()[:, view.classes]
     sets = [("all", None)] + [(view.irreps[k].name, torch.nonzero(owner == k).flatten()) for k in keys]
     out = []
     for name, rows in sets:
@@ -182,11 +194,13 @@ class GroupAnalyser:
         self.cfg = run.config
         self.B, self.owner = groups.isotypic_basis(view.irreps)
         self.m = len(view.irreps)
-        self.row_of_grid, self.train_pos, self.test_pos = _grid_rows(run, view)
+        self.row_of_grid, self.train_pos, self.test_pos = grid_rows(run, view)
         self.labels = view.labels()
         self.dirs = groups.directions(view.group, self.B, self.owner, self.key, view.sign)
         self.irrep_dirs = [groups.directions(view.group, self.B, self.owner, [r], view.sign) for r in self.key]
-        self.gen_neurons = efficiency.gen_neuron_mask(self.cfg.d_mlp, cmem_neurons)
+        views = family_of(self.cfg).views(build_model(self.cfg))
+        self.roles = views.roles
+        self.gen_neurons = efficiency.gen_neuron_mask(views.neuron_logits.shape[0], cmem_neurons)
 
     @torch.no_grad()
     def __call__(self, model, row: dict, logits: torch.Tensor) -> list[dict]:
@@ -197,22 +211,23 @@ class GroupAnalyser:
         y, tr, te = self.labels, self.train_pos, self.test_pos
         row["restricted_loss"] = progress_measures.restricted_loss(lg, y, self.dirs, te)
         row["excluded_loss"] = progress_measures.excluded_loss(lg, y, self.dirs, tr)
-        W_E = model.W_E.detach()[v.tokens].to(torch.float64)
-        W_U = model.W_U.detach()[:, v.classes].to(torch.float64)
-        W_L = fourier.neuron_logit_map(model).detach()[:, v.classes].to(torch.float64)
+        views = family_of(self.cfg).views(model)
+        W_E = operand_embedding(model, self.cfg)[v.tokens].to(torch.float64)
+        W_U = views.unembed.detach()[:, v.classes].to(torch.float64)
+        W_L = views.neuron_logits.detach()[:, v.classes].to(torch.float64)
         row["gini_W_E"] = progress_measures.gini((B @ W_E).norm(dim=-1))
         row["gini_W_L"] = progress_measures.gini((B @ W_L.T).norm(dim=-1))
         row["logit_cos_sim"] = groups.ideal_logit_cosine(lg[:, v.classes], v.group, v.irreps, self.key, v.sign)
         split = efficiency.circuit_logits(lg, y, self.dirs, tr)
         row.update(split)  # correct_logit too: over the view's train pairs, so that cgen + cmem = correct_logit
-        row.update(groups.split_parameters(model, v, B, owner, self.key, self.gen_neurons).norms())
+        row.update(groups.split_parameters(model, v, B, owner, self.key, self.gen_neurons, self.roles).norms())
         row["cgen_efficiency"] = efficiency.efficiency(row["cgen_logit"], row["cgen_param_norm"])
         row["cmem_efficiency"] = efficiency.efficiency(row["cmem_logit"], row["cmem_param_norm"])
 
         we = groups.fractions_1d(W_E, B, owner, m)
         wu = groups.fractions_1d(W_U.T, B, owner, m)
         wl = groups.fractions_1d(W_L.T, B, owner, m)
-        acts = groups.mlp_activations(model, v, self.cfg.eq_token)
+        acts = list(grid_activations(model, self.cfg, v).values())[-1]
         mlp = groups.activation_fractions(acts, B, owner, m)
         excl = {}
         for r, d in zip(self.key, self.irrep_dirs):

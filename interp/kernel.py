@@ -204,6 +204,19 @@ def stacked_logits(
     return torch.stack(out)
 
 
+@torch.no_grad()
+def stacked_post(
+    P: dict[str, Tensor], a: Int[Tensor, "M n"], b: Int[Tensor, "M n"], eq_token: int, attn_scale: float,
+    layout: Layout | None = None,
+) -> Float[Tensor, "M n d_mlp"]:
+    """The MLP activations (``blocks.0.mlp.hook_post``) at the ``=`` position for every member, from the
+    same tables as ``stacked_logits`` (arguments as there; not differentiable)."""
+    weights, to_mlp, _, _ = stacked_tables(P, a, b, eq_token, attn_scale)
+    M, n = a.shape
+    layout = layout or Layout(a, b, [n] * M, P["attn.W_Q"].shape[1], P["W_E"].shape[1])
+    return torch.stack([_Mix.apply(weights[m], to_mlp[m], layout.all[m]).relu() for m in range(M)])
+
+
 class _HeadLoss(torch.autograd.Function):
     """Each member's weighted float64 cross-entropy of ``stacked_logits``' per-example part, with its
     gradient computed in the forward.

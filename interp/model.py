@@ -29,8 +29,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from interp.kernel import CHUNK_ROWS, cached_layout, lone_params, stacked_logits, stacked_loss
+from interp.kernel import CHUNK_ROWS, cached_layout, lone_params, stacked_logits, stacked_loss, stacked_post
 from interp.losses import loss_fn
+from interp.mlp import MLP_DEFAULTS
 
 
 def hooked_config(cfg: "TrainConfig") -> HookedTransformerConfig:
@@ -179,11 +180,29 @@ def forward(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor) -> Ten
 
 
 def activations(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor) -> dict[str, Tensor]:
-    """Every block's ``blocks.{i}.mlp.hook_post`` at the answer position, ``[batch, d_mlp]`` each."""
+    """Every block's ``blocks.{i}.mlp.hook_post`` at the answer position, ``[batch, d_mlp]`` each (where the fast
+    path applies and no hook is attached, from its tables: ``interp.kernel.stacked_post``, tested equal)."""
+    if fast_path_applies(model, cfg) and not has_hooks(model):
+        a, b = inputs[:, 0], inputs[:, 1]
+        layout = cached_layout(a, b, model.cfg.n_heads, model.cfg.d_vocab)
+        post = stacked_post(lone_params(model), a[None], b[None], cfg.eq_token, model.blocks[0].attn.attn_scale, layout)[0]
+        return {"blocks.0.mlp.hook_post": post}
     names = [f"blocks.{i}.mlp.hook_post" for i in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(inputs, names_filter=lambda n: n in names)
     pos = cfg.task_spec.answer_positions[0]
     return {n: cache[n][:, pos] for n in names}
+
+
+def views(model: HookedTransformer) -> dict:
+    """The fields of the analysers' view of the weights (``interp.families.WeightViews``): ``W_E`` at every slot, the last
+    block's neurons through ``W_out @ W_U`` (the direct path; LayerNorm and later residual terms left out),
+    and the circuit roles: ``W_E`` by token, ``W_U``/``b_U`` by class, the last block's MLP by neuron."""
+    last = f"blocks.{model.cfg.n_layers - 1}.mlp"
+    mlp = model.blocks[-1].mlp
+    roles = {"embed.W_E": ("token", 0), "unembed.W_U": ("class", 1), "unembed.b_U": ("class", 0),
+             f"{last}.W_in": ("neuron", 1), f"{last}.b_in": ("neuron", 0), f"{last}.W_out": ("neuron", 0)}
+    return dict(embed=[model.W_E] * model.cfg.n_ctx, neuron_logits=mlp.W_out @ model.W_U, unembed=model.W_U, roles=roles,
+                attention=not model.cfg.attn_only)
 
 
 def fast_path_applies(model: HookedTransformer, cfg: "TrainConfig") -> bool:
@@ -193,7 +212,10 @@ def fast_path_applies(model: HookedTransformer, cfg: "TrainConfig") -> bool:
 
 
 def check(cfg: "TrainConfig") -> tuple[str, str] | None:
-    """``(field, why)`` for a config the transformer cannot take: a task without tokens."""
+    """``(field, why)`` for a config the transformer cannot take: a task without tokens, an MLP-only option."""
     if cfg.task_spec.d_vocab(cfg) < 1:
         return "family", f"the transformer reads tokens; {cfg.task} has real-valued inputs (use --family mlp)"
+    for name, default in MLP_DEFAULTS.items():
+        if getattr(cfg, name) != default:
+            return name, "is an option of the mlp family (--family mlp); this run trains the transformer"
     return None

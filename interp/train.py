@@ -34,7 +34,7 @@ from transformer_lens import HookedTransformer
 
 from interp import optim, prune, runs
 from interp.cli import Parser
-from interp.config import PRESETS, ConfigError, TrainConfig, value_parser
+from interp.config import PRESET_SOURCES, PRESET_TASKS, PRESETS, ConfigError, TrainConfig, value_parser
 from interp.tasks import TASKS
 from interp.device import describe, resolve
 from interp.families import build_model, family_of, to_device
@@ -280,11 +280,25 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> 
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default})")
         else:
             p.add_argument(flag, type=value_parser(f.name), default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {f.default})")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named set of values (" + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()) + "); explicit flags override it")
+    def describe(name: str) -> str:
+        about = [x for x in (PRESET_TASKS.get(name), PRESET_SOURCES.get(name)) if x]
+        return f"{name}{' (' + '; '.join(about) + ')' if about else ''}: {PRESETS[name]}"
+
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named set of values (explicit flags "
+                   "override it), each with its task and, for a paper's setting, the code it was read from: "
+                   + "; ".join(describe(k) for k in PRESETS))
 
 
 def given_fields(args: argparse.Namespace) -> dict:
-    """The config fields a command line sets: the preset's values, then the explicit flags."""
+    """The config fields a command line sets: the preset's values, then the explicit flags.
+
+    Raises:
+        ConfigError: the preset is written for another task (``interp.config.PRESET_TASKS``).
+    """
+    want = PRESET_TASKS.get(args.preset)
+    if want is not None and args.task != want:
+        raise ConfigError(f"--preset {args.preset}: it is written for the {want} task, not {args.task} "
+                          f"(presets for {args.task}: {', '.join(k for k in sorted(PRESETS) if PRESET_TASKS.get(k, args.task) == args.task)})")
     return {**PRESETS.get(args.preset, {}), **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}}
 
 

@@ -205,15 +205,17 @@ def test_split_is_orthogonal_and_complete_in_float64():
     assert norms["shared_param_norm"] ** 2 == pytest.approx(shared, rel=1e-12)
     attributed = total - shared
     assert norms["cgen_param_norm"] ** 2 + norms["cmem_param_norm"] ** 2 == pytest.approx(attributed, rel=1e-12)
-    for name in ("embed.W_E[:p]", "unembed.W_U", "unembed.b_U"):
+    params = dict(model.named_parameters())
+    for name, axis in (("embed.W_E", 0), ("unembed.W_U", 1), ("unembed.b_U", 0)):  # split along the token / class axis
         pieces = [split.gen[name], split.mem[name], split.shared[name]]
-        assert torch.allclose(sum(pieces), (model.W_E[:p] if name.startswith("embed") else dict(model.named_parameters())[name]).double(), atol=1e-12)
+        whole = params[name].detach().double().movedim(axis, 0)[:p].reshape(p, -1)
+        assert torch.allclose(sum(pieces), whole, atol=1e-12)
         for i in range(3):
             for j in range(i + 1, 3):
                 assert abs((pieces[i] * pieces[j]).sum().item()) < 1e-9 * total
         assert split.gen[name].dtype == torch.float64
     # the C_gen part of W_E has only key-frequency components over the tokens
-    spectrum = fourier.frequency_norms(fourier.embedding_fourier_norms(split.gen["embed.W_E[:p]"], p))
+    spectrum = fourier.frequency_norms(fourier.embedding_fourier_norms(split.gen["embed.W_E"], p))
     assert set(torch.nonzero(spectrum > 1e-9).flatten().add(1).tolist()) == set(keys)
     assert efficiency.gen_neuron_mask(4, [1, 3]).tolist() == [True, False, True, False]
     per_neuron = efficiency.neuron_norms(model)

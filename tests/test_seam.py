@@ -159,7 +159,10 @@ def _toy_family() -> ModelFamily:
         "embed_mlp", "per-slot embeddings, concatenated, one ReLU layer", ("p", "d_model", "d_mlp"), _build,
         forward=lambda m, cfg, x: m(x),
         activations=lambda m, cfg, x: {"hidden.post": torch.relu(m.hidden(torch.cat([e(x[:, i]) for i, e in enumerate(m.embed)], -1)))},
-        views=lambda m: WeightViews([e.weight for e in m.embed], [m.hidden.weight.T], m.out.weight.T, attention=False),
+        views=lambda m: WeightViews([e.weight for e in m.embed], m.out.weight.T, m.out.weight.T,
+                                    {"embed.0.weight": ("token", 0), "embed.1.weight": ("token", 0), "hidden.weight": ("neuron", 0),
+                                     "hidden.bias": ("neuron", 0), "out.weight": ("class", 0), "out.bias": ("class", 0)},
+                                    attention=False),
         check=lambda cfg: ("engine", "no fast path") if cfg.engine == "fast" else None)
 
 
@@ -177,8 +180,13 @@ def test_a_model_family_registered_here_trains_analyses_and_reports(tmp_path, re
     for r, m in zip(rows, runs.read_metrics(out)):  # the family's forward, recomputed from the checkpoints
         for k in ("train_loss", "test_loss", "train_acc", "test_acc", "param_norm"):
             assert r[k] == pytest.approx(m[k], rel=1e-9), k
-    assert "embed_mlp family" in summary["skipped"]["circuit"] and "attention" in summary["skipped"]
-    assert summary["family"] == "embed_mlp"
+    # the circuit analysers read the family's views: they apply to it, the transformer-only ones do not
+    assert "circuit" not in summary["skipped"] and "embed_mlp family" in summary["skipped"]["attention"]
+    assert summary["family"] == "embed_mlp" and summary["fourier_applies"]
+    total = sum(p.detach().double().pow(2).sum().item() for p in model.parameters())
+    r = rows[-1]
+    assert r["cgen_param_norm"] ** 2 + r["cmem_param_norm"] ** 2 + r["shared_param_norm"] ** 2 == pytest.approx(total, rel=1e-9)
+    assert r["shared_param_norm"] > 0 and not math.isnan(r["restricted_loss"]) and not math.isnan(r["gini_W_E"])
     html = write_report([out]).read_text()
     assert "Attention from" not in html and "Fraction of the training set whose float32 softmax" in html
     with pytest.raises(ConfigError, match="--engine 'fast': no fast path"):
@@ -192,10 +200,11 @@ def test_builtin_families_views_and_activations_are_the_models_own_tensors():
     model, fam = build_model(cfg), FAMILIES["transformer"]
     v = fam.views(model)
     assert all(e is model.W_E for e in v.embed) and len(v.embed) == 3 and v.unembed is model.W_U and v.attention
+    assert torch.allclose(v.neuron_logits, model.blocks[0].mlp.W_out @ model.W_U)
     x = torch.tensor([[1, 2, 7], [3, 4, 7]])
     acts = fam.activations(model, cfg, x)
     _, cache = model.run_with_cache(x)
-    assert torch.equal(acts["blocks.0.mlp.hook_post"], cache["blocks.0.mlp.hook_post"][:, -1])
+    assert torch.allclose(acts["blocks.0.mlp.hook_post"], cache["blocks.0.mlp.hook_post"][:, -1], atol=1e-6)  # the fast path's tables
     digits = TrainConfig(task="digits", d_mlp=16)
     assert digits.family == "mlp"
     mlp = build_model(digits)
