@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_TABLE = "checkpoints.csv"
 SUMMARY_FILE = "summary.json"
-ANALYSIS_VERSION = 6  # bump when a column's meaning or the columns change: cached tables are then recomputed
-INT_COLUMNS = {"step", "freq", "head", "a", "b", *group_analysis.INT_COLUMNS}
+ANALYSIS_VERSION = 7  # bump when a column's meaning or the columns change: cached tables are then recomputed
+INT_COLUMNS = {"step", "freq", "head", "a", "b", "layer", "width", "feature_rank", *group_analysis.INT_COLUMNS}
 
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:

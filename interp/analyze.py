@@ -60,7 +60,7 @@ non-zero residues: zero has no logarithm), the group tasks ``s4``/``s5``/``a5`` 
 (a frequency of Z_{p-1} in the log basis) and the projections onto its isotypic directions; Gini is
 over the norms of the element rows of W_E and element columns of W_L in the isotypic basis.
 ``analysis/irreps.csv`` (``group_analysis.IRREP_TABLE``) replaces ``frequencies.csv``: one row per
-(checkpoint, irrep) with ``step, irrep, dim, W_E_frac, W_U_frac, W_L_frac, mlp_frac, excluded_loss``.
+(checkpoint, irrep) with ``step, irrep, dim, W_E_frac, x_embed_frac, W_U_frac, W_L_frac, mlp_frac, excluded_loss``.
 The summary says which basis was used (``basis``: ``fourier`` is absent, ``log`` or ``irreps``, with
 ``basis_note``) and holds the key irreps (``key_irreps``, ``key_irrep_names``, ...).
 

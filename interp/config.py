@@ -219,8 +219,6 @@ class TrainConfig:
             bad("batch_size", "must be >= 1 (or none: full batch)")
         if not (math.isfinite(self.adam_eps) and self.adam_eps > 0):
             bad("adam_eps", "must be a finite number > 0")
-        if self.d_model % self.n_heads:
-            bad("n_heads", f"must divide d_model = {self.d_model}")
         if self.engine not in ENGINES:
             bad("engine", f"must be one of {', '.join(ENGINES)}")
         family_error = FAMILIES[self.family].check(self)

@@ -43,6 +43,9 @@ class WeightViews:
             ``"token"`` (``axis`` runs over input tokens), ``"class"`` (over output classes) or ``"neuron"``
             (over the last hidden layer's neurons); every other parameter is shared by both circuits.
         attention: whether the model mixes positions by attention.
+        operand_hidden: per operand slot, ``[d_vocab, width]``: what each token adds to the first hidden layer's
+            pre-activation (an MLP's "total embedding", Chughtai et al.'s ``W_x @ W_left``); ``None`` where
+            attention mixes the slots first (the transformer).
     """
 
     embed: list[Tensor]
@@ -50,6 +53,7 @@ class WeightViews:
     unembed: Tensor
     roles: dict[str, tuple[str, int]]
     attention: bool
+    operand_hidden: list[Tensor] | None = None
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,13 @@ irrep, ``irreps.csv`` (``IRREP_TABLE``) holds:
 
     step, irrep       the checkpoint; the irrep's index (names in summary.json ``irreps``; 0 is trivial)
     dim               its real dimension
-    W_E_frac          fraction of |W_E|^2 over the element tokens' rows in the irrep (sums to 1 with trivial)
+    W_E_frac          fraction of |W_E|^2 over the element tokens' rows in the irrep (sums to 1 with trivial;
+                      an MLP: its operands' embeddings side by side)
+    x_embed_frac      an MLP only: the same for the first operand's "total embedding", what each token adds
+                      to the first hidden pre-activation (W_x @ W_left): Chughtai et al.'s percent_x_embed
     W_U_frac          the same for W_U's element-class columns
-    W_L_frac          the same for W_L = W_out @ W_U's element-class columns
-    mlp_frac          fraction of the MLP's centred activation variance (all neurons, n^2 inputs) in
+    W_L_frac          the same for W_L (the last hidden layer's neuron-to-logit map) element-class columns
+    mlp_frac          fraction of the last hidden layer's centred activation variance (all neurons, n^2 inputs) in
                       the block {trivial, irrep}^2 (empty for the trivial irrep)
     excluded_loss     train loss with only this irrep's directions removed (key irreps only)
 
@@ -49,7 +52,7 @@ from interp.families import build_model, family_of, hidden_activations, operand_
 from interp.runs import Run, RunError
 
 IRREP_TABLE = "irreps.csv"
-IRREP_COLUMNS = ["step", "irrep", "dim", "W_E_frac", "W_U_frac", "W_L_frac", "mlp_frac", "excluded_loss"]
+IRREP_COLUMNS = ["step", "irrep", "dim", "W_E_frac", "x_embed_frac", "W_U_frac", "W_L_frac", "mlp_frac", "excluded_loss"]
 INT_COLUMNS = {"irrep", "dim"}
 STABILITY_THRESHOLDS = (0.8, 0.85, 0.9)
 STABILITY_CHECKPOINTS = 3
@@ -225,6 +228,8 @@ class GroupAnalyser:
         row["cmem_efficiency"] = efficiency.efficiency(row["cmem_logit"], row["cmem_param_norm"])
 
         we = groups.fractions_1d(W_E, B, owner, m)
+        xe = (groups.fractions_1d(views.operand_hidden[0].detach()[v.tokens], B, owner, m) if views.operand_hidden is not None
+              else torch.full((m,), math.nan))
         wu = groups.fractions_1d(W_U.T, B, owner, m)
         wl = groups.fractions_1d(W_L.T, B, owner, m)
         acts = list(grid_activations(model, self.cfg, v).values())[-1]
@@ -232,7 +237,7 @@ class GroupAnalyser:
         excl = {}
         for r, d in zip(self.key, self.irrep_dirs):
             excl[r] = progress_measures.excluded_loss(lg, y, d, tr)
-        return [{"step": row["step"], "irrep": r, "dim": v.irreps[r].dim, "W_E_frac": we[r].item(), "W_U_frac": wu[r].item(),
+        return [{"step": row["step"], "irrep": r, "dim": v.irreps[r].dim, "W_E_frac": we[r].item(), "x_embed_frac": xe[r].item(), "W_U_frac": wu[r].item(),
                  "W_L_frac": wl[r].item(), "mlp_frac": mlp[r - 1].item() if r else math.nan, "excluded_loss": excl.get(r, math.nan)}
                 for r in range(m)]
 

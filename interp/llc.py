@@ -53,7 +53,7 @@ An estimate still depends on how well the rule is met: compare runs' LLCs only a
 The model and data: devinterp takes a dataset of ``input_ids`` and a per-token loss
 ``(model, input_ids) -> [batch, seq - 1]``. Each training example is stored as the two ids
 ``[a * p + b, label]`` (so there is one "token" of loss per example) and ``loss_fn`` decodes them and
-computes the float64 cross-entropy of ``interp.model.fast_logits`` (the fast forward; differentiable,
+computes the float64 cross-entropy of the family's logits (the fast forward where it applies; differentiable,
 equal to ``HookedTransformer.forward``'s logits): this wraps devinterp, nothing of it is copied.
 
 Hyper-parameters (``LLCConfig``; flags ``--llc-epsilon`` ...): ``epsilon`` (SGLD step size), ``gamma``
@@ -104,7 +104,7 @@ import torch
 import torch.nn.functional as F
 
 from interp import runs
-from interp.model import fast_logits
+from interp.families import family_of
 
 LLC_TABLE = "llc.csv"
 LLC_FILE = "llc.json"
@@ -394,12 +394,16 @@ def training_dataset(run: runs.Run) -> IdsDataset:
     return IdsDataset(torch.stack([data.a[idx] * p + data.b[idx], data.train_labels], dim=1))
 
 
-def make_loss_fn(p: int, eq_token: int):
-    """devinterp's per-token loss for ``training_dataset``'s ids: float64 cross-entropy of ``fast_logits``, ``[batch, 1]``."""
+def make_loss_fn(cfg):
+    """devinterp's per-token loss for ``training_dataset``'s ids: float64 cross-entropy of the family's logits
+    (its fast path where it applies, else its forward: ``interp.families``), ``[batch, 1]``."""
+    family, p = family_of(cfg), cfg.p
 
     def loss_fn(model, input_ids: torch.Tensor) -> torch.Tensor:
         a, b, y = input_ids[:, 0] // p, input_ids[:, 0] % p, input_ids[:, 1]
-        logits = fast_logits(model, a, b, eq_token)
+        x = torch.stack([a, b, torch.full_like(a, cfg.eq_token)], dim=1)
+        fast = family.fast is not None and family.fast.applies(model, cfg)
+        logits = family.fast.logits(model, cfg, x) if fast else family.forward(model, cfg, x)
         return F.cross_entropy(logits.to(torch.float64), y, reduction="none")[:, None].float()
 
     return loss_fn
@@ -422,7 +426,7 @@ def estimate(model, run: runs.Run, cfg: LLCConfig, dataset=None, metrics: bool =
     """
     dataset = training_dataset(run) if dataset is None else dataset
     cfg = resolve(cfg, len(dataset))
-    return sample(model, dataset, make_loss_fn(run.config.p, run.config.eq_token), cfg, cfg.n_beta, metrics=metrics)
+    return sample(model, dataset, make_loss_fn(run.config), cfg, cfg.n_beta, metrics=metrics)
 
 
 def select_steps(steps: list[int], every: int) -> list[int]:

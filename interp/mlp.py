@@ -95,6 +95,12 @@ class MLP(nn.Module):
             return self.first[min(i, len(self.first) - 1)].weight.T
         return self.embed[0 if self.embed_kind == "tied" else i]
 
+    def operand_hidden(self, i: int) -> Tensor:
+        """``[d_vocab - 1, d_hidden]``: what each token of operand ``i`` adds to the first hidden pre-activation
+        (Chughtai et al.'s "total embedding" ``W_x @ W_left``; biases left out)."""
+        lin = self.first[0 if self.combine == "shared" else i]
+        return lin.weight.T if self.embed_kind == "onehot" else self.operand_table(i) @ lin.weight.T
+
     def first_pre(self, x: Tensor) -> Tensor:
         """The first hidden layer's pre-activation from the operand tokens ``x[:, 0]``, ``x[:, 1]``."""
         pre = 0
@@ -217,7 +223,8 @@ def views(model: MLP) -> dict:
     if model.n_out == 2:  # the projection back to d_model: the neurons' outgoing weights
         roles[f"layers.{out - 1}.weight"] = ("neuron", 1)
     return dict(embed=[model.operand_table(i) for i in range(OPERANDS)], neuron_logits=model.neuron_logits(),
-                unembed=model.layers[-1].weight.T, roles=roles, attention=False)
+                unembed=model.layers[-1].weight.T, roles=roles, attention=False,
+                operand_hidden=[model.operand_hidden(i) for i in range(OPERANDS)])
 
 
 def check(cfg: "TrainConfig") -> tuple[str, str] | None:

@@ -215,6 +215,8 @@ def check(cfg: "TrainConfig") -> tuple[str, str] | None:
     """``(field, why)`` for a config the transformer cannot take: a task without tokens, an MLP-only option."""
     if cfg.task_spec.d_vocab(cfg) < 1:
         return "family", f"the transformer reads tokens; {cfg.task} has real-valued inputs (use --family mlp)"
+    if cfg.d_model % cfg.n_heads:
+        return "n_heads", f"must divide d_model = {cfg.d_model}"
     for name, default in MLP_DEFAULTS.items():
         if getattr(cfg, name) != default:
             return name, "is an option of the mlp family (--family mlp); this run trains the transformer"

@@ -751,6 +751,28 @@ def mechanism_curves(runs: Mapping[str, Rows], references: Mapping[str, Mapping[
     return fig
 
 
+def layer_curves(rows: Rows, name: str, phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
+    """Each hidden layer's feature rank and share of its variance in the key frequencies (or irreps) across
+    training, one line per layer (``layers.csv``, ``analyses.representations``).
+
+    Args:
+        rows: ``layers.csv`` rows (``step, layer, width, feature_rank, key_frac``).
+        name: the run's name.
+        phases: as in ``training_curves``.
+    """
+    layers = sorted({int(r["layer"]) for r in rows})
+    by_step: dict[int, dict] = {}
+    for r in rows:
+        d = by_step.setdefault(int(r["step"]), {"step": int(r["step"])})
+        d[f"rank_{int(r['layer'])}"], d[f"key_{int(r['layer'])}"] = r["feature_rank"], r["key_frac"]
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+    panels = [("feature rank", False, [(f"rank_{i}", f"layer {i}", dashes[i % len(dashes)]) for i in layers]),
+              ("key share of variance", False, [(f"key_{i}", f"layer {i} key share", dashes[i % len(dashes)]) for i in layers])]
+    panels = [p for p in panels if any(_has_values(list(by_step.values()), c) for c, _, _ in p[2])]
+    return _curves({name: list(by_step.values())}, panels, f"Feature rank and key share per hidden layer ({name})", phases,
+                   panel_height=240)
+
+
 def llc_curves(runs: Mapping[str, Rows], phases: Mapping[str, Mapping[str, int | None]] | None = None) -> go.Figure:
     """The local learning coefficient (mean over chains, the chains' std as error bars) with the test and
     train loss beside it.

@@ -43,7 +43,7 @@ from analyses import fourier
 from interp import plots, runs, tables
 from interp.plots import Figure
 from interp.cli import Parser
-from interp.analysers import ATTENTION_TABLE
+from interp.analysers import ATTENTION_TABLE, LAYER_TABLE
 from interp.analysis_files import load_table
 from interp.analyze import analyze_run, load_frequency_table, load_irrep_table
 from interp.text import fmt_num, fmt_set, fmt_step, key_frequency_stability, loss_crossings, mechanism_sentence, stability_sentence
@@ -82,6 +82,7 @@ class RunView:
     W_E_norms: Tensor | None = field(default=None, repr=False)
     W_L_norms: Tensor | None = field(default=None, repr=False)
     irrep_rows: list[dict] = field(default_factory=list, repr=False)  # irreps.csv of a group/log-basis run
+    layer_rows: list[dict] = field(default_factory=list, repr=False)  # layers.csv of an MLP or deeper model
 
     @property
     def fourier(self) -> bool:
@@ -129,6 +130,7 @@ def collect(run_dir: Path, name: str | None = None, force: bool = False, progres
     view = RunView(name or run_dir.resolve().name, run, meta, rows, summary, load_frequency_table(run_dir), step=run.steps[-1])
     view.attention = attention_grid(load_table(run_dir, ATTENTION_TABLE), view.step, run.config.p)
     view.irrep_rows = load_irrep_table(run_dir)
+    view.layer_rows = load_table(run_dir, LAYER_TABLE)
     if view.fourier:
         final = sorted((r for r in view.freq_rows if r["step"] == view.step), key=lambda r: r["freq"])
         view.W_E_norms = torch.tensor([r["W_E_norm"] for r in final])
@@ -252,6 +254,20 @@ def caption_neurons(v: RunView) -> str:
     return out + "."
 
 
+def caption_layers(v: RunView) -> str:
+    """The layers figure's panels, then each hidden layer's numbers at the final checkpoint."""
+    final = sorted((r for r in v.layer_rows if r["step"] == v.step), key=lambda r: r["layer"])
+    keys = v.summary.get("key_frequencies", v.summary.get("key_irrep_names", []))
+    parts = []
+    for r in final:
+        share = "" if math.isnan(r["key_frac"]) else f", {r['key_frac']:.0%} of its variance in the key blocks"
+        parts.append(f"layer {r['layer']}: rank {r['feature_rank']} of {r['width']}{share}")
+    return ("Feature rank (Fan et al.'s numerical rank of the covariance of a layer's features, here its activations over up "
+            "to 2048 test examples) and the share of each layer's centred activation variance in the blocks of the key "
+            f"{'frequencies' if 'key_frequencies' in v.summary else 'irreps'} ({', '.join(map(str, keys)) or 'none found'}; "
+            f"analyses.representations). At step {v.step}: " + "; ".join(parts) + ".")
+
+
 def caption_attention(v: RunView) -> str:
     mean_a = v.attention.nanmean(dim=(1, 2)).tolist()
     out = ("Attention weight from '=' to a for each head over (a, b); the rest goes to b and '='. Mean weight on a per head: "
@@ -352,6 +368,9 @@ def run_figures(view: RunView) -> list[Figure]:
                                                            sm["cluster_threshold"], "MLP neurons clustered by frequency" + suffix,
                                                            dead=sm["dead_neurons"]), caption_neurons(view)))
     out += [Figure(*f) for f in group_figures(view.name, view.summary, view.irrep_rows, view.step)]
+    if view.layer_rows:
+        out.append(Figure("layers", plots.layer_curves(view.layer_rows, view.name, {view.name: view.summary.get("phases", {})}),
+                          caption_layers(view)))
     if view.attention is not None:
         out.append(Figure("attention", plots.attention_grid(view.attention, "Attention from '=' to a, per head, over (a, b)" + suffix),
                           caption_attention(view)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import subprocess
 import sys
 from pathlib import Path
@@ -63,13 +65,12 @@ def test_two_layer_layernorm_gelu_model_trains_through_the_hooked_engine(tmp_pat
     loss = torch.nn.functional.cross_entropy(logits[run.train_idx], run.dataset.train_labels).item()
     assert loss == pytest.approx(m[-1]["train_loss"], rel=1e-5)
     assert make_optimizer(build_model(cfg), cfg).param_groups[0]["eps"] == 1e-6
-    # the analysis is not refused: the losses, accuracies and weight norm are computed from the checkpoints,
-    # the analysers written for the 1-layer transformer are skipped with their reason
+    # the analysis is not refused: every analyser reads the 2-layer LayerNorm model through the family
     rows, summary = analyze_run(out)
     assert [r["train_loss"] for r in rows] == pytest.approx([r["train_loss"] for r in m], rel=1e-5)
     assert all(r["param_norm"] == pytest.approx(x["param_norm"], rel=1e-9) for r, x in zip(rows, m))
-    for name in ("circuit", "mechanism", "attention"):
-        assert "1-layer transformer without LayerNorm (n_layers 2, normalization 'LN')" in summary["skipped"][name]
+    assert summary["skipped"] == {} and summary["fourier_applies"]
+    assert len(summary["key_frequencies_by_layer"]) == 2 and not math.isnan(rows[-1]["grad_symmetricity"])
 
 
 @pytest.mark.parametrize("flag, value", [("--n-layers", "0"), ("--normalization", "BN"), ("--act-fn", "tanh"),
