@@ -36,6 +36,10 @@ Stacks (``--stacks 1,8,64,256``, with ``--device``): member-steps per second of 
 canonical p = 113 members, and (``--to-grok``) the canonical run's wall time to 99 % test accuracy
 on that device.
 
+MLPs (``--mlp``): ms per full-batch training step of the papers' MLP shapes (``MLP_SHAPES``: Chughtai et al.'s,
+devinterp's, Prieto et al.'s) against the canonical transformer's fast path, at p = 113 and 53 on the same
+30 % split, rounds alternating; the ratios to the transformer are the numbers to read.
+
 Analysis: ``interp.analyze.analysis_throughput`` on the run given by ``--run`` (default: the default
 p = 113 run if it exists): every analyser over every checkpoint, nothing cached or written.
 
@@ -102,6 +106,54 @@ def bench_training(cfg: TrainConfig, rounds: int, round_seconds: float, device: 
     hooked, fast = statistics.median(times["hooked"]), statistics.median(times["fast"])
     return {"p": cfg.p, "n_train": len(y), "hooked_ms_per_step": round(hooked, 2), "fast_ms_per_step": round(fast, 2),
             "speedup": round(hooked / fast, 2), "loss_abs_diff": loss_abs_diff}
+
+
+# the model shapes --mlp times (full batch, the canonical 30 % split; the papers' own batches and splits aside):
+# the canonical transformer through its fast path, and the papers' MLPs (their widths, embeddings and depth)
+MLP_SHAPES = {
+    "transformer": {},
+    "mlp_chughtai": dict(family="mlp", mlp_embed="untied", mlp_combine="concat", mlp_init="chughtai", d_model=256, d_mlp=128),
+    "mlp_devinterp": dict(family="mlp", mlp_embed="tied", mlp_combine="sum", act_fn="gelu", d_model=12, d_mlp=48,
+                          freeze_biases=False, mlp_out_bias=False),
+    "mlp_prieto": dict(family="mlp", mlp_embed="onehot", mlp_depth=2, d_mlp=200),
+}
+
+
+def bench_mlp(ps: list[int], rounds: int, round_seconds: float) -> list[dict]:
+    """ms per full-batch training step (``interp.train``'s loss and AdamW) of each ``MLP_SHAPES`` model at
+    each p, rounds alternating between the models as in ``bench_training``; one row per p."""
+    from interp.train import loss_closure
+
+    out = []
+    for p in ps:
+        state = {}
+        for name, shape in MLP_SHAPES.items():
+            cfg = TrainConfig(p=p, **shape)
+            model = build_model(cfg)
+            state[name] = (model, make_optimizer(model, cfg), loss_closure(model, cfg, make_dataset(cfg)))
+
+        def run(name: str, seconds: float) -> float:
+            model, opt, loss = state[name]
+            n, t = 0, time.perf_counter()
+            while n == 0 or time.perf_counter() - t < seconds:
+                loss().backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                n += 1
+            return (time.perf_counter() - t) / n * 1000
+
+        times: dict[str, list[float]] = {name: [] for name in state}
+        for name in state:
+            run(name, 0.0)
+        for r in range(rounds):
+            for name in (list(state) if r % 2 == 0 else list(state)[::-1]):
+                times[name].append(run(name, round_seconds))
+        row = {"p": p, "n_train": TrainConfig(p=p).n_train}
+        row.update({f"{name}_ms_per_step": round(statistics.median(t), 2) for name, t in times.items()})
+        row.update({f"{name}_over_transformer": round(statistics.median(times[name]) / statistics.median(times["transformer"]), 3)
+                    for name in state if name != "transformer"})
+        out.append(row)
+    return out
 
 
 def bench_sweep(base: dict, n_runs: int, steps: int, rounds: int) -> dict[str, float]:
@@ -264,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stacks", default=None, metavar="K1,K2,...", help="instead: member-steps per second of stacks of these many canonical members (e.g. 1,8,64,256) on --device")
     ap.add_argument("--to-grok", action="store_true", help="with --stacks: also the canonical run's wall time to 99%% test accuracy on --device")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    ap.add_argument("--mlp", action="store_true", help="instead: ms per full-batch training step of the papers' MLPs against the canonical "
+                    "transformer at p = 113 and 53 (last line: JSON rows with each model's ratio to the transformer)")
     args = ap.parse_args(argv)
     try:
         device = resolve(args.device)
@@ -280,6 +334,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.to_grok:
             r.update(bench_to_grok(device))
         print(json.dumps(r))
+        return 0
+    if args.mlp:
+        if args.rounds < 1:
+            ap.error(f"--rounds {args.rounds}: must be >= 1")
+        tune_allocator()  # as interp.train runs
+        with flush_denormals():
+            rows = bench_mlp([113, 53], args.rounds, args.round_seconds)
+        for r in rows:
+            print(f"p={r['p']} full batch ({r['n_train']} examples): transformer {r['transformer_ms_per_step']} ms/step; "
+                  + ", ".join(f"{k[:-len('_ms_per_step')]} {v} ms/step" for k, v in r.items() if k.startswith("mlp_") and k.endswith("_ms_per_step"))
+                  + f" (torch threads: {torch.get_num_threads()})", flush=True)
+        print(json.dumps({"mlp": rows, "machine": machine_name("cpu")}))
         return 0
     if args.sweep:
         if args.sweep_runs < 1 or args.sweep_steps < 1:

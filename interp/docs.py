@@ -13,6 +13,8 @@ Two kinds of generated text, each with one source:
   --markdown DIR -->`` and ``<!-- /generated -->`` is what that command prints
   (``interp.experiment.markdown``) from ``DIR/summary.csv`` and ``DIR/experiment.json``, the small
   files stored under ``docs/data/``.
+- A block between ``<!-- generated: python -m interp.snapshot --markdown DIR -->`` and ``<!-- /generated -->``
+  is the table of one measured run, from ``DIR/run.json`` (``interp.snapshot``).
 
 ``tests/test_docs.py`` checks that the committed pages equal their sources.
 """
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 ANALYSIS_PAGE = DOCS / "analysis_tables.md"
 BLOCK = re.compile(r"(<!-- generated: python -m interp\.experiment (\S+) --markdown (\S+) -->\n)(.*?)(<!-- /generated -->)", re.S)
+RUN_BLOCK = re.compile(r"(<!-- generated: python -m interp\.snapshot --markdown (\S+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
 
 def _markdown_of_docstring(doc: str) -> str:
@@ -89,7 +92,15 @@ def render_blocks(text: str, root: Path = ROOT) -> str:
             body = markdown(m.group(2), data)
         return m.group(1) + "\n" + body + "\n" + m.group(5)
 
-    return BLOCK.sub(one, text)
+    def run(m):
+        from interp.snapshot import RUN_FILE, markdown as run_markdown
+
+        data = root / m.group(2)
+        body = (run_markdown(data) if (data / RUN_FILE).is_file()
+                else f"No stored run in `{m.group(2)}` yet: run `python -m interp.snapshot RUN_DIR {m.group(2)} --command ...`.\n")
+        return m.group(1) + "\n" + body + "\n" + m.group(4)
+
+    return RUN_BLOCK.sub(run, BLOCK.sub(one, text))
 
 
 def pages() -> list[Path]:

@@ -49,3 +49,22 @@ def test_bad_flags_are_one_line_and_exit_2(flags, expect, capsys):
         main(flags)
     err = capsys.readouterr().err
     assert e.value.code == 2 and expect in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_mlp_line_charges_a_slower_model_to_itself(monkeypatch, capsys):
+    """--mlp: each model's time is its own (one MLP made 30 ms slower per step shows up there only)."""
+    real = bench.build_model
+
+    def slowed_build(cfg):
+        model = real(cfg)
+        if cfg.family == "mlp" and cfg.mlp_embed == "onehot":
+            model.register_forward_pre_hook(lambda *a: time.sleep(0.03))
+        return model
+
+    monkeypatch.setattr(bench, "build_model", slowed_build)
+    monkeypatch.setattr(bench, "bench_mlp", lambda ps, r, s, real_fn=bench.bench_mlp: real_fn([13], r, s))
+    assert main(["--mlp", "--rounds", "2", "--round-seconds", "0"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mlp"]
+    r = rows[0]
+    assert r["p"] == 13 and r["mlp_prieto_ms_per_step"] >= 30 and r["mlp_devinterp_ms_per_step"] < 30
+    assert r["mlp_prieto_over_transformer"] == pytest.approx(r["mlp_prieto_ms_per_step"] / r["transformer_ms_per_step"], rel=0.02)

@@ -1,0 +1,129 @@
+"""A measured run's facts, kept small for the docs: ``python -m interp.snapshot RUN_DIR DIR --command "..."``.
+
+Writes ``DIR/run.json`` from a trained and analysed run directory: how it was made (the command, the
+commit, the machine, the torch threads, the wall time), its final accuracies and the first step at 99 %
+test accuracy, its key frequencies or irreps (clustering and embedding check), for group runs each key
+irrep's share of the embedding, of the first operand's total embedding (Chughtai et al.'s
+``percent_x_embed``) and of the unembedding at the final checkpoint, each hidden layer's final feature
+rank, and its local learning coefficient curve where ``--llc`` was run (first, peak, last).
+
+``markdown(DIR)`` (``python -m interp.snapshot --markdown DIR``) prints that as the Markdown table the
+docs embed between ``<!-- generated: python -m interp.snapshot --markdown DIR -->`` and
+``<!-- /generated -->`` (``interp.docs`` regenerates the block; ``tests/test_docs.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from interp import runs
+from interp.analysis_files import load_analysis, load_table
+from interp.cli import Parser
+from interp.runs import RunError
+from interp.text import fmt_step
+
+RUN_FILE = "run.json"
+
+
+def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
+    """The facts of ``run_dir`` (trained and analysed) as a JSON-able dict (see the module docstring)."""
+    run = runs.load_run(run_dir)
+    meta = json.loads((run_dir / runs.CONFIG_FILE).read_text())
+    metrics = runs.read_metrics(run_dir)
+    rows, summary = load_analysis(run_dir)
+    last = metrics[-1]
+    grok = next((m["step"] for m in metrics if m["test_acc"] >= 0.99), None)
+    cfg = run.config
+    out = {"command": command, "note": note, "commit": meta.get("git_commit"), "cpu": meta.get("machine", {}).get("cpu"),
+           "torch_threads": meta.get("machine", {}).get("torch_threads"), "wall_s": last.get("elapsed_s"),
+           "task": cfg.task, "family": cfg.family, "p": cfg.p, "steps": last["step"],
+           "train_acc": last["train_acc"], "test_acc": last["test_acc"], "test_loss": last["test_loss"], "test_99_step": grok}
+    if "key_irreps" in summary:
+        names = summary["irreps"]
+        out["key"] = [names[k] for k in summary["key_irreps"]]
+        out["key_embedding"] = [names[k] for k in summary.get("key_irreps_embedding", [])]
+        final = [r for r in load_table(run_dir, "irreps.csv") if r["step"] == run.steps[-1]]
+        out["irrep_shares"] = {names[r["irrep"]]: {c: r[c] for c in ("W_E_frac", "x_embed_frac", "W_U_frac")} for r in final
+                               if r["irrep"] in summary["key_irreps"] or r["W_E_frac"] > 0.01}
+    elif "key_frequencies" in summary:
+        out["key"] = summary["key_frequencies"]
+        out["key_embedding"] = summary.get("key_frequencies_embedding", [])
+    layers = [r for r in load_table(run_dir, "layers.csv") if r["step"] == run.steps[-1]]
+    out["feature_rank"] = [f"{r['feature_rank']} of {r['width']}" for r in sorted(layers, key=lambda r: r["layer"])]
+    from interp.llc import load_llc
+
+    llc_rows, llc_info = load_llc(run_dir)
+    if llc_rows:
+        peak = max(llc_rows, key=lambda r: r["llc_mean"])
+        out["llc"] = {"first": [llc_rows[0]["step"], llc_rows[0]["llc_mean"]], "peak": [peak["step"], peak["llc_mean"]],
+                      "last": [llc_rows[-1]["step"], llc_rows[-1]["llc_mean"]], "n_checkpoints": len(llc_rows),
+                      "settings": {k: llc_info.get("settings", {}).get(k) for k in ("epsilon", "gamma", "n_beta", "chains", "draws", "burnin")}}
+    return out
+
+
+def _num(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def markdown(d: Path) -> str:
+    """The Markdown table of ``d/run.json`` (see the module docstring)."""
+    s = json.loads((Path(d) / RUN_FILE).read_text())
+    wall = "-" if s.get("wall_s") is None else f"{s['wall_s'] / 60:.1f} min"
+    lines = [f"Made by `{s['command']}` at commit `{(s.get('commit') or 'unknown')[:10]}` on {s.get('cpu') or 'an unrecorded CPU'} "
+             f"({s.get('torch_threads')} torch threads), {wall} of training; then `python -m interp.analyze`."
+             + (f" {s['note']}" if s.get("note") else ""), "",
+             "| quantity | value |", "|---|---|",
+             f"| task, family, p | {s['task']}, {s['family']}, {s['p']} |",
+             f"| final step: train / test accuracy, test loss | {fmt_step(s['steps'])}: {_num(s['train_acc'], 4)} / "
+             f"{_num(s['test_acc'], 4)}, {_num(s['test_loss'])} |",
+             f"| first step at 99 % test accuracy | {fmt_step(s['test_99_step']) if s['test_99_step'] is not None else 'not reached'} |"]
+    if "key" in s:
+        lines.append(f"| key frequencies or irreps (neuron clustering) | {', '.join(map(str, s['key'])) or 'none'} |")
+        lines.append(f"| embedding check | {', '.join(map(str, s['key_embedding'])) or 'none'} |")
+    for name, sh in s.get("irrep_shares", {}).items():
+        lines.append(f"| {name}: share of W_E / of the first operand's total embedding / of W_U | "
+                     f"{sh['W_E_frac']:.1%} / {_num(sh['x_embed_frac'] * 100 if sh['x_embed_frac'] is not None else None, 4)}% / "
+                     f"{sh['W_U_frac']:.1%} |")
+    if s.get("feature_rank"):
+        lines.append(f"| feature rank per hidden layer (final) | {'; '.join(s['feature_rank'])} |")
+    if "llc" in s:
+        l = s["llc"]
+        st = ", ".join(f"{k} {v}" for k, v in l["settings"].items() if v is not None)
+        lines.append(f"| LLC ({l['n_checkpoints']} checkpoints; {st}): first, peak, last | "
+                     f"{l['first'][1]:.1f} (step {fmt_step(l['first'][0])}), {l['peak'][1]:.1f} (step {fmt_step(l['peak'][0])}), "
+                     f"{l['last'][1]:.1f} (step {fmt_step(l['last'][0])}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python -m interp.snapshot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a trained and analysed run directory")
+    p.add_argument("out", nargs="?", type=Path, metavar="DIR", help="where run.json goes (e.g. docs/data/models/NAME)")
+    p.add_argument("--command", default=None, help="the command that trained the run (recorded as it is)")
+    p.add_argument("--note", default=None, help="a sentence printed after the provenance line (e.g. what else was run on it)")
+    p.add_argument("--markdown", type=Path, default=None, metavar="DIR", help="instead: print DIR/run.json as the docs' table")
+    args = p.parse_args(argv)
+    try:
+        if args.markdown is not None:
+            print(markdown(args.markdown), end="")
+            return 0
+        if args.run_dir is None or args.out is None or not args.command:
+            p.error("RUN_DIR, DIR and --command are needed (or --markdown DIR)")
+        s = snapshot(args.run_dir, args.command, args.note)
+    except (RunError, FileNotFoundError) as e:
+        print(f"python -m interp.snapshot: error: {e}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs.write_text(args.out / RUN_FILE, json.dumps(s, indent=1) + "\n")
+    print(markdown(args.out), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
