@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -85,3 +86,31 @@ def test_the_rebuilt_accelerate_summary_is_what_its_script_and_summarise_give(tm
                    env={**os.environ, "PYTHONPATH": str(docs.ROOT)})
     assert (tmp_path / tables.SUMMARY_FILE).read_text() == (src / tables.SUMMARY_FILE).read_text()
     assert "rebuilt" in tables.provenance(src)["note"]
+
+
+def test_run_snapshot_block_is_the_runs_numbers(tmp_path):
+    """interp.snapshot: a run's facts in run.json, and a docs block renders exactly its markdown."""
+    from interp.analyze import analyze_run
+    from interp.config import TrainConfig
+    from interp.snapshot import main as snapshot_main
+    from interp.snapshot import markdown
+    from interp.train import train
+
+    cfg = TrainConfig(task="s4", family="mlp", d_model=8, d_mlp=16, steps=40, eval_every=20, save_every=20)
+    run = train(cfg, tmp_path / "run", progress=False)
+    rows, summary = analyze_run(run)
+    assert snapshot_main([str(run), str(tmp_path / "snap"), "--command", "python -m interp.train s4 --family mlp"]) == 0
+    s = json.loads((tmp_path / "snap" / "run.json").read_text())
+    assert s["family"] == "mlp" and s["steps"] == 40 and s["test_acc"] == pytest.approx(rows[-1]["test_acc"], abs=1e-9)
+    assert len(s["feature_rank"]) == 1 and "irrep_shares" in s  # group run: the key irreps' shares (none: the largest)
+    text = markdown(tmp_path / "snap")
+    assert "`python -m interp.train s4 --family mlp`" in text and "| task, family, p | s4, mlp, 24 |" in text
+    page = f"x\n<!-- generated: python -m interp.snapshot --markdown {tmp_path / 'snap'} -->\nold\n<!-- /generated -->\n"
+    assert docs.render_blocks(page, root=Path("/")) == page.replace("old\n", "\n" + text + "\n")
+
+
+@pytest.mark.parametrize("page", [p for p in docs.pages() if docs.RUN_BLOCK.search(p.read_text())])
+def test_every_run_block_has_its_stored_run(page):
+    for _, data, _, _ in docs.RUN_BLOCK.findall(page.read_text()):
+        s = json.loads((docs.ROOT / data / "run.json").read_text())
+        assert s["command"] and s["commit"] and s["cpu"] and s["wall_s"] > 0
