@@ -27,6 +27,7 @@ def test_the_notebooks_are_there():
         "04_circuit_efficiency.ipynb",
         "05_stability_mechanism_llc.ipynb",
         "06_groups.ipynb",
+        "07_mlp_and_depth.ipynb",
     ]
 
 
@@ -173,6 +174,18 @@ def group_runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("groups")
     return (train(tiny_config(task="s4", p=24, steps=30), d / "s4", progress=False),
             train(tiny_config(task="mod_mul", steps=30), d / "mod_mul", progress=False))
+
+
+@pytest.fixture(scope="module")
+def mlp_runs(tmp_path_factory):
+    """Tiny runs of the S5 and devinterp MLP presets' shapes (notebook 7 reads them)."""
+    from interp.config import PRESETS, TrainConfig
+    from interp.train import train
+
+    d = tmp_path_factory.mktemp("mlps")
+    small = dict(steps=40, eval_every=10, save_every=10)
+    return (train(TrainConfig(task="s4", **{**PRESETS["s5-mlp"], "d_model": 16, "d_mlp": 32, **small}), d / "s4", progress=False),
+            train(TrainConfig(task="mod_add", **{**PRESETS["devinterp-mlp"], "p": 13, **small}), d / "mod_add", progress=False))
 def check_05(text: str, rows: list[dict], summary: dict) -> None:
     """Notebook 5's by-hand stability and gradient symmetricity are the table's; its sentences are the library's."""
     from interp import llc
@@ -192,17 +205,44 @@ def check_05(text: str, rows: list[dict], summary: dict) -> None:
         assert f"step {r['step']:>6}: llc {r['llc_mean']:.4g} ± {r['llc_std']:.3g}, nβ {r['n_beta']:.4g}" in text and r["rule"] == "forced"
 
 
-CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06}  # what a notebook prints vs the library
+def check_07(text: str, rows: list[dict], summary: dict) -> None:
+    """Notebook 7's by-hand percent_x_embed is the table's x_embed_frac; its keys and LLC rows are the library's."""
+    from interp import llc
+    from interp.analyze import load_analysis, load_irrep_table
+
+    s5, mlp = os.environ["INTERP_S5_MLP_RUN"], os.environ["INTERP_MLP_RUN"]
+    _, ssum = load_analysis(s5)
+    assert re.search(r"^key irreps: (\[.*?\]) =", text, re.M).group(1) == str(ssum["key_irreps"])
+    shares = re.findall(r"^(\S.*?)\s+(\d\.\d{4})\s+(\d\.\d{4})$", text, re.M)
+    final = [r for r in load_irrep_table(s5) if r["step"] == max(x["step"] for x in load_irrep_table(s5))]
+    assert len(shares) == len(final) == len(ssum["irreps"]), text
+    for (name, by_hand, table), r in zip(shares, final):
+        assert name == ssum["irreps"][r["irrep"]] and float(table) == pytest.approx(r["x_embed_frac"], abs=1e-4)
+        assert float(by_hand) == pytest.approx(float(table), abs=2e-4)  # Chughtai's QR basis = the isotypic basis
+    assert sum(float(t) for _, _, t in shares) == pytest.approx(1.0, abs=1e-3)
+    mrows, msum = load_analysis(mlp)
+    assert f"key frequencies: {msum['key_frequencies']}; embedding check: {msum['key_frequencies_embedding']}" in text
+    assert f"by hand from the hidden activations: key frequencies {msum['key_frequencies']}" in text
+    llc_rows, meta = llc.load_llc(mlp)
+    assert llc_rows and meta["settings"]["draws"] == int(os.environ["INTERP_LLC_DRAWS"])
+    for r in llc_rows:
+        assert f"step {r['step']:>6}: llc {r['llc_mean']:.4g}," in text
+
+
+CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06, "07": check_07}  # what a notebook prints vs the library
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, tiny_dcrit, tiny_ungrok, group_runs, monkeypatch):
+def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, tiny_dcrit, tiny_ungrok, group_runs, mlp_runs,
+                                                             monkeypatch):
     # the kernel inherits the environment: the run (and dcrit, ungrok experiments) to use, and this checkout first on the path
     monkeypatch.setenv("INTERP_RUN", str(notebook_run))
     monkeypatch.setenv("INTERP_DCRIT", str(tiny_dcrit[0]))
     monkeypatch.setenv("INTERP_UNGROK", str(tiny_ungrok))
     monkeypatch.setenv("INTERP_GROUP_RUN", str(group_runs[0]))
     monkeypatch.setenv("INTERP_MUL_RUN", str(group_runs[1]))
+    monkeypatch.setenv("INTERP_S5_MLP_RUN", str(mlp_runs[0]))
+    monkeypatch.setenv("INTERP_MLP_RUN", str(mlp_runs[1]))
     for k, v in (("INTERP_LLC_DRAWS", "10"), ("INTERP_LLC_CHAINS", "2"), ("INTERP_LLC_EVERY", "30")):
         monkeypatch.setenv(k, v)  # notebook 5: a short LLC of 3 checkpoints
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
