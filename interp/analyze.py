@@ -17,6 +17,11 @@ analyser that does not apply to a run (its task, model family or config) leaves 
     step, freq, W_E_norm, W_L_norm (sqrt(cos^2 + sin^2) Fourier norms), excluded_loss (train loss
     with only that frequency's two directions removed; key frequencies only, empty for the others)
 
+``analysis/layers.csv`` (``interp.analysers.LAYER_TABLE``; MLPs and transformers with more than one layer), one
+row per (checkpoint, hidden layer): ``step, layer, width, feature_rank`` (Fan et al.'s numerical rank of the
+covariance of the layer's activations over up to 2 048 test examples), ``key_frac`` (the share of its centred
+activation variance over all pairs in the key frequencies' or irreps' blocks; empty where there are none).
+
 ``analysis/llc.csv`` and ``llc.json`` (only with ``--llc``; ``interp.llc``, optional extra ``llc``): the local
 learning coefficient of every ``--llc-every``-th checkpoint (llc_mean after the burn-in, llc_std over SGLD
 chains, per-chain values, n_beta, whether the calibration passed the settings) with the sampler's settings and
@@ -24,9 +29,9 @@ loss traces; ``--llc-calibrate`` writes ``llc_calibration.csv`` / ``.json`` / ``
 on one checkpoint judged by the stability rule; ``--llc`` uses the chosen point and refuses settings that did
 not pass unless ``--llc-force``).
 
-``analysis/summary.json`` (``SUMMARY_FILE``): ``key_frequencies`` (neuron clustering on the final
-checkpoint, ``analyses.fourier``), ``key_frequencies_step``, ``key_frequencies_embedding`` (W_E
-Fourier norm > max/4), ``neurons_per_frequency``, ``unclustered_neurons``, ``dead_neurons``,
+``analysis/summary.json`` (``SUMMARY_FILE``): ``key_frequencies`` (clustering the last hidden layer's neurons on
+the final checkpoint, ``analyses.fourier``), ``key_frequencies_step``, ``key_frequencies_embedding`` (Fourier
+norm of the operands' embeddings > max/4), ``key_frequencies_by_layer`` (each hidden layer clustered alone), ``neurons_per_frequency``, ``unclustered_neurons``, ``dead_neurons``,
 ``small_clusters`` (frequencies with fewer than ``min_cluster_neurons`` neurons: not key),
 ``cluster_threshold``, ``mechanism_note`` (why the clock/pizza columns are empty, or null), the stability of the set (``key_frequencies_by_threshold`` at thresholds
 0.8 / 0.85 / 0.9, ``key_frequencies_by_step`` on the last three checkpoints, ``key_frequencies_stable``

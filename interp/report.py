@@ -62,7 +62,7 @@ PLOTLY_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions
 CAPTIONS = {  # what a figure's panels are; the numbers of the run drawn are appended (the caption_* functions)
     "efficiency": "Top: the correct-class logit (train split) of the key-frequency part of the logits (C_gen) and of the rest "
                   "(C_mem). Middle: each circuit's own parameter norm; 'shared' (attention, W_pos, the '=' embedding, constant "
-                  "components) counts in neither. Bottom: logit per unit of own norm (analyses.efficiency). Dotted lines: "
+                  "components, layers before the last hidden one) counts in neither. Bottom: logit per unit of own norm (analyses.efficiency). Dotted lines: "
                   "phase boundaries, and the step from which C_gen stays the more efficient circuit.",
 }
 
