@@ -138,7 +138,12 @@ def fake_experiment(out, gen_sizes=(150,), gen_norm=lambda d, seed: 20.0, capped
         fake_stage(out / dcrit.stage_name("mem", wd), {"train_size": [10, 40, 160], "seed": [1, 2, 3]}, {"label_noise": 1.0, "wd": wd})
         fake_stage(out / dcrit.stage_name("gen", wd), {"train_size": list(gen_sizes), "seed": [1, 2]}, {"wd": wd})
 
-    def record(run_dir, family):
+    def record(run_dir, family, diverged=False):
+        if diverged:  # as dcrit.member_record returns a member that diverged
+            return {"family": family, "run": run_dir.name, "flags": "diverged", "diverged": True, "wd": float(run_dir.parent.parent.name.split("_wd")[1]),
+                    **dict(zip(("D", "seed"), (int(x) for x in run_dir.name.removeprefix("train_size").split("_seed")))),
+                    "steps": 50, "cap": 400, "final_train_loss": None, "final_test_acc": None, "param_norm": None,
+                    "correct_logit": None, "efficiency": None, "cgen_frac": None}
         d, seed = (int(x) for x in run_dir.name.removeprefix("train_size").split("_seed"))
         wd = float(run_dir.parent.parent.name.split("_wd")[1])
         a = 2 * math.sqrt(d) * (1 + 0.1 * (seed - 1)) if family == "C_mem" else gen_norm(d, seed)
@@ -197,6 +202,31 @@ def test_summary_known_answer_from_a_fake_sweep(tmp_path, monkeypatch):
         assert len(list(csv.DictReader(f))) == 3 * (9 + 4)
     back = dcrit.read_members(out)
     assert len(back) == 39 and {type(r["equilibrium"]) for r in back} == {bool}
+
+
+def test_a_diverged_member_counts_and_every_row_says_how_many(tmp_path, monkeypatch, tiny_run):
+    """Issue 24 item 4: a member forced to NaN is not dropped: its row counts it among the seeds, says
+    "1 of 3 diverged", and leaves it out of the measures; dcrit.member_record flags it without reading its weights."""
+    from interp import tables
+
+    out = tmp_path / "d"
+    real_record = dcrit.member_record
+    monkeypatch.setattr(dcrit, "member_record", fake_experiment(out))
+    stage = out / dcrit.stage_name("mem", WDS[0])
+    rs = tables.read_csv(stage / "results.csv")
+    victim = next(r for r in rs if r["train_size"] == 40 and r["seed"] == 2)
+    victim.update(status="failed", reason="training loss is not finite at step 50")
+    tables.write_csv(stage / "results.csv", rs)
+    rows = dcrit.summarise(out)
+    r = next(r for r in rows if (r["row"], r["wd"], r["D"]) == ("C_mem", WDS[0], 40))
+    assert (r["seeds"], r["used"], r["diverged"]) == (3, 2, 1) and "seed 2: diverged" in r["flags"]
+    assert r["norm_max"] == pytest.approx(2 * math.sqrt(40) * 1.2 * WDS[0] ** -0.25)  # seeds 1 and 3 only
+    assert all(x["diverged"] == 0 for x in rows if x["row"] != "D_crit" and x["wd"] is not None and x is not r)
+    table = tables.experiment_tables(rows, dcrit.TABLES)[0]
+    headers, cells = table[1], table[2]
+    assert "1 of 3" in [c[headers.index("diverged")] for c in cells]
+    rec = real_record(tiny_run, "C_mem", diverged=True)
+    assert rec["flags"] == "diverged" and rec["param_norm"] is None and rec["diverged"] is True
 
 
 def test_a_c_gen_level_that_moves_with_d_is_flagged(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from interp.analyze import main as analyze_main
 from interp.config import PRESETS, ConfigError, TrainConfig
 from interp.experiment import main as experiment_main
 from interp.experiments import accelerate, omnigrok
-from interp.mlp import DigitsMLP
+from interp.mlp import MLP
 from interp.families import build_model
 from interp.losses import mse_loss
 from interp.report import main as report_main
@@ -51,7 +51,7 @@ def test_digits_dataset_is_the_bundled_images_split_by_the_seed():
 
 def test_digits_mlp_shape_init_scale_and_frozen_biases():
     m1, m8 = build_model(digits_config(init_scale=1.0, freeze_biases=False)), build_model(digits_config(init_scale=8.0, freeze_biases=False))
-    assert isinstance(m1, DigitsMLP) and m1(torch.zeros(5, 64)).shape == (5, 10)
+    assert isinstance(m1, MLP) and m1(torch.zeros(5, 64)).shape == (5, 10)
     assert [tuple(layer.weight.shape) for layer in m1.layers] == [(16, 64), (16, 16), (10, 16)]
     for (n, p1), (_, p8) in zip(m1.named_parameters(), m8.named_parameters()):
         assert torch.equal(p8, p1 * 8), n  # every initial parameter x alpha, same seed
@@ -106,7 +106,8 @@ def test_a_digits_run_is_analysed_and_reported_without_the_transformer_analysers
     for r, m in zip(rows, metrics):  # the MLP's own forward, recomputed from each checkpoint
         for k in ("train_loss", "test_loss", "train_acc", "test_acc", "param_norm"):
             assert r[k] == pytest.approx(m[k], rel=1e-9), k
-    assert summary["family"] == "mlp" and "mlp family on digits" in summary["skipped"]["circuit"]
+    assert summary["family"] == "mlp" and "digits has no such tokens" in summary["skipped"]["circuit"]
+    assert "layers" not in summary["skipped"] and (run / "analysis" / "layers.csv").is_file()  # feature rank per hidden layer
     assert all(math.isnan(r["excluded_loss"]) for r in rows)
     assert report_main([str(run), "--quiet"]) == 0
     html = (run / "report.html").read_text()
@@ -248,6 +249,18 @@ def test_omnigrok_end_to_end_tiny(tmp_path, monkeypatch, capsys):
         assert r["norm0"] == pytest.approx(r["alpha_original"] * r["init_norm_original"], rel=1e-5)
         assert r["norm0"] == pytest.approx(r["alpha"] * r["init_norm_here"], rel=1e-5)
     assert all(r["alpha_original"] is None for r in rows if r["stage"] == "digits")
+    # issue 24 item 4: a member forced to NaN stays in the summary, marked, and the tables say so
+    from interp import tables
+
+    assert [r["diverged"] for r in rows] == [False] * 5
+    rs = tables.read_csv(out / "lu" / "results.csv")
+    victim = next(r for r in rs if r["init_scale"] == 2.0)
+    victim.update(status="failed", reason="training loss is not finite at step 30")
+    tables.write_csv(out / "lu" / "results.csv", rs)
+    after = omnigrok.summarise(out)
+    assert len(after) == 5 and [r["diverged"] for r in after] == [False, False, True, False, False]
+    lu_table = tables.experiment_tables(after, omnigrok.TABLES)[0]
+    assert [c[lu_table[1].index("diverged")] for c in lu_table[2]] == ["no", "no", "yes"]
     dg = {r["wd"]: r for r in rows if r["stage"] == "digits"}
     assert dg[0.5]["final_norm"] < dg[0.0]["final_norm"]  # weight decay pulls the norm down
     assert (out / "summary.csv").read_text().splitlines()[0] == ",".join(omnigrok.SUMMARY_COLUMNS)

@@ -73,6 +73,27 @@ def test_ungrok_summary_known_answer(tmp_path):
     assert (by[(2.0, 80)]["median_final_train_acc"], by[(2.0, 80)]["min_final_train_acc"]) == (1.0, 0.98)
 
 
+def test_ungrok_counts_a_diverged_member_and_says_so(tmp_path):
+    """Issue 24 item 4: a member forced to NaN (wd 1, D' 40, seed 3, final accuracy 0.7) stays among the seeds,
+    has no final accuracy, and the row says 1 of 3 diverged (the old summary dropped it: seeds 2)."""
+    from interp import tables
+
+    fake_ungrok(tmp_path)
+    d = tmp_path / ungrok.STAGE / "wd1"
+    rs = tables.read_csv(d / "results.csv")
+    victim = next(r for r in rs if r["train_size"] == 40 and r["data_seed"] == 3)
+    victim.update(status="failed", reason="training loss is not finite at step 300")
+    tables.write_csv(d / "results.csv", rs)
+    by = {(r["wd"], r["train_size"]): r for r in ungrok.summarise(tmp_path)}
+    r = by[(1.0, 40)]
+    assert (r["seeds"], r["diverged"], r["median_final_test_acc"], r["max_final_test_acc"]) == (3, 1, 0.55, 0.6)
+    assert all(x["diverged"] == 0 for k, x in by.items() if k != (1.0, 40))
+    table = tables.experiment_tables(list(by.values()), ungrok.TABLES)[0]
+    headers, cells = table[1], table[2]
+    col = next(i for i, h in enumerate(headers) if h.startswith("diverged"))
+    assert [c[col] for c in cells] == ["0 of 3 / 0 of 3", "1 of 3 / 0 of 3", "0 of 3 / 0 of 3"]
+
+
 def test_ungrok_caption_states_what_the_numbers_show(tmp_path):
     fake_ungrok(tmp_path)
     text = ungrok.caption(ungrok.summarise(tmp_path))

@@ -112,9 +112,9 @@ QUICK = {"p": 31, "base": {**_SMALL, "eval_every": 50}, "wds": [1.0, 2.0], "deca
 FULL = {"p": 113, "base": {"lr": 1e-3, "eval_every": 50}, "wds": [0.5, 1.0, 2.0], "decay_times": 20.0, "min_decay_times": 10.0,
         "mem_fracs": np.geomspace(0.02, 0.32, 7).tolist(), "gen_fracs": [0.6, 0.9], "seeds": [1, 2, 3, 4, 5]}
 
-MEMBER_COLUMNS = ["family", "run", "wd", "D", "seed", "steps", "cap", "equilibrium", "ended", "loss_drop", "final_train_loss", "final_train_acc",
+MEMBER_COLUMNS = ["family", "run", "diverged", "wd", "D", "seed", "steps", "cap", "equilibrium", "ended", "loss_drop", "final_train_loss", "final_train_acc",
                   "final_test_acc", "param_norm", "correct_logit", "efficiency", "key_frequencies", "cgen_frac", "flags"]
-SUMMARY_COLUMNS = ["row", "wd", "D", "seeds", "used", "flags", "norm_median", "norm_min", "norm_max", "logit_median", "loss_median",
+SUMMARY_COLUMNS = ["row", "wd", "D", "seeds", "used", "diverged", "flags", "norm_median", "norm_min", "norm_max", "logit_median", "loss_median",
                    "efficiency_median", "efficiency_min", "efficiency_max", "steps_median", "cap",
                    "norm_at_loss_median", "norm_at_loss_min", "norm_at_loss_max", "norm_at_logit_median", "norm_at_logit_min",
                    "norm_at_logit_max", "extrapolated", "max_final_train_loss", "min_cgen_frac", "median_final_test_acc",
@@ -213,10 +213,15 @@ def equilibrium_flag(at_eq: bool, drop: float | None, cap: int) -> str:
 
 
 @torch.no_grad()
-def member_record(run_dir: Path, family: str) -> dict:
-    """The measures of one finished member at its last checkpoint (see the module docstring); ``flags`` names what failed."""
+def member_record(run_dir: Path, family: str, diverged: bool = False) -> dict:
+    """The measures of one member at its last checkpoint (see the module docstring); ``flags`` names what failed
+    (a member that diverged, ``common.ok_rows``, is flagged so and never used)."""
     r = runs.load_run(run_dir)
     cfg, data, last = r.config, r.dataset, r.metrics[-1]
+    if diverged:  # its weights are not finite: nothing to measure, and it is never used
+        return {c: None for c in MEMBER_COLUMNS} | {"family": family, "run": str(run_dir.name), "wd": cfg.wd, "D": cfg.n_train,
+                                                    "seed": cfg.seed, "steps": last["step"], "cap": cfg.steps, "flags": "diverged",
+                                                    "diverged": True}
     model = r.load_model()
     logits = model(data.inputs)[:, -1].double()
     norm = efficiency.parameter_norm(model)
@@ -240,15 +245,17 @@ def member_record(run_dir: Path, family: str) -> dict:
             "cap": cfg.steps, "equilibrium": at_eq, "ended": (end or {}).get("reason", ""), "loss_drop": drop,
             "final_train_loss": last["train_loss"], "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
             "param_norm": norm, "correct_logit": logit, "efficiency": efficiency.efficiency(logit, norm),
-            "key_frequencies": " ".join(map(str, keys)) if keys is not None else None, "cgen_frac": frac, "flags": "; ".join(flags)}
+            "key_frequencies": " ".join(map(str, keys)) if keys is not None else None, "cgen_frac": frac, "flags": "; ".join(flags),
+            "diverged": diverged}
 
 
 def members(out: Path) -> list[dict]:
-    """``member_record`` of every finished member of every stage (failed members are left out)."""
+    """``member_record`` of every member of every stage that finished or diverged (``common.ok_rows``; other
+    failures, a bad config or a crash, are left out)."""
     recs = []
     for family, d in stages(out):
         if is_sweep(d):
-            recs += [member_record(d / r["run"], family) for r in ok_rows(d)]
+            recs += [member_record(d / r["run"], family, r["diverged"]) for r in ok_rows(d)]
     return recs
 
 
@@ -349,16 +356,18 @@ def summary_rows(recs: list[dict]) -> list[dict]:
                 rs = [r for r in recs if r["family"] == family and r["wd"] == wd and r["D"] == d]
                 used = [r for r in rs if not r["flags"]]
                 row = {"row": family, "wd": wd, "D": d, "seeds": len(rs), "used": len(used), "cap": max(r["cap"] for r in rs),
+                       "diverged": sum(bool(r.get("diverged")) for r in rs),
                        "flags": "; ".join(f"seed {r['seed']}: {r['flags']}" for r in rs if r["flags"])}
                 _mm(row, "norm", [r["param_norm"] for r in used])
                 _mm(row, "efficiency", [r["efficiency"] for r in used])
                 row["logit_median"] = spread([r["correct_logit"] for r in used])[0]
                 row["loss_median"] = spread([r["final_train_loss"] for r in used])[0]
-                row["steps_median"] = spread([r["steps"] for r in rs])[0]
-                row["max_final_train_loss"] = max(r["final_train_loss"] for r in rs)
+                row["steps_median"] = spread([r["steps"] for r in rs])[0]  # where each stopped (a diverged one too)
+                finished = [r for r in rs if not r.get("diverged")]  # a diverged member has no final state
+                row["max_final_train_loss"] = max((r["final_train_loss"] for r in finished), default=None)
                 fracs = [r["cgen_frac"] for r in rs if r["cgen_frac"] is not None]
                 row["min_cgen_frac"] = min(fracs) if fracs else None
-                row["median_final_test_acc"] = statistics.median(r["final_test_acc"] for r in rs)
+                row["median_final_test_acc"] = statistics.median(r["final_test_acc"] for r in finished) if finished else None
                 rows.append(row)
     for (family, d), ms in _by(matched(recs), ("family", "D")).items():
         row = {"row": family, "wd": None, "D": d, "seeds": len({r["seed"] for r in recs if r["family"] == family and r["D"] == d}),
@@ -416,6 +425,7 @@ TABLES = [
         ("wd", lambda r: sig(r["wd"])),
         ("D", "D"),
         ("used / seeds", lambda r: f"{r['used']} / {r['seeds']}"),
+        ("diverged", lambda r: "not recorded" if r.get("diverged") is None else f"{r['diverged']} of {r['seeds']}"),
         ("step stopped (median; cap)", lambda r: f"{r['steps_median']:.0f} ({r['cap']})"),
         ("norm", lambda r: _mmm(r, "norm")),
         ("correct logit", lambda r: sig(r["logit_median"])),

@@ -56,7 +56,7 @@ from interp.tables import fmt, sig
 
 DESCRIPTION = "weight norm: train/test loss against a fixed norm (LU) and grokking induced on digits (Omnigrok)"
 STAGES = ("lu", "digits")
-SUMMARY_COLUMNS = ["stage", "init_scale", "wd", "seed", "steps", "final_train_loss", "final_test_loss", "final_train_acc",
+SUMMARY_COLUMNS = ["stage", "init_scale", "wd", "seed", "diverged", "steps", "final_train_loss", "final_test_loss", "final_train_acc",
                    "final_test_acc", "train_99_step", "test_99_step", "mem_step", "plateau_test_acc", "top_test_acc",
                    "jump_step", "delay", "norm0", "mem_norm", "jump_norm", "final_norm",
                    "p", "alpha", "alpha_relative_to", "alpha_original", "init_norm_here", "init_norm_original"]
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
 
 
 def member_rows(out: Path, stage: str) -> list[dict]:
-    """One row per finished member of a stage: its grid values, final metrics, steps to 99% and
+    """One row per member of a stage that finished or diverged (``common.ok_rows``; ``diverged`` says which): its grid values, final metrics, steps to 99% and
     ``analyses.timing.late_jump`` of its metrics (plus ``run``, its directory inside the stage)."""
     d = Path(out) / stage
     if not is_sweep(d):
@@ -166,7 +166,8 @@ def member_rows(out: Path, stage: str) -> list[dict]:
             continue
         last = metrics[-1]
         rows.append({
-            "stage": stage, "run": r["run"], "init_scale": cfg.init_scale, "wd": cfg.wd, "seed": cfg.seed, "steps": last["step"],
+            "stage": stage, "run": r["run"], "init_scale": cfg.init_scale, "wd": cfg.wd, "seed": cfg.seed, "diverged": r["diverged"],
+            "steps": last["step"],
             "n_train": cfg.n_train, "loss": cfg.loss,
             "final_train_loss": last["train_loss"], "final_test_loss": last["test_loss"],
             "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
@@ -196,12 +197,16 @@ def alpha_columns(cfg: TrainConfig, facts: dict) -> dict:
 
 
 def summarise(out: Path) -> list[dict]:
-    """One row per finished member of both stages (``SUMMARY_COLUMNS``)."""
+    """One row per member of both stages that finished or diverged (``SUMMARY_COLUMNS``)."""
     return [{k: r[k] for k in SUMMARY_COLUMNS} for stage in STAGES for r in member_rows(out, stage)]
 
 
 def _never(key: str):
     return lambda r: "never" if r[key] is None else fmt(r[key])
+
+
+def _diverged(r: dict) -> str:
+    return "not recorded" if r.get("diverged") is None else "yes" if r["diverged"] else "no"
 
 
 def _loss(x: float | None) -> str:
@@ -216,6 +221,7 @@ def _lu_columns(rows: list[dict]) -> list:
               ("α (× this init norm)", lambda r: f"{r['init_scale']:.3g}")] if both else [("α (fixed norm)", lambda r: fmt(r["init_scale"]))])
     return alpha + [
         ("seed", "seed"),
+        ("diverged", _diverged),
         ("final train loss", lambda r: _loss(r["final_train_loss"])),
         ("final test loss", lambda r: _loss(r["final_test_loss"])),
         ("train acc", lambda r: f"{r['final_train_acc']:.3f}"),
@@ -231,6 +237,7 @@ TABLES = [
      "rows": lambda r: r["stage"] == "digits", "columns": [
         ("weight decay", lambda r: fmt(r["wd"])),
         ("seed", "seed"),
+        ("diverged", _diverged),
         ("memorised at", _never("mem_step")),
         ("test acc then", lambda r: None if r["plateau_test_acc"] is None else f"{r['plateau_test_acc']:.3f}"),
         ("norm at step 0 → memorised", lambda r: f"{r['norm0']:.1f} → " + ("–" if r["mem_norm"] is None else f"{r['mem_norm']:.1f}")),

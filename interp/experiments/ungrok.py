@@ -60,7 +60,7 @@ MIN_DECAY_TIMES, QUICK_MIN_DECAY_TIMES = 10.0, 2.0  # the settle rule stops no m
 SETTLE_TOL = 0.01
 WDS, QUICK_WDS = [0.5, 1.0, 2.0], [1.0, 2.0]
 SEEDS, QUICK_SEEDS = list(range(1, 11)), [1, 2]
-SUMMARY_COLUMNS = ["wd", "train_size", "frac_of_pairs", "seeds", "settled", "median_final_test_acc", "min_final_test_acc",
+SUMMARY_COLUMNS = ["wd", "train_size", "frac_of_pairs", "seeds", "diverged", "settled", "median_final_test_acc", "min_final_test_acc",
                    "max_final_test_acc", "median_final_train_acc", "min_final_train_acc", "median_change_last_fifth",
                    "median_final_step", "budget"]
 
@@ -185,7 +185,8 @@ def _acc_at(metrics: list[dict], step: float) -> float:
 
 
 def summarise(out: Path) -> list[dict]:
-    """One row per (weight decay, D'), over the finished members of the ``DIR/continue/wd*`` sweeps."""
+    """One row per (weight decay, D'), over the members of the ``DIR/continue/wd*`` sweeps that finished or diverged
+    (``common.ok_rows``: a diverged member has no final accuracy, and ``diverged`` counts it)."""
     rows = []
     for d in stage_dirs(out):
         _, members = load_sweep(d)
@@ -200,6 +201,7 @@ def summarise(out: Path) -> list[dict]:
                 if metrics:
                     changes.append(metrics[-1]["test_acc"] - _acc_at(metrics, 0.8 * metrics[-1]["step"]))
             rows.append({"wd": wd, "train_size": size, "frac_of_pairs": size / n_pairs, "seeds": len(rs),
+                         "diverged": sum(r["diverged"] for r, _ in rs),
                          "settled": sum((r.get("reason") or "").startswith("settle_tol") for r, _ in rs),
                          "median_final_test_acc": test_med, "min_final_test_acc": test_lo, "max_final_test_acc": test_hi,
                          "median_final_train_acc": train_med, "min_final_train_acc": train_lo,
@@ -236,12 +238,17 @@ def _columns(rows: list[dict]) -> list[tuple]:
         return " / ".join("–" if r["by_wd"].get(w) is None or r["by_wd"][w]["median_change_last_fifth"] is None
                           else f"{r['by_wd'][w]['median_change_last_fifth']:+.3f}" for w in wds)
 
+    def diverged(r):
+        return " / ".join("–" if r["by_wd"].get(w) is None else "not recorded" if r["by_wd"][w].get("diverged") is None
+                          else f"{r['by_wd'][w]['diverged']} of {r['by_wd'][w]['seeds']}" for w in wds)
+
     def settled(r):
         return " / ".join("–" if r["by_wd"].get(w) is None else f"{r['by_wd'][w]['settled']} of {r['by_wd'][w]['seeds']}" for w in wds)
 
     return ([("D′ (share of pairs)", lambda r: f"{r['train_size']} ({r['frac_of_pairs']:.1%})")]
             + [(f"wd {fmt(w)}: median test acc (min–max)", acc(w)) for w in wds]
-            + [("settled before the budget (" + " / ".join(f"wd {fmt(w)}" for w in wds) + ")", settled),
+            + [("diverged (" + " / ".join(f"wd {fmt(w)}" for w in wds) + ")", diverged),
+               ("settled before the budget (" + " / ".join(f"wd {fmt(w)}" for w in wds) + ")", settled),
                ("change over the last fifth (" + " / ".join(f"wd {fmt(w)}" for w in wds) + ")", change),
                ("lowest final train acc", lambda r: f"{min(x['min_final_train_acc'] for x in r['by_wd'].values()):.3f}")])
 
