@@ -8,7 +8,7 @@ gradients by the masks after every backward pass and the weights again after eve
 so a masked weight starts at zero and stays exactly zero through AdamW and weight decay.
 
 Prunable weights (``is_prunable``) are the weight matrices: ``W_E``, ``W_Q``, ``W_K``, ``W_V``,
-``W_O``, ``W_in``, ``W_out``, ``W_U``. As in Minegishi et al.'s code (which masks the token
+``W_O``, ``W_in``, ``W_out``, ``W_U`` (an MLP's: its embeddings and every layer's ``weight``). As in Minegishi et al.'s code (which masks the token
 embedding and unembedding of its transformer but not the positional embedding), ``W_pos`` and the
 biases are not pruned.
 
@@ -50,8 +50,10 @@ Params = dict[str, Tensor]
 
 
 def is_prunable(name: str) -> bool:
-    """Whether parameter ``name`` is a weight matrix that pruning may remove weights from."""
-    return name.rsplit(".", 1)[-1] in PRUNABLE
+    """Whether parameter ``name`` is a weight matrix that pruning may remove weights from: the transformer's
+    ``PRUNABLE``; the mlp family's embeddings (``embed.i``) and every linear layer's weight (Minegishi et
+    al. prune their MLP's embedding, both projections and the unembedding), never a bias."""
+    return name.rsplit(".", 1)[-1] in PRUNABLE or name.startswith("embed.") or name.endswith(".weight")
 
 
 def check_rate(k: float) -> None:

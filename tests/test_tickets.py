@@ -9,6 +9,7 @@ import torch
 
 from interp import load_run, prune, runs
 from interp.experiment import main as experiment_main
+from interp.config import TrainConfig
 from interp.experiments import tickets
 from interp.families import build_model
 from interp.model import hooked_logits
@@ -288,3 +289,42 @@ def test_tiny_end_to_end(tmp_path, monkeypatch, capsys):
     before = (out / "masks" / f"snip_seed{with_ticket[0]}.safetensors").stat().st_mtime_ns
     assert experiment_main(argv) == 0
     assert (out / "masks" / f"snip_seed{with_ticket[0]}.safetensors").stat().st_mtime_ns == before
+
+
+# Minegishi et al.'s MLP shape (tickets-mlp: one table, one shared map, projected back) at a tiny size: both seeds
+# give a ticket within 200 steps on this CPU (the assertions need one)
+TINY_MLP = Spec({"task": "mod_add", "p": 13, "frac": 0.8, "family": "mlp", "mlp_embed": "tied", "mlp_combine": "shared",
+                 "mlp_unembed": "project", "mlp_init": "minegishi", "d_model": 32, "d_mlp": 48, "lr": 3e-2, "wd": 2.0,
+                 "steps": 200, "eval_every": 5, "save_every": 5}, {"seed": [1, 2]})
+
+
+def test_tiny_end_to_end_on_minegishis_mlp(tmp_path, monkeypatch):
+    """--setting mlp's model through the whole experiment: every weight matrix of the MLP is prunable, the ticket
+    keeps the largest weights of the dense run where its cleanup ended (the Gini of the operand embedding), the
+    pruned weights stay 0, and the pruned-at-init controls (SNIP, GraSP, SynFlow) read the MLP's logits."""
+    monkeypatch.setattr(tickets, "dense_spec", lambda args: TINY_MLP)
+    monkeypatch.setattr(tickets, "SEEDS", [1, 2])
+    monkeypatch.setattr(tickets, "SYNFLOW_ROUNDS", 3)
+    out = tmp_path / "t"
+    assert experiment_main(["tickets", "--quick", "--setting", "mlp", "--out", str(out), "--cap", "200", "--quiet"]) == 0
+    info = json.loads((out / "masks" / "masks.json").read_text())
+    seeds = [s for s in (1, 2) if info[f"dense_seed{s}"]["ticket_step"] is not None]
+    assert seeds, "no tiny dense MLP gave a ticket: the rest of this test needs one"
+    cfg = TrainConfig(**{**TINY_MLP.base, "seed": 1})
+    names = {n for n, _ in build_model(cfg).named_parameters()}
+    for seed in seeds:
+        masks = prune.read_masks(out / "masks" / f"ticket_seed{seed}.safetensors", build_model(cfg))
+        assert set(masks) == {n for n in names if not n.endswith("bias")} == {"embed.0", "first.0.weight", "layers.0.weight", "layers.1.weight"}
+        n = sum(m.numel() for m in masks.values())
+        assert sum(m.sum().item() for m in masks.values()) == n - round(0.6 * n)
+        dense = out / "dense" / "runs" / f"seed{seed}"
+        step = info[f"ticket_seed{seed}"]["from_step"]
+        assert step == tickets.ticket_step(runs.read_metrics(dense), tickets.gini_curve(dense))
+        final = dict(runs.load_checkpoint(dense, step).named_parameters())
+        assert torch.cat([final[k].abs()[m > 0] for k, m in masks.items()]).min() >= torch.cat([final[k].abs()[m == 0] for k, m in masks.items()]).max()
+        t_end = dict(load_run(out / "ticket" / "runs" / f"seed{seed}").load_model().named_parameters())
+        assert all(bool((t_end[k][m == 0] == 0).all()) for k, m in masks.items())
+        for method in ("snip", "grasp", "synflow"):
+            assert info[f"{method}_seed{seed}"]["kept"] == pytest.approx(0.4, abs=0.01)
+    summary = tickets.summarise(out)
+    assert summary[0]["method"] == "dense" and all(r["seeds"] == len(seeds) for r in summary[1:])

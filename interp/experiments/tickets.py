@@ -91,7 +91,7 @@ from interp import plots, prune, runs, stopping
 from interp.config import GROK_ACC, PRESETS, ConfigError, TrainConfig
 from interp.experiments import common
 from interp.experiments.common import censored_median, ok_rows, spread
-from interp.families import build_model
+from interp.families import build_model, operand_embedding
 from interp.losses import loss_fn
 from interp.runs import RunError
 from interp.sweep import RUNS_DIR, Spec
@@ -133,8 +133,15 @@ def _rates(text: str) -> tuple[float, ...]:
 _rates.__name__ = "comma-separated list of pruning rates"  # argparse names the expected type by __name__
 
 
+SETTINGS = ("transformer", "mlp")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--p", type=int, default=None, help="modulus (default: 59 with --quick, else 113)")
+    p.add_argument("--p", type=int, default=None, help="modulus (default: 59 with --quick, else 113; with --setting mlp: 67)")
+    p.add_argument("--setting", default="transformer", metavar="NAME",
+                   help="the dense model: 'transformer' (the small preset with --quick, else the canonical 1-layer model) or 'mlp' "
+                        "(Minegishi et al.'s own MLP setting, the tickets-mlp preset: p = 67, embedding 500, 48 ReLU neurons; "
+                        "python -m interp.train --help names its source) (default: transformer)")
     p.add_argument("--k", type=float, default=0.6,
                    help="pruning rate of the arms: the fraction of the weight matrices' entries removed, in (0, 1) (default: 0.6, the paper's; "
                         "the authors' code's sparsity is the fraction kept, 1 - k)")
@@ -163,13 +170,23 @@ def dense_spec(args: argparse.Namespace) -> Spec:
     """The dense stage, trained to its whole cap (no early stop: the tickets are read off its
     checkpoints afterwards, the last one after cleanup): ``--quick`` the small preset for at least
     ``QUICK_DENSE_STEPS``, a checkpoint every ``QUICK_DENSE_SAVE`` steps; the full version the
-    canonical model for the cap, a checkpoint every 500."""
+    canonical model for the cap, a checkpoint every 500; ``--setting mlp`` Minegishi et al.'s MLP
+    (``tickets-mlp``) on the same schedules.
+
+    Raises:
+        ConfigError: ``--setting`` is not one of ``SETTINGS``.
+    """
     steps = cap(args)
+    setting = getattr(args, "setting", "transformer")
+    if setting not in SETTINGS:
+        raise ConfigError(f"--setting {setting}: must be one of {', '.join(SETTINGS)}")
+    model = PRESETS["tickets-mlp"] if setting == "mlp" else PRESETS["small"] if args.quick else {"p": 113}
+    model = {k: v for k, v in model.items() if k not in ("steps", "eval_every", "save_every")}
     if args.quick:
         steps = max(steps, QUICK_DENSE_STEPS)
-        base = {"task": "mod_add", **PRESETS["small"], "steps": steps, "eval_every": 50, "save_every": QUICK_DENSE_SAVE}
+        base = {"task": "mod_add", **model, "steps": steps, "eval_every": 50, "save_every": QUICK_DENSE_SAVE}
     else:
-        base = {"task": "mod_add", "p": 113, "steps": steps, "eval_every": 100, "save_every": 500}
+        base = {"task": "mod_add", **model, "steps": steps, "eval_every": 100, "save_every": 500}
     if args.p is not None:
         base["p"] = args.p
     return Spec(base, {"seed": SEEDS})
@@ -218,11 +235,11 @@ def gini_curve(run_dir: Path) -> list[dict]:
     """``[{"step", "gini_W_E"}]`` at every checkpoint of a run: the Gini coefficient of the Fourier
     norms of the residue embeddings ``W_E[:p]`` (``analyses.progress_measures.gini`` of
     ``analyses.fourier.embedding_fourier_norms``, the ``gini_W_E`` of ``interp.analyze``)."""
-    p = runs.read_config(run_dir).p
+    cfg = runs.read_config(run_dir)
     out = []
     for step in runs.checkpoint_steps(run_dir):
-        state, _ = runs.read_tensors(runs.ckpt_path(run_dir, step))
-        out.append({"step": step, "gini_W_E": progress_measures.gini(fourier.embedding_fourier_norms(state["embed.W_E"], p))})
+        emb = operand_embedding(runs.load_checkpoint(run_dir, step, cfg), cfg)  # W_E; an MLP's operand embeddings
+        out.append({"step": step, "gini_W_E": progress_measures.gini(fourier.embedding_fourier_norms(emb, cfg.p))})
     return out
 
 
@@ -297,7 +314,8 @@ def init_masks(cfg: TrainConfig, method: str, k: float, scope: str) -> dict[str,
     x, y = data.inputs[data.train_idx], data.train_labels
 
     def logits(params, inputs):
-        return functional_call(model, params, (inputs,))[:, -1]
+        out = functional_call(model, params, (inputs,))
+        return out[:, -1] if out.dim() == 3 else out  # a transformer's last position; an MLP's logits
 
     if method == "snip":
         return prune.keep_top(prune.snip(theta, lambda p: loss_fn(logits(p, x), y)), k, scope)
