@@ -59,7 +59,9 @@ def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
     llc_rows, llc_info = load_llc(run_dir)
     if llc_rows:
         peak = max(llc_rows, key=lambda r: r["llc_mean"])
+        after = [r["llc_mean"] for r in llc_rows if grok is not None and r["step"] >= grok]
         out["llc"] = {"first": [llc_rows[0]["step"], llc_rows[0]["llc_mean"]], "peak": [peak["step"], peak["llc_mean"]],
+                      "after_99": [min(after), max(after)] if after else None,
                       "last": [llc_rows[-1]["step"], llc_rows[-1]["llc_mean"]], "n_checkpoints": len(llc_rows),
                       "settings": {k: llc_info.get("settings", {}).get(k) for k in ("epsilon", "gamma", "n_beta", "chains", "draws", "burnin")}}
     return out
@@ -98,6 +100,8 @@ def markdown(d: Path) -> str:
         lines.append(f"| LLC ({l['n_checkpoints']} checkpoints; {st}): first, peak, last | "
                      f"{l['first'][1]:.1f} (step {fmt_step(l['first'][0])}), {l['peak'][1]:.1f} (step {fmt_step(l['peak'][0])}), "
                      f"{l['last'][1]:.1f} (step {fmt_step(l['last'][0])}) |")
+        if l.get("after_99"):
+            lines.append(f"| LLC from the first step at 99 % test accuracy on: lowest, highest | {l['after_99'][0]:.1f}, {l['after_99'][1]:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -66,7 +66,7 @@ def stackable(cfg: TrainConfig) -> bool:
     and plain AdamW; ``init_scale`` is part of the initial weights, so it stacks too, and so does
     ``mask_from`` (each member its own masks, or none). Gradient filters, StableMax, MSE, ⊥AdamW,
     coupled L2 (``l2``), fixed-norm training, mini-batches, other model shapes (layers, LayerNorm, GELU), the hooked
-    engine and the digits MLP train alone.
+    engine and the mlp family (no kernel: see docs/analyses/models.md) train alone.
     """
     return (family_of(cfg) is TRANSFORMER and cfg.task_spec.token_pair and cfg.engine != "hooked" and cfg.grad_filter == "none" and cfg.loss == "softmax"
             and cfg.optimizer == "adamw" and cfg.l2 == 0 and not cfg.fixed_norm and cfg.full_batch
