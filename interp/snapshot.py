@@ -78,7 +78,7 @@ def markdown(d: Path) -> str:
     s = json.loads((Path(d) / RUN_FILE).read_text())
     wall = "-" if s.get("wall_s") is None else f"{s['wall_s'] / 60:.1f} min"
     lines = [f"Made by `{s['command']}` at commit `{(s.get('commit') or 'unknown')[:10]}` on {s.get('cpu') or 'an unrecorded CPU'} "
-             f"({s.get('torch_threads')} torch threads), {wall} of training; then `python -m interp.analyze`."
+             f"(torch threads: {s.get('torch_threads')}), {wall} of training; then `python -m interp.analyze`."
              + (f" {s['note']}" if s.get("note") else ""), "",
              "| quantity | value |", "|---|---|",
              f"| task, family, p | {s['task']}, {s['family']}, {s['p']} |",
