@@ -189,3 +189,21 @@ def test_bad_model_options_exit_2_with_one_line_and_write_nothing(tmp_path, caps
 def test_mlp_runs_refuse_a_fast_engine():
     with pytest.raises(ConfigError, match="--engine 'fast': the mlp family has no fast path"):
         mlp_cfg(engine="fast")
+
+
+def test_grokfast_setting_two_layer_layernorm_gelu_transformer_is_analysed_in_the_log_basis(tmp_path):
+    """accelerate's Grokfast group (x*y mod 97 with b != 0, 2 layers, LayerNorm, GELU, biases) at a tiny size:
+    the discrete-log analysis reads the last block through the family's views; nothing is refused."""
+    from interp.experiments.accelerate import GROKFAST_BASE
+
+    cfg = TrainConfig(**{**GROKFAST_BASE, "p": 13, "d_model": 32, "d_mlp": 64, "batch_size": 64, "steps": 40, "eval_every": 20,
+                         "save_every": 20})
+    assert (cfg.n_layers, cfg.normalization, cfg.act_fn, cfg.task) == (2, "LN", "gelu", "mod_mul_nz")
+    out = train(cfg, tmp_path / "gf", progress=False)
+    rows, summary = analyze_run(out)
+    assert summary["basis"] == "log" and "circuit" not in summary["skipped"] and "layers" not in summary["skipped"]
+    assert set(summary["key_irreps_by_layer"]) == {"blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"}
+    r = rows[-1]
+    assert r["cgen_param_norm"] ** 2 + r["cmem_param_norm"] ** 2 + r["shared_param_norm"] ** 2 == pytest.approx(r["sum_sq_weights"], rel=1e-6)
+    irreps = (out / "analysis" / "irreps.csv").read_text().splitlines()
+    assert irreps[0].split(",")[4] == "x_embed_frac" and irreps[1].split(",")[4] == ""  # no total embedding: attention mixes first
