@@ -78,6 +78,23 @@ def test_summary_known_answer(tmp_path):
                                              "and cleanup had not ended by the rule (cleanup_end); every arm left it out.").replace("1 000", tickets.fmt(1000))
 
 
+def test_a_diverged_member_counts_in_its_rows_seeds_and_is_said(tmp_path):
+    """Issue 24 item 4: ticket seed 3 forced to NaN counts among the seeds as one that never generalised, and the row
+    says 1 of 3 diverged (members() keeps it; the old count left the row silent)."""
+    from interp import tables
+
+    fake_method(tmp_path / "dense", {1: curve(100, 800), 2: curve(200, 600), 3: curve(100, 700)})
+    fake_method(tmp_path / "ticket", {1: curve(100, 300), 2: curve(100, 200), 3: curve(100, None)})
+    rs = tables.read_csv(tmp_path / "ticket" / "results.csv")
+    rs[2].update(status="failed", reason="training loss is not finite at step 150")
+    tables.write_csv(tmp_path / "ticket" / "results.csv", rs)
+    rows = {r["method"]: r for r in tickets.summarise(tmp_path)}
+    assert (rows["ticket"]["seeds"], rows["ticket"]["diverged"], rows["ticket"]["generalised"]) == (3, 1, 2)
+    assert rows["dense"]["diverged"] == 0
+    table = tables.experiment_tables(list(rows.values()), tickets.TABLES)[0]
+    assert [c[table[1].index("diverged")] for c in table[2]] == ["0 of 3", "1 of 3"]
+
+
 def test_source_checkpoints():
     steps = list(range(0, 301, 10))
     metrics = [{"step": s, "train_acc": 1.0 if s >= 20 else 0.3, "test_acc": 1.0 if s >= 80 else 0.96 if s >= 70 else 0.1} for s in steps]

@@ -327,6 +327,22 @@ def test_semigrok_summary_and_caption_known_answer(tmp_path):
     assert "No member showed such a plateau within this budget: semi-grokking was not elicited here." in semigrok.caption(semigrok.summarise(tmp_path / "b"))
 
 
+def test_semigrok_keeps_a_diverged_member_and_says_so(tmp_path):
+    """Issue 24 item 4: a member forced to NaN stays a row (diverged, no final accuracy) instead of breaking the summary."""
+    from interp import tables
+
+    out = tmp_path / "s"
+    fake_semigrok(out, plateau=True)
+    rs = tables.read_csv(out / "results.csv")
+    rs[1].update(status="failed", reason="training loss is not finite at step 400")
+    tables.write_csv(out / "results.csv", rs)
+    rows = semigrok.summarise(out)
+    assert [(r["train_size"], r["diverged"], r["final_test_acc"]) for r in rows] == [(40, False, pytest.approx(0.7)), (50, True, None)]
+    table = tables.experiment_tables(rows, semigrok.TABLES)[0]
+    headers, cells = table[1], table[2]
+    assert [c[headers.index("diverged")] for c in cells] == ["no", "yes"] and cells[1][headers.index("final test acc")] == "–"
+
+
 def test_semigrok_steps_sets_every_members_budget(tmp_path):
     """--steps reaches training: a 100-step quick semigrok trains each member to step 100, no further."""
     out = tmp_path / "s"

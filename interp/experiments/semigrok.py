@@ -293,7 +293,8 @@ def read_plateau_frac(out: Path) -> float:
 
 
 def summarise(out: Path) -> list[dict]:
-    """One row per finished member: its size and seed, the plateau found, and how the run ended."""
+    """One row per member that finished or diverged (``common.ok_rows``; ``diverged`` says which, and a diverged
+    member has no final accuracy): its size and seed, the plateau found, and how the run ended."""
     out = Path(out)
     # the budget is the configured steps, also for a member that stop_after_grok ended earlier
     budgets = {f"runs/{m.name}": m.config.steps for m in load_sweep(out)[1] if m.config}
@@ -303,11 +304,12 @@ def summarise(out: Path) -> list[dict]:
         m = runs.read_metrics(out / r["run"])
         budget = budgets[r["run"]]
         pl = find_plateau([x["step"] for x in m], [x["train_acc"] for x in m], [x["test_acc"] for x in m], min_frac=frac)
-        rows.append({"train_size": r["train_size"], "seed": r["seed"], "budget": budget, "final_step": m[-1]["step"] if m else None,
+        rows.append({"train_size": r["train_size"], "seed": r["seed"], "diverged": r["diverged"], "budget": budget, "final_step": m[-1]["step"] if m else None,
                      "train_99_step": pl["train_step"], "plateau": pl["seen"], "plateau_start": pl["start"],
                      "plateau_length": pl["length"], "plateau_mean_test_acc": pl["mean"], "plateau_drift": pl["drift"],
                      "plateau_to_end": pl["to_end"], "plateau_frac": frac, "verdict": verdict(pl, r["test_99_step"]),
-                     "test_99_step": r["test_99_step"], "final_test_acc": float(r["final_test_acc"])})
+                     "test_99_step": r["test_99_step"],
+                     "final_test_acc": None if r["final_test_acc"] is None else float(r["final_test_acc"])})
     return rows
 
 
@@ -320,11 +322,12 @@ def _stretch(r: dict) -> str:
 TABLES = [{"columns": [
     ("D", "train_size"),
     ("seed", "seed"),
+    ("diverged", lambda r: "not recorded" if r.get("diverged") is None else "yes" if r["diverged"] else "no"),
     ("train acc ≥ 99% at", "train_99_step"),
     ("longest partial stretch (start, length, mean, drift)", _stretch),
     ("verdict", "verdict"),
     ("99% test acc at", lambda r: fmt(r["test_99_step"]) if r["test_99_step"] is not None else f"> {fmt(r['budget'])}"),
-    ("final test acc", lambda r: f"{r['final_test_acc']:.2f}"),
+    ("final test acc", lambda r: "–" if r["final_test_acc"] is None else f"{r['final_test_acc']:.2f}"),
 ]}]
 
 

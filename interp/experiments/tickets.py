@@ -121,7 +121,7 @@ SWEEP_STAGES = {"ticket": "ticket_k", "ticket_wd0": "ticket_wd0_k"}  # arm -> th
 GRASP_TEMPERATURE = 200.0
 SYNFLOW_ROUNDS = 100
 MASKS_DIR = "masks"
-SUMMARY_COLUMNS = ["method", "k", "seeds", "budget", "memorised", "median_t_mem", "min_t_mem", "max_t_mem",
+SUMMARY_COLUMNS = ["method", "k", "seeds", "diverged", "budget", "memorised", "median_t_mem", "min_t_mem", "max_t_mem",
                    "generalised", "never", "median_t_gen", "min_t_gen", "max_t_gen", "speedup_vs_dense", "no_ticket_seeds",
                    "median_from_step", "min_from_step", "max_from_step"]
 
@@ -454,6 +454,12 @@ def members(out: Path, method: str) -> list[Path]:
     return [s / r["run"] for s in sweeps for r in ok_rows(s)]
 
 
+def diverged_runs(out: Path) -> set[Path]:
+    """The run directories of every member under ``out`` that diverged (``common.ok_rows``; ``members``
+    keeps them: a diverged member counts as one that never got there)."""
+    return {f.parent / r["run"] for f in Path(out).rglob(RESULTS_FILE) for r in ok_rows(f.parent) if r["diverged"]}
+
+
 def _info(out: Path) -> dict:
     path = Path(out) / MASKS_DIR / "masks.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -505,6 +511,7 @@ def summarise(out: Path) -> list[dict]:
     """One row per method and k with finished members (see the module doc)."""
     rows = []
     seen = set()
+    div = diverged_runs(out)
     for method, k, dirs in arm_groups(out):
         metrics = [runs.read_metrics(d) for d in dirs]
         t_mem = [first_step(m, "train_acc") for m in metrics]
@@ -515,6 +522,7 @@ def summarise(out: Path) -> list[dict]:
             "method": method,
             "k": k,
             "seeds": len(dirs),
+            "diverged": sum(d in div for d in dirs),
             "budget": max(_budget(d, m) for d, m in zip(dirs, metrics)),
             "memorised": sum(t is not None for t in t_mem),
             "median_t_mem": censored_median(t_mem),
@@ -556,6 +564,7 @@ TABLES = [{"columns": [
     ("budget", "budget"),
     ("t_mem median (range)", lambda r: _median_range(r, "t_mem")),
     ("generalised", lambda r: f"{r['generalised']} of {r['seeds']}"),
+    ("diverged", lambda r: "not recorded" if r.get("diverged") is None else f"{r['diverged']} of {r['seeds']}"),
     ("t_gen median (range)", lambda r: _median_range(r, "t_gen")),
     ("speed-up vs dense", lambda r: None if r["speedup_vs_dense"] is None else f"{r['speedup_vs_dense']:.2f}×"),
 ]}, {"title": "When the ticket was taken (the paper's contrast): the tickets at k from four moments of the dense run, "
