@@ -270,10 +270,9 @@ def _circuit_start(run: Run, summary: dict) -> _Circuit:
     if len(data.labels) != n or not torch.equal(grid, torch.arange(n)):
         raise RunError(f"{run.path}: inputs are not the row-major p^2 grid the Fourier analysers need")
     sign = cfg.task_spec.structure.sign
-    model = build_model(cfg)
-    width = family_of(cfg).views(model).neuron_logits.shape[0]
-    return _Circuit(key_freqs, sign, fourier.directions(cfg.p, key_freqs, sign), efficiency.gen_neuron_mask(width, cmem),
-                    roles=family_of(cfg).views(model).roles)
+    views = family_of(cfg).views(build_model(cfg))  # the roles and the last layer's width depend on the shape only
+    return _Circuit(key_freqs, sign, fourier.directions(cfg.p, key_freqs, sign),
+                    efficiency.gen_neuron_mask(views.neuron_logits.shape[0], cmem), roles=views.roles)
 
 
 def _circuit_row(ck: Checkpoint, st: _Circuit) -> tuple[dict, dict[str, list[dict]]]:
