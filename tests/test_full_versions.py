@@ -64,7 +64,17 @@ def test_softmax32_trains_alone_and_records_its_float32_loss(tmp_path):
 def test_accelerate_full_version_has_the_papers_arms_and_settings():
     full = accelerate.specs(Namespace(quick=False, p=None))
     canon = ["adamw", "adamw_lr3x", "grokfast_ema", "grokfast_ma", "softmax_wd0", "softmax32_wd0", "stablemax", "orthoadamw", "init_x0.5"]
-    assert list(full) == canon + ["gf_adam", "gf_adam_lr3x", "gf_adam_l2_0.01", "gf_grokfast_ema", "gf_grokfast_ma"]
+    assert list(full) == canon + ["gf_adam", "gf_adam_lr3x", "gf_adam_l2_0.01", "gf_grokfast_ema", "gf_grokfast_ma",
+                                  "pm_softmax", "pm_softmax32", "pm_stablemax", "pm_orthoadamw"]
+    # Prieto et al.'s own MLP (their Fig. 1): one-hot a, b, two ReLU layers of 200, no biases, 40 %, AdamW lr 0.01, wd 0,
+    # eps 1e-25, 80k full-batch steps; StableMax and the softmax controls at beta2 0.999, ⊥Grad at their 0.99
+    pm = {a: TrainConfig(**{**full[a].base, "seed": 1}) for a in ("pm_softmax", "pm_softmax32", "pm_stablemax", "pm_orthoadamw")}
+    c = pm["pm_stablemax"]
+    assert (c.family, c.mlp_embed, c.mlp_depth, c.d_mlp, c.freeze_biases, c.p, c.frac, c.lr, c.wd, c.adam_eps, c.beta2, c.steps, c.loss) == \
+        ("mlp", "onehot", 2, 200, True, 113, 0.4, 0.01, 0.0, 1e-25, 0.999, 80_000, "stablemax")
+    assert (pm["pm_softmax"].loss, pm["pm_softmax32"].loss, pm["pm_orthoadamw"].optimizer, pm["pm_orthoadamw"].beta2) == \
+        ("softmax", "softmax32", "orthoadamw", 0.99)
+    assert accelerate.group_of("pm_stablemax") == "prieto_mlp" and accelerate.target("pm_stablemax") == 0.99
     for arm in canon:
         assert full[arm].base["p"] == 113 and full[arm].base["steps"] == 80_000 and full[arm].grid["seed"] == [1, 2, 3]
     control, sm, plain = full["softmax32_wd0"].base, full["stablemax"].base, full["softmax_wd0"].base
@@ -131,9 +141,16 @@ def test_accelerate_summary_groups_and_collapse(tmp_path):
     _fake_arm(tmp_path, "stablemax", canon, {"loss": "stablemax", "wd": 0.0}, [300, 300], collapse=[[(0, 0.0, 0.0)], [(0, 0.0, 0.0)]])
     _fake_arm(tmp_path, "gf_adam", gf, {}, [1000, 1200, 1400])
     _fake_arm(tmp_path, "gf_grokfast_ema", gf, {"grad_filter": "ema", "l2": 0.005}, [100, 120, 300])
+    pm = {"task": "mod_add", "p": 13, "steps": 3000, "family": "mlp", "mlp_embed": "onehot", "mlp_depth": 2, "d_mlp": 16, "wd": 0.0}
+    _fake_arm(tmp_path, "pm_softmax", pm, {}, [None, 2400, None])
+    _fake_arm(tmp_path, "pm_stablemax", pm, {"loss": "stablemax"}, [600, 800, 1000])
     rows = {r["arm"]: r for r in accelerate.summarise(tmp_path)}
-    assert list(rows) == ["adamw", "softmax32_wd0", "stablemax", "gf_adam", "gf_grokfast_ema"]
-    assert [rows[a]["group"] for a in rows] == ["canonical"] * 3 + ["grokfast"] * 2
+    assert list(rows) == ["adamw", "softmax32_wd0", "stablemax", "gf_adam", "gf_grokfast_ema", "pm_softmax", "pm_stablemax"]
+    assert [rows[a]["group"] for a in rows] == ["canonical"] * 3 + ["grokfast"] * 2 + ["prieto_mlp"] * 2
+    # the Prieto-MLP group against its own baseline: pm_softmax's Kaplan-Meier median is beyond its budget (2 of 3 censored),
+    # so no speed-up is computed for pm_stablemax (not one against adamw)
+    assert rows["pm_softmax"]["median_target_step"] is None and rows["pm_stablemax"]["speedup_vs_best_baseline"] is None
+    assert rows["pm_stablemax"]["changes"] == "loss=stablemax"
     c = rows["softmax32_wd0"]
     assert (c["max_collapse_frac"], c["max_zero_loss_frac"], c["final_collapse_frac"]) == (0.9, 0.8, 0.6)
     assert rows["adamw"]["max_collapse_frac"] is None  # no collapse in its metrics: not recorded
@@ -142,6 +159,7 @@ def test_accelerate_summary_groups_and_collapse(tmp_path):
     assert rows["gf_grokfast_ema"]["changes"] == "l2=0.005 grad_filter=ema"  # relative to its group's baseline
     cap = accelerate.summary_caption(list(rows.values()))
     assert "Grokfast-setting group (2000 steps, target 95% test accuracy)" in cap and "softmax32_wd0 0.900, 0.600" in cap
+    assert "Prieto-MLP group (3000 steps, target 99% test accuracy): pm_softmax 1/3 (median beyond the budget)" in cap
     assert numbers(sentence(cap, "Against it the largest speed-up of the medians is gf_grokfast_ema")) == [10.0]
 
 
@@ -247,13 +265,15 @@ def test_semigrok_bad_dcrit_and_proxy_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_accelerate_full_version_end_to_end_tiny(tmp_path, monkeypatch):
-    """Both groups train (the float32 control and the Grokfast group's 2-layer LayerNorm mini-batch model
-    through interp.train), and the summary reads every arm's float32 collapse from its metrics."""
+    """Every group trains (the float32 control, the Grokfast group's 2-layer LayerNorm mini-batch model and the
+    Prieto-MLP group's MLP through interp.train), and the summary reads every arm's float32 collapse from its metrics."""
     base = {**tiny_config().to_dict(), "steps": 20, "eval_every": 10, "save_every": 20, "stop_after_grok": None}
     base.pop("seed")
     monkeypatch.setattr(accelerate, "settings", lambda args: (base, [1]))
     monkeypatch.setattr(accelerate, "GROKFAST_BASE", {**accelerate.GROKFAST_BASE, "p": 13, "d_model": 32, "d_mlp": 64, "batch_size": 32,
                                                       "steps": 20, "eval_every": 10, "save_every": 20})
+    monkeypatch.setattr(accelerate, "PRIETO_MLP_BASE", {**accelerate.PRIETO_MLP_BASE, "p": 13, "d_mlp": 16, "steps": 20, "eval_every": 10,
+                                                        "save_every": 20})
     out = tmp_path / "full"
     assert experiment_main(["accelerate", "--out", str(out), "--quiet", "--workers", "1"]) == 0
     rows = {r["arm"]: r for r in tables.read_csv(out / tables.SUMMARY_FILE)}
@@ -262,6 +282,8 @@ def test_accelerate_full_version_end_to_end_tiny(tmp_path, monkeypatch):
     assert runs.read_config(out / "softmax32_wd0" / "runs" / "seed1").loss == "softmax32"
     gf = runs.read_config(out / "gf_grokfast_ema" / "runs" / "seed1")
     assert (gf.n_layers, gf.normalization, gf.batch_size, gf.engine, gf.task, gf.l2) == (2, "LN", 32, "hooked", "mod_mul_nz", 0.005)
+    pm = runs.read_config(out / "pm_stablemax" / "runs" / "seed1")
+    assert (pm.family, pm.mlp_embed, pm.mlp_depth, pm.loss) == ("mlp", "onehot", 2, "stablemax")
     figs = {f.key: f for f in accelerate.figures(out)}
     assert {"accelerate-survival", "accelerate-curves", "accelerate-collapse"} <= set(figs)
     assert "Grokfast-setting group (20 steps, target 95% test accuracy)" in figs["accelerate-survival"].caption

@@ -36,16 +36,23 @@ decay as Adam's coupled L2 term (``l2``; no decoupled decay), none in the baseli
 not its decay's), ``gf_grokfast_ema`` (alpha 0.98, lambda 2, L2 0.005) and ``gf_grokfast_ma``
 (window 100, lambda 5, L2 0.01).
 
+**The Prieto-MLP group** (full version only; arms ``pm_*``): Prieto et al.'s own model and Fig. 1
+setting (the ``stablemax-mlp`` preset, read from their code: one-hot a and b concatenated, two ReLU
+layers of 200, no biases, p = 113, 40 % of the pairs, full batch, AdamW lr 0.01, weight decay 0, eps
+1e-25, beta2 0.999, 80 000 steps); ``pm_softmax`` (float64 softmax cross-entropy, the baseline),
+``pm_softmax32`` (float32, the collapsing control), ``pm_stablemax`` and ``pm_orthoadamw`` (⊥Grad at
+their beta2 0.99).
+
 Outcome per seed: the first step with test accuracy at the group's target (``target``): 99% in the
-canonical group (``test_99_step``), 95% in the Grokfast group (their target, read from each
+canonical and Prieto-MLP groups (``test_99_step``), 95% in the Grokfast group (their target, read from each
 member's ``metrics.jsonl``). A seed that never got there within the budget is right-censored at its
 last step, and so is a seed that diverged (training loss NaN or infinite), at the budget: it counts,
 and every row says how many diverged. The arm's curve of the fraction of seeds generalised against
 step is the Kaplan-Meier estimate (``analyses.timing``); the median is that curve's median (empty
 when half or more of the seeds never generalised: "more than the budget"). The speed-up of an arm is
 the median of its group's better baseline (the smallest median among ``adamw`` and ``adamw_lr3x``;
-in the Grokfast group ``gf_adam``, ``gf_adam_lr3x`` and ``gf_adam_l2_0.01``) divided by the arm's
-median.
+in the Grokfast group ``gf_adam``, ``gf_adam_lr3x`` and ``gf_adam_l2_0.01``; in the Prieto-MLP group
+``pm_softmax``) divided by the arm's median.
 
 Float32 softmax collapse, per arm, from the members' ``metrics.jsonl`` (``interp.train`` records it
 at every evaluation whatever the loss; ``interp.losses.float32_collapse``): the largest fraction of
@@ -92,7 +99,9 @@ DESCRIPTION = ("Grokfast, StableMax, ⊥AdamW, a float32-softmax control and a s
                "steps to 99% test (Grokfast's own setting: 95%), censored")
 BASELINES = ("adamw", "adamw_lr3x")
 GF = "gf_"  # prefix of the Grokfast group's arms
+PM = "pm_"  # prefix of the Prieto-MLP group's arms
 GF_BASELINES = ("gf_adam", "gf_adam_lr3x", "gf_adam_l2_0.01")
+PM_BASELINES = ("pm_softmax",)  # Prieto et al.'s float64 softmax control on their MLP
 GF_TARGET = 0.95  # Grokfast's target: 95 % validation accuracy (their README's tables)
 SUMMARY_COLUMNS = ["group", "arm", "changes", "lr", "wd", "l2", "target_test_acc", "seeds", "generalised", "censored", "diverged",
                    "median_target_step", "min_target_step", "max_target_step", "target_steps", "speedup_vs_best_baseline", "budget", "max_collapse_frac", "max_zero_loss_frac",
@@ -111,6 +120,23 @@ GF_STEPS = 100_000  # Grokfast's baseline needs ~4x10^4 steps to 95 % validation
 GROKFAST_BASE = {"task": "mod_mul_nz", "p": 97, "frac": 0.5, "n_layers": 2, "normalization": "LN", "act_fn": "gelu", "freeze_biases": False,
                  "d_model": 128, "n_heads": 4, "d_mlp": 512, "batch_size": 512, "warmup": 10, "lr": 1e-3, "wd": 0.0, "beta1": 0.9,
                  "beta2": 0.98, "steps": GF_STEPS, "eval_every": 100, "save_every": 10_000, "stop_after_grok": 1000}
+
+
+# Prieto et al.'s own MLP (the stablemax-mlp preset, their Fig. 1: one-hot a and b, two ReLU layers of 200, no biases,
+# p = 113, 40 %, AdamW lr 0.01, wd 0, eps 1e-25, 80k full-batch epochs); the arms differ from it in the loss or optimiser.
+PRIETO_MLP_BASE = {"task": "mod_add", **{k: v for k, v in PRESETS["stablemax-mlp"].items() if k not in ("loss", "seed")},
+                   "eval_every": 100, "save_every": 10_000, "stop_after_grok": 1000}
+
+
+def prieto_mlp_arms() -> dict[str, dict]:
+    """``{arm: the fields it changes from PRIETO_MLP_BASE}``: the Prieto-MLP group of the full version (their Fig. 1
+    on their model: float64 softmax, the collapsing float32 softmax, StableMax, and ⊥Grad at their beta2 0.99)."""
+    return {
+        "pm_softmax": {"loss": "softmax"},
+        "pm_softmax32": {"loss": "softmax32"},
+        "pm_stablemax": {"loss": "stablemax"},
+        "pm_orthoadamw": {"optimizer": "orthoadamw", "beta2": 0.99},
+    }
 
 
 def arms(base: dict, tickets: Path | None = None, full: bool = False) -> dict[str, dict]:
@@ -192,7 +218,7 @@ def settings(args: argparse.Namespace) -> tuple[dict, list[int]]:
 
 
 def specs(args: argparse.Namespace) -> dict[str, Spec]:
-    """Every arm's sweep, ``{arm: Spec}``: the canonical group, then (full version) the Grokfast group."""
+    """Every arm's sweep, ``{arm: Spec}``: the canonical group, then (full version) the Grokfast and Prieto-MLP groups."""
     base, seeds = settings(args)
     tickets = getattr(args, "tickets", None)
     all_arms = arms(base, tickets, full=not args.quick)
@@ -203,6 +229,7 @@ def specs(args: argparse.Namespace) -> dict[str, Spec]:
     out = {arm: Spec({**base, **fields}, {"seed": seeds}) for arm, fields in all_arms.items()}
     if not args.quick:
         out.update({arm: Spec({**GROKFAST_BASE, **fields}, {"seed": seeds}) for arm, fields in grokfast_arms().items()})
+        out.update({arm: Spec({**PRIETO_MLP_BASE, **fields}, {"seed": seeds}) for arm, fields in prieto_mlp_arms().items()})
     return out
 
 
@@ -217,8 +244,14 @@ def plan_specs(args: argparse.Namespace) -> list[Spec]:
 
 # ---- summary ------------------------------------------------------------------------------------
 def group_of(arm: str) -> str:
-    """``grokfast`` for the Grokfast group's arms (``gf_*``), else ``canonical``."""
-    return "grokfast" if arm.startswith(GF) else "canonical"
+    """``grokfast`` for the Grokfast group's arms (``gf_*``), ``prieto_mlp`` for the Prieto-MLP group's (``pm_*``),
+    else ``canonical``."""
+    return "grokfast" if arm.startswith(GF) else "prieto_mlp" if arm.startswith(PM) else "canonical"
+
+
+# per group: its first arm (the reference of the "changes" column), its baselines and its name in captions
+GROUPS = {"canonical": ("adamw", BASELINES, "Canonical"), "grokfast": ("gf_adam", GF_BASELINES, "Grokfast-setting"),
+          "prieto_mlp": ("pm_softmax", PM_BASELINES, "Prieto-MLP")}
 
 
 def target(arm: str) -> float:
@@ -279,7 +312,7 @@ def summarise(out: Path) -> list[dict]:
         return []
     medians = {arm: km_median(*kaplan_meier(f["times"], f["observed"])) if f["times"] else None for arm, f in found.items()}
     best, ref = {}, {}
-    for group, (first, baselines) in {"canonical": ("adamw", BASELINES), "grokfast": ("gf_adam", GF_BASELINES)}.items():
+    for group, (first, baselines, _) in GROUPS.items():
         ref[group] = found[first]["config"].to_dict() if first in found else None
         meds = [medians[b] for b in baselines if medians.get(b) is not None]
         best[group] = min(meds) if meds else None
@@ -302,7 +335,7 @@ def summarise(out: Path) -> list[dict]:
             "max_zero_loss_frac": _max(c["max_zero_loss"] for c in f["collapse"]),
             "final_collapse_frac": median(c["final_collapse"] for c in f["collapse"]),
         })
-    order = [*arms({"task": "mod_add"}, full=True), "ticket", *grokfast_arms()]
+    order = [*arms({"task": "mod_add"}, full=True), "ticket", *grokfast_arms(), *prieto_mlp_arms()]
     return sorted(rows, key=lambda r: order.index(r["arm"]) if r["arm"] in order else len(order))
 
 
@@ -336,12 +369,12 @@ def summary_caption(rows: list[dict]) -> str:
     seeds = max(r["seeds"] for r in rows)
     cap = (f"Fraction of seeds with test accuracy at their group's target against step (Kaplan-Meier; a seed that never got "
            f"there is censored at its arm's budget; {seeds} seeds per arm). ")
-    for group, baselines in (("canonical", BASELINES), ("grokfast", GF_BASELINES)):
+    for group, (_, baselines, label) in GROUPS.items():
         rs = [r for r in rows if r.get("group", "canonical") == group]
         if not rs:
             continue
         budget = max(r["budget"] for r in rs)
-        cap += (f"{'Canonical' if group == 'canonical' else 'Grokfast-setting'} group ({budget} steps, target "
+        cap += (f"{label} group ({budget} steps, target "
                 f"{rs[0]['target_test_acc']:.0%} test accuracy): "
                 + "; ".join(f"{r['arm']} {r['generalised']}/{r['seeds']} ({med(r)})" for r in rs) + ". ")
         base = [r for r in rs if r["arm"] in baselines and r["median_target_step"] is not None]
@@ -360,11 +393,12 @@ def summary_caption(rows: list[dict]) -> str:
                 + "; ".join(f"{r['arm']} {r['diverged']} of {r['seeds']}" for r in div) + ". ")
     elif all(r.get("diverged") is not None for r in rows):
         cap += "No member diverged. "
-    coll = [r for r in rows if r["arm"] in ("softmax_wd0", "softmax32_wd0", "stablemax") and r.get("max_collapse_frac") is not None]
+    coll = [r for r in rows if r["arm"] in ("softmax_wd0", "softmax32_wd0", "stablemax", "pm_softmax", "pm_softmax32", "pm_stablemax")
+            and r.get("max_collapse_frac") is not None]
     if coll:
         cap += ("Float32 softmax collapse on the training set (largest fraction over seeds and evaluations, final median): "
                 + "; ".join(f"{r['arm']} {r['max_collapse_frac']:.3f}, {r['final_collapse_frac']:.3f}" for r in coll) + ". ")
-        if any(r["arm"] == "stablemax" for r in coll):
+        if any(r["arm"] in ("stablemax", "pm_stablemax") for r in coll):
             cap += "StableMax's is the float32 softmax of its logits, which its own loss does not use. "
     if not any(r["arm"] == "ticket" for r in rows):
         cap += "No ticket arm was run (it needs --tickets DIR, a finished tickets experiment of the same model)."
