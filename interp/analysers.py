@@ -119,11 +119,17 @@ def extra_tables() -> dict[str, list[str]]:
 
 
 # ---- losses and accuracies ------------------------------------------------------------------------
+def _answer_tokens(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``([tokens, classes], [tokens])``: every answer token one row (a sequence task's answers flattened)."""
+    return logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+
+
 def _metrics(ck: Checkpoint, state) -> dict:
     data = ck.data
     out = {k: v for k, v in split_metrics(ck.logits, data, criterion(ck.cfg.loss)).items()
            if k in ("train_loss", "test_loss", "train_acc", "test_acc")}
-    out["correct_logit"] = efficiency.centred_correct_logit(ck.logits[data.train_idx], data.labels[data.train_idx]).mean().item()
+    lg, y = ck.logits[data.train_idx], data.labels[data.train_idx]
+    out["correct_logit"] = efficiency.centred_correct_logit(*_answer_tokens(lg, y)).mean().item()
     return out
 
 
@@ -381,6 +387,8 @@ def _layers_row(ck: Checkpoint, st: _Layers) -> tuple[dict, dict[str, list[dict]
 
 
 def _layers_applies(run: Run) -> str | None:
+    if run.config.task_spec.sequence:
+        return "layers.csv reads the hidden layer at one answer position; the sequence tasks have positions.csv and heads.csv"
     model = build_model(run.config)
     if family_of(run.config) is TRANSFORMER and TRANSFORMER.fast.applies(model, run.config):
         return ("the 1-layer transformer's one hidden layer is the one the circuit analyser clusters (summary.json); "
@@ -404,7 +412,8 @@ register_analyser(Analyser("stability", {
                       "wrong-class entries stay ~exp(-margin))",
     "min_train_margin": "minimum over the train split of the correct logit minus the largest other",
     "loss_f32_minus_f64": "mean train cross-entropy in float32 minus the same in float64 (same float32 logits)",
-}, lambda ck, st: stability.stability_measures(ck.logits32[ck.data.train_idx], ck.data.train_labels), applies=_stability_applies))
+}, lambda ck, st: stability.stability_measures(*_answer_tokens(ck.logits32[ck.data.train_idx], ck.data.train_labels)),
+    applies=_stability_applies))
 
 
 # ---- clock or pizza -------------------------------------------------------------------------------
@@ -467,3 +476,140 @@ def _attention_row(ck: Checkpoint, state) -> tuple[dict, dict[str, list[dict]]]:
 
 register_analyser(Analyser("attention", {}, _attention_row, applies=_transformer_tokens,
                            tables={ATTENTION_TABLE: ATTENTION_COLUMNS}))
+
+
+# ---- sequence tasks: the loss at each answer position, and what the attention heads do ---------------
+POSITION_TABLE = "positions.csv"
+POSITION_COLUMNS = ["step", "answer", "position", "train_loss", "test_loss", "train_acc", "test_acc", "test_loss_carry",
+                    "test_loss_no_carry"]
+HEAD_TABLE = "heads.csv"
+HEAD_COLUMNS = ["step", "layer", "head", "prev_token", "induction"]
+HEAD_EXAMPLES = 256  # the head scores are taken over the first this many test examples
+INDUCTION_HEAD = 0.4  # a head whose induction score on the final checkpoint is at least this is an induction head
+
+
+def _sequence_task(run: Run) -> str | None:
+    cfg = run.config
+    if not cfg.task_spec.sequence:
+        return f"they are for the sequence tasks (answer positions of token sequences); {cfg.task} is not one"
+    return None
+
+
+def _per_token_loss(ck: Checkpoint) -> tuple[Tensor, Tensor]:
+    """``([N, answers] cross-entropy of each answer token, [N, answers] labels)``, one answer as a column."""
+    lg, y = ck.logits, ck.data.labels
+    if y.dim() == 1:
+        lg, y = lg[:, None], y[:, None]
+    return -torch.log_softmax(lg, -1).gather(-1, y[..., None])[..., 0], y
+
+
+def _positions_summary(run: Run, cached: dict | None) -> dict:
+    """The step at which each answer position's loss falls most steeply (``analyses.phase.fall_step``): on the
+    test loss of every evaluation in ``metrics.jsonl`` (with infinite data the training set is fresh at every
+    step, so its test loss is its training loss)."""
+    from analyses import phase
+
+    rows = run.metrics
+    if not rows:
+        return {"position_falls": None}
+    losses = [r.get("test_loss_pos", [r["test_loss"]]) for r in rows]  # one answer: its loss is the test loss
+    return {"position_falls": phase.positions_falls([r["step"] for r in rows], losses)}
+
+
+def _positions_row(ck: Checkpoint, state) -> tuple[dict, dict[str, list[dict]]]:
+    """One row per answer: its cross-entropy and accuracy on each split, and (``add5``) its test loss on the
+    examples with and without a carry into that digit (``analyses.phase.carries``)."""
+    from analyses import phase
+    from interp.sequences import add5_operands
+
+    per, y = _per_token_loss(ck)
+    right = (ck.logits.argmax(-1) == ck.data.labels).reshape(len(y), -1).double()
+    tr, te = ck.data.train_idx, ck.data.test_idx
+    with_c = without_c = None
+    if ck.cfg.task == "add5":
+        with_c, without_c = phase.loss_by_carry(per[te], phase.carries(*add5_operands(ck.data.inputs[te])))
+    return {}, {POSITION_TABLE: [
+        {"step": ck.step, "answer": i, "position": pos % ck.cfg.n_ctx, "train_loss": per[tr, i].mean().item(),
+         "test_loss": per[te, i].mean().item(), "train_acc": right[tr, i].mean().item(), "test_acc": right[te, i].mean().item(),
+         "test_loss_carry": math.nan if with_c is None else with_c[i].item(),
+         "test_loss_no_carry": math.nan if without_c is None else without_c[i].item()}
+        for i, pos in enumerate(ck.cfg.task_spec.answer_positions)]}
+
+
+register_analyser(Analyser("positions", {}, _positions_row, applies=_sequence_task, summarise=_positions_summary,
+                           tables={POSITION_TABLE: POSITION_COLUMNS}))
+
+
+def _heads_applies(run: Run) -> str | None:
+    why = _sequence_task(run)
+    if why is None and family_of(run.config) is not TRANSFORMER:
+        why = f"they read a transformer's attention patterns; this run trains the {run.config.family} family"
+    return why
+
+
+@torch.no_grad()
+def head_scores(model: nn.Module, tokens: Tensor) -> list[dict]:
+    """Each head's previous-token and induction score (``analyses.phase``) on ``tokens``: one dict per
+    (layer, head) with ``layer, head, prev_token, induction``."""
+    from analyses import phase
+
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    out = []
+    for layer, name in enumerate(names):
+        pattern = cache[name].double()
+        for h, (prev, ind) in enumerate(zip(phase.prev_token_score(pattern), phase.induction_score(pattern, tokens))):
+            out.append({"layer": layer, "head": h, "prev_token": float(prev), "induction": float(ind)})
+    return out
+
+
+def _heads_summary(run: Run, cached: dict | None) -> dict:
+    """The induction heads: the heads whose induction score on the final checkpoint is at least ``INDUCTION_HEAD``."""
+    if not run.steps:
+        return {"induction_heads": []}
+    scores = head_scores(run.load_model(), run.dataset.inputs[run.dataset.test_idx[:HEAD_EXAMPLES]])
+    return {"induction_heads": [[s["layer"], s["head"]] for s in scores if s["induction"] >= INDUCTION_HEAD]}
+
+
+def ablated_logits(model: nn.Module, cfg, inputs: Tensor, heads: list[list[int]]) -> Tensor:
+    """The answer logits of ``inputs`` with each head in ``heads`` (``[layer, head]``) mean-ablated: its
+    output ``hook_z`` replaced at every position by its mean over these inputs."""
+    from interp.model import answer_logits
+
+    def ablate(z, hook, hs):
+        for h in hs:
+            z[:, :, h] = z[:, :, h].mean(0, keepdim=True)
+        return z
+
+    by_layer: dict[int, list[int]] = {}
+    for layer, h in heads:
+        by_layer.setdefault(layer, []).append(h)
+    hooks = [(f"blocks.{layer}.attn.hook_z", lambda z, hook, hs=hs: ablate(z, hook, hs)) for layer, hs in by_layer.items()]
+    return answer_logits(model.run_with_hooks(inputs, fwd_hooks=hooks), cfg)
+
+
+def _heads_row(ck: Checkpoint, summary: dict) -> tuple[dict, dict[str, list[dict]]]:
+    data = ck.data
+    scores = head_scores(ck.model, data.inputs[data.test_idx[:HEAD_EXAMPLES]])
+    row = {"prev_token_max": max(s["prev_token"] for s in scores), "induction_max": max(s["induction"] for s in scores)}
+    heads = summary.get("induction_heads") or []
+    if heads:
+        with torch.no_grad():
+            lg = ablated_logits(ck.model, ck.cfg, data.inputs, heads).double()
+        loss = criterion(ck.cfg.loss)
+        row["ablated_train_loss"] = loss(lg[data.train_idx], data.train_labels).item()
+        row["ablated_test_loss"] = loss(lg[data.test_idx], data.labels[data.test_idx]).item()
+    return row, {HEAD_TABLE: [{"step": ck.step, **s} for s in scores]}
+
+
+register_analyser(Analyser("heads", {
+    "prev_token_max": "the largest previous-token score over all heads: a head's mean attention from each position to the one "
+                      "before it, over the first 256 test examples (analyses.phase; heads.csv has every head's)",
+    "induction_max": "the largest induction score over all heads: a head's mean attention from each token to the token after an "
+                     "earlier occurrence of it (Olsson et al.'s prefix matching), over the queries that have one",
+    "ablated_train_loss": "train loss with the induction heads (induction score >= 0.4 on the final checkpoint; summary.json's "
+                          "induction_heads) mean-ablated: each one's output replaced by its mean over the inputs. It rises above "
+                          "train_loss once training leans on those heads: the sequence tasks' counterpart of the excluded loss",
+    "ablated_test_loss": "the same on the test split",
+}, _heads_row, applies=_heads_applies, summarise=_heads_summary, depends_on=("induction_heads",),
+    start=lambda run, summary: summary, tables={HEAD_TABLE: HEAD_COLUMNS}))

@@ -22,6 +22,20 @@ row per (checkpoint, hidden layer): ``step, layer, width, feature_rank`` (Fan et
 covariance of the layer's activations over up to 2 048 test examples), ``key_frac`` (the share of its centred
 activation variance over all pairs in the key frequencies' or irreps' blocks; empty where there are none).
 
+``analysis/positions.csv`` (``interp.analysers.POSITION_TABLE``; sequence tasks), one row per (checkpoint, answer
+position): ``step, answer, position`` (the input position whose output predicts it), ``train_loss, test_loss,
+train_acc, test_acc`` of that answer token, and for ``add5`` ``test_loss_carry, test_loss_no_carry``: its test loss
+on the examples with and without a carry into that digit. ``summary.json``'s ``position_falls`` holds the step of
+each answer position's steepest fall of test loss (``analyses.phase.fall_step`` on ``metrics.jsonl``).
+
+``analysis/heads.csv`` (``interp.analysers.HEAD_TABLE``; a transformer on a sequence task), one row per
+(checkpoint, layer, head): ``step, layer, head, prev_token, induction`` (the scores of ``analyses.phase`` over the
+first 256 test examples). ``summary.json``'s ``induction_heads`` lists the heads whose induction score on the
+final checkpoint is at least 0.4; ``checkpoints.csv``'s ``ablated_*_loss`` are the losses with them mean-ablated.
+That is the sequence tasks' counterpart of the excluded loss: the Fourier directions do not exist there, but the
+circuit that generalises (the induction heads) can be removed, and the training loss without it shows whether
+the fit of the training set already depends on it.
+
 ``analysis/llc.csv`` and ``llc.json`` (only with ``--llc``; ``interp.llc``, optional extra ``llc``): the local
 learning coefficient of every ``--llc-every``-th checkpoint (llc_mean after the burn-in, llc_std over SGLD
 chains, per-chain values, n_beta, whether the calibration passed the settings) with the sampler's settings and

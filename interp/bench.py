@@ -65,7 +65,7 @@ from interp.families import build_model, to_device
 from interp.model import fast_loss, hooked_logits
 from interp.losses import loss_fn
 from interp.runs import DEFAULT_ROOT
-from interp.speed import flush_denormals, tune_allocator
+from interp.speed import deterministic, flush_denormals, tune_allocator
 from interp.tasks import make_dataset
 from interp.train import make_optimizer
 
@@ -119,41 +119,67 @@ MLP_SHAPES = {
 }
 
 
-def bench_mlp(ps: list[int], rounds: int, round_seconds: float) -> list[dict]:
-    """ms per full-batch training step (``interp.train``'s loss and AdamW) of each ``MLP_SHAPES`` model at
-    each p, rounds alternating between the models as in ``bench_training``; one row per p."""
+def bench_configs(configs: dict[str, TrainConfig], rounds: int, round_seconds: float) -> dict[str, float]:
+    """Median ms per training step (``interp.train``'s loss closure and AdamW; a fresh batch each step with
+    infinite data) of each config's model, rounds alternating between them as in ``bench_training``."""
     from interp.train import loss_closure
 
+    state = {}
+    for name, cfg in configs.items():
+        model = build_model(cfg)
+        state[name] = (model, make_optimizer(model, cfg), loss_closure(model, cfg, make_dataset(cfg)))
+
+    def run(name: str, seconds: float) -> float:
+        model, opt, loss = state[name]
+        n, t = 0, time.perf_counter()
+        while n == 0 or time.perf_counter() - t < seconds:
+            loss(n).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            n += 1
+        return (time.perf_counter() - t) / n * 1000
+
+    times: dict[str, list[float]] = {name: [] for name in state}
+    for name in state:
+        run(name, 0.0)
+    for r in range(rounds):
+        for name in (list(state) if r % 2 == 0 else list(state)[::-1]):
+            times[name].append(run(name, round_seconds))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_mlp(ps: list[int], rounds: int, round_seconds: float) -> list[dict]:
+    """ms per full-batch training step of each ``MLP_SHAPES`` model at each p (``bench_configs``); one row per p."""
     out = []
     for p in ps:
-        state = {}
-        for name, shape in MLP_SHAPES.items():
-            cfg = TrainConfig(p=p, **shape)
-            model = build_model(cfg)
-            state[name] = (model, make_optimizer(model, cfg), loss_closure(model, cfg, make_dataset(cfg)))
-
-        def run(name: str, seconds: float) -> float:
-            model, opt, loss = state[name]
-            n, t = 0, time.perf_counter()
-            while n == 0 or time.perf_counter() - t < seconds:
-                loss().backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                n += 1
-            return (time.perf_counter() - t) / n * 1000
-
-        times: dict[str, list[float]] = {name: [] for name in state}
-        for name in state:
-            run(name, 0.0)
-        for r in range(rounds):
-            for name in (list(state) if r % 2 == 0 else list(state)[::-1]):
-                times[name].append(run(name, round_seconds))
+        ms = bench_configs({name: TrainConfig(p=p, **shape) for name, shape in MLP_SHAPES.items()}, rounds, round_seconds)
         row = {"p": p, "n_train": TrainConfig(p=p).n_train}
-        row.update({f"{name}_ms_per_step": round(statistics.median(t), 2) for name, t in times.items()})
-        row.update({f"{name}_over_transformer": round(statistics.median(times[name]) / statistics.median(times["transformer"]), 3)
-                    for name in state if name != "transformer"})
+        row.update({f"{name}_ms_per_step": round(v, 2) for name, v in ms.items()})
+        row.update({f"{name}_over_transformer": round(v / ms["transformer"], 3) for name, v in ms.items() if name != "transformer"})
         out.append(row)
     return out
+
+
+def sequence_shapes() -> dict[str, TrainConfig]:
+    """The sequence tasks' presets and ``phase --quick``'s settings, finite and infinite data, next to the canonical run."""
+    from interp.config import PRESETS
+    from interp.experiments.phase import QUICK
+
+    out = {"canonical": TrainConfig()}
+    for task in ("add5", "repeat_subseq", "max_elem"):
+        for tag, base in (("preset", PRESETS[task]), ("quick", QUICK.get(task))):
+            if base is not None:
+                out[f"{task}_{tag}"] = TrainConfig(task=task, **base)
+                if task != "max_elem":
+                    out[f"{task}_{tag}_infinite"] = TrainConfig(task=task, **base, infinite_data=True)
+    return out
+
+
+def bench_sequence(rounds: int, round_seconds: float) -> dict:
+    """ms per training step of every ``sequence_shapes`` config and its ratio to the canonical run's."""
+    ms = bench_configs(sequence_shapes(), rounds, round_seconds)
+    return {"ms_per_step": {k: round(v, 2) for k, v in ms.items()},
+            "over_canonical": {k: round(v / ms["canonical"], 3) for k, v in ms.items() if k != "canonical"}}
 
 
 def bench_sweep(base: dict, n_runs: int, steps: int, rounds: int) -> dict[str, float]:
@@ -318,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     ap.add_argument("--mlp", action="store_true", help="instead: ms per full-batch training step of the papers' MLPs against the canonical "
                     "transformer at p = 113 and 53 (last line: JSON rows with each model's ratio to the transformer)")
+    ap.add_argument("--sequence", action="store_true", help="instead: ms per training step of the sequence tasks' presets and of "
+                    "phase --quick's settings, finite and infinite data, against the canonical run (last line: JSON with each ratio)")
     args = ap.parse_args(argv)
     try:
         device = resolve(args.device)
@@ -346,6 +374,15 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(f"{k[:-len('_ms_per_step')]} {v} ms/step" for k, v in r.items() if k.startswith("mlp_") and k.endswith("_ms_per_step"))
                   + f" (torch threads: {torch.get_num_threads()})", flush=True)
         print(json.dumps({"mlp": rows, "machine": machine_name("cpu")}))
+        return 0
+    if args.sequence:
+        if args.rounds < 1:
+            ap.error(f"--rounds {args.rounds}: must be >= 1")
+        tune_allocator()  # as interp.train runs
+        with flush_denormals(), deterministic():  # the hooked engine trains with deterministic kernels
+            r = bench_sequence(args.rounds, args.round_seconds)
+        print("; ".join(f"{k} {v} ms/step" for k, v in r["ms_per_step"].items()) + f" (torch threads: {torch.get_num_threads()})", flush=True)
+        print(json.dumps({**r, "threads": torch.get_num_threads(), "machine": machine_name("cpu")}))
         return 0
     if args.sweep:
         if args.sweep_runs < 1 or args.sweep_steps < 1:

@@ -80,6 +80,19 @@ PRESETS: dict[str, dict] = {
     # 1000 training images (their code's default).
     "deep-mlp": dict(mlp_depth=11, d_mlp=400, init_scale=8.0, freeze_biases=False, loss="mse", lr=1e-3, wd=0.01, beta2=0.999,
                      batch_size=200, train_size=1000, steps=100_000, eval_every=500, save_every=2500),
+    # ---- the sequence tasks (interp.sequences; docs/experiments/phase.md) ----
+    # Nanda et al.'s 5-digit addition (progress-measures-paper, Non_Modular_Addition_Grokking_Tasks notebook): 1 layer,
+    # width 512, 4 heads, MLP 2048, ReLU, no LayerNorm, biases trained, AdamW lr 1e-4 wd 0.1 betas (0.9, 0.98), 10
+    # warm-up steps, 3000 full-batch steps on 700 examples (the slides' run; add --infinite-data for batches of 64).
+    "add5": dict(d_model=512, n_heads=4, d_mlp=2048, freeze_biases=False, lr=1e-4, wd=0.1, warmup=10, steps=3000,
+                 eval_every=10, save_every=100),
+    # The slides' repeated subsequences: a 2-layer attention-only transformer on 512 examples; the width, heads and
+    # optimiser are this suite's (the notebook's settings for this task are not published).
+    "repeat_subseq": dict(n_layers=2, attn_only=True, d_model=64, n_heads=4, freeze_biases=False, lr=1e-3, wd=1.0, warmup=10,
+                          steps=10_000, eval_every=50, save_every=250),
+    # The slides' maximum of a sequence, on the 1-layer model of the 5-digit task at width 128 (this suite's choice).
+    "max_elem": dict(d_model=128, n_heads=4, d_mlp=512, freeze_biases=False, lr=1e-3, wd=1.0, warmup=10, steps=5000,
+                     eval_every=50, save_every=250),
 }
 
 # Where each paper preset comes from (printed by --help).
@@ -89,15 +102,20 @@ PRESET_SOURCES: dict[str, str] = {
     "tickets-mlp": "Minegishi et al. 2024, gouki510/Grokking-Tickets config/config.py, model.py OnlyMLP",
     "stablemax-mlp": "Prieto et al. 2025, LucasPrietoAl/grokking-at-the-edge-of-numerical-stability models.py, Fig. 1 run",
     "deep-mlp": "Fan et al. 2024, Olivia-fsm/Deep-Grokking mnist/grokking/train_mnist_mlp.py on the bundled digits",
+    "add5": "Nanda et al. 2023, progress-measures-paper Non_Modular_Addition_Grokking_Tasks notebook; 700 examples from the grokking slides",
+    "repeat_subseq": "the grokking slides (2-layer attention-only, 512 examples); width and optimiser this suite's",
+    "max_elem": "the grokking slides' task; model and optimiser this suite's",
 }
 
 # The task each preset is written for (--preset NAME on another task is refused); a preset not named here
 # suits any modular task.
 PRESET_TASKS: dict[str, str] = {"digits": "digits", "s4": "s4", "s5": "s5", "s5-mlp": "s5", "devinterp-mlp": "mod_add",
-                                "tickets-mlp": "mod_add", "stablemax-mlp": "mod_add", "deep-mlp": "digits"}
+                                "tickets-mlp": "mod_add", "stablemax-mlp": "mod_add", "deep-mlp": "digits",
+                                "add5": "add5", "repeat_subseq": "repeat_subseq", "max_elem": "max_elem"}
 
 
 P_DEFAULT = 113  # TrainConfig.p's default (group tasks replace it by the group's order)
+FRAC_DEFAULT = 0.3  # TrainConfig.frac's default
 
 
 @dataclass(frozen=True)
@@ -113,7 +131,7 @@ class TrainConfig:
     task: str = field(default="mod_add", metadata={"help": "the problem (a registered interp.tasks.Task)"})
     family: str = field(default="auto", metadata={"help": "the model family (a registered interp.families.ModelFamily): 'transformer', 'mlp', or 'auto' (the task's own; config.json records the one chosen)"})
     p: int = field(default=113, metadata={"help": "the modulus; '=' is token id p (a group task: the group's order, set for you)"})
-    frac: float = field(default=0.3, metadata={"help": "fraction of all pairs used for training, in (0, 1); ignored when --train-size is given"})
+    frac: float = field(default=FRAC_DEFAULT, metadata={"help": "fraction of all pairs used for training, in (0, 1); ignored when --train-size is given"})
     train_size: int | None = field(default=None, metadata={"help": "number of training pairs (instead of --frac); the split is the same seeded permutation, so a smaller size is a prefix of a larger one; all pairs leave no test split and the test metrics are NaN"})
     label_noise: float = field(default=0.0, metadata={"help": "fraction of the training pairs whose label is replaced by a seeded uniform random label (1.0: all random; test labels stay true)"})
     steps: int = field(default=15000, metadata={"help": "number of full-batch optimiser steps"})
@@ -129,6 +147,7 @@ class TrainConfig:
     n_heads: int = field(default=4, metadata={"help": "attention heads (d_head = d_model / n_heads)"})
     d_mlp: int = field(default=512, metadata={"help": "MLP hidden width (digits: the width of both hidden layers of the 64-d_mlp-d_mlp-10 MLP)"})
     n_layers: int = field(default=1, metadata={"help": "transformer blocks (Power et al. and Grokfast used 2); more than 1 trains through the hooked engine"})
+    attn_only: bool = field(default=False, metadata={"help": "attention-only transformer blocks (no MLP; the repeated-subsequence task's 2-layer model); trains through the hooked engine; transformer family only"})
     normalization: str = field(default="none", metadata={"help": "'none' (Nanda et al.) or 'LN' (LayerNorm before attention, MLP and unembedding; Power et al. use LayerNorm, placed after each residual sum); LN trains through the hooked engine"})
     act_fn: str = field(default="relu", metadata={"help": "MLP activation: 'relu' (Nanda et al.) or 'gelu'; gelu trains through the hooked engine"})
     # ---- the mlp family (interp.mlp; --family mlp on the token tasks, the digits task's own)
@@ -138,6 +157,7 @@ class TrainConfig:
     mlp_unembed: str = field(default="direct", metadata={"help": "the MLP's output: 'direct' (last hidden layer -> classes) or 'project' (hidden -> d_model -> classes, Minegishi et al.); mlp family only"})
     mlp_init: str = field(default="torch", metadata={"help": "the MLP's initialisation: 'torch' (PyTorch's nn.Embedding / nn.Linear defaults), 'chughtai' (every matrix N(0, 1/fan-in), embeddings N(0, 1/d_model)) or 'minegishi' (the same, embeddings N(0, 1/p)); then x --init-scale; mlp family only"})
     mlp_out_bias: bool = field(default=True, metadata={"help": "the MLP's output layer has a bias (when biases train, --no-freeze-biases; devinterp's has none); mlp family only"})
+    infinite_data: bool = field(default=False, metadata={"help": "sequence tasks: train every step on a fresh batch of --batch-size examples (default 64) drawn from the seed and the step, none of them a test example; the train_* metrics are then measured on a fixed sample of the training distribution (the task's default training-set size); not with --train-size"})
     batch_size: int | None = field(default=None, metadata={"help": "examples per step (none: the full training set every step); mini-batches are an epoch-wise permutation seeded by --seed and the epoch, so a resumed run draws the same ones (Power et al.: 512)"})
     adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon (Prieto et al. use 1e-25 with StableMax)"})
     freeze_biases: bool = field(default=True, metadata={"help": "keep every bias at zero, as the TransformerLens demo does"})
@@ -175,6 +195,19 @@ class TrainConfig:
             elif self.p != n:
                 bad("p", f"{self.task} is a group task: its size is fixed by the group ({n} elements), "
                          "and --p applies only to the modular tasks")
+        if task.sequence:
+            for name, default, why in (("p", P_DEFAULT, "--p applies only to the modular tasks"),
+                                       ("frac", FRAC_DEFAULT, "its examples are drawn, not enumerated: give --train-size"),
+                                       ("label_noise", 0.0, "label noise is for the single-answer tasks")):
+                if getattr(self, name) != default:
+                    bad(name, f"{self.task} is a sequence task: {why}")
+            if self.infinite_data and self.train_size is not None:
+                bad("train_size", "--infinite-data trains on fresh examples every step; a training-set size does not apply")
+            if self.infinite_data and self.batch_size is None:  # Nanda et al.'s batch (what config.json then records)
+                object.__setattr__(self, "batch_size", 64)
+        elif self.infinite_data:
+            bad("infinite_data", f"{self.task} has a finite set of examples; --infinite-data applies to the sequence tasks "
+                                 f"({', '.join(k for k, t in TASKS.items() if t.sequence)})")
         if self.p < 2:
             bad("p", "the modulus must be at least 2")
         if task.check is not None and (why := task.check(self)) is not None:
@@ -306,8 +339,11 @@ class TrainConfig:
 
     @property
     def n_train(self) -> int:
-        """Training-set size: ``train_size`` if given, else ``int(frac * n_examples)``."""
-        return self.train_size if self.train_size is not None else int(self.frac * self.n_examples)
+        """Training-set size: ``train_size`` if given, else ``int(frac * n_examples)`` (a sequence task: its
+        ``default_train_size``)."""
+        if self.train_size is not None:
+            return self.train_size
+        return self.task_spec.default_train_size if self.task_spec.sequence else int(self.frac * self.n_examples)
 
     @property
     def mask_path(self) -> str | None:

@@ -184,7 +184,7 @@ import interp.model as _transformer  # noqa: E402
 
 TRANSFORMER = register_family(ModelFamily(
     "transformer", "TransformerLens HookedTransformer (Nanda et al.'s 1-layer model by default)",
-    ("p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "freeze_biases"),
+    ("p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "attn_only", "freeze_biases"),
     _transformer.build_transformer, _transformer.forward, _transformer.activations,
     lambda m: WeightViews(**_transformer.views(m)),
     FastPath(_transformer.fast_path_applies,

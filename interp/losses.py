@@ -17,14 +17,27 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 
+def over_answers(loss):
+    """``loss`` for logits ``[batch, answers, classes]`` and labels ``[batch, answers]`` too: the mean over
+    every answer token (the tensors flattened; a single answer position is unchanged)."""
+
+    @functools.wraps(loss)
+    def flat(logits: Tensor, labels: Tensor, **kw) -> Tensor:
+        return loss(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), **kw)
+
+    return flat
+
+
 def loss_fn(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"], dtype: torch.dtype = torch.float64) -> Tensor:
     """Mean cross-entropy with the log-softmax in ``dtype``: float64 by default (avoids slingshot spikes);
     float32 is the ``softmax32`` loss, the float32 control of Prieto et al. (2025), whose softmax can
     collapse (its loss term is then exactly 0, while the wrong-class entries of its gradient stay
-    tiny but not 0: ``float32_collapse``)."""
-    return F.cross_entropy(logits.to(dtype), labels)
+    tiny but not 0: ``float32_collapse``). Logits ``[batch, answers, classes]`` with labels ``[batch, answers]``
+    give the mean over every answer token."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).to(dtype), labels.reshape(-1))
 
 
+@over_answers
 def stablemax_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> Tensor:
     """Mean StableMax cross-entropy (Prieto et al. 2025), in float64.
 
@@ -65,6 +78,7 @@ def float32_collapse(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Ten
             "zero_loss_frac": (torch.log_softmax(x32, -1).gather(-1, y) == 0.0).double().mean().item()}
 
 
+@over_answers
 def mse_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> Tensor:
     """Mean squared error between the logits and one-hot targets, averaged over examples and classes
     (``torch.nn.MSELoss`` on one-hot targets, as Omnigrok trains its MLPs), in float64."""
@@ -74,5 +88,6 @@ def mse_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "ba
 
 def criterion(name: str):
     """The loss function named by ``TrainConfig.loss``: ``loss_fn`` ('softmax'; 'softmax32': the same in
-    float32), ``stablemax_loss`` or ``mse_loss``."""
-    return {"softmax": loss_fn, "softmax32": functools.partial(loss_fn, dtype=torch.float32), "stablemax": stablemax_loss, "mse": mse_loss}[name]
+    float32), ``stablemax_loss`` or ``mse_loss``, each averaged over every answer token of a sequence task."""
+    return {"softmax": loss_fn, "softmax32": functools.partial(loss_fn, dtype=torch.float32),
+            "stablemax": stablemax_loss, "mse": mse_loss}[name]

@@ -229,8 +229,8 @@ def views(model: MLP) -> dict:
 
 def check(cfg: "TrainConfig") -> tuple[str, str] | None:
     """``(field, why)`` for a config this MLP cannot take: transformer options, the fast engine, tokens it cannot read."""
-    if (cfg.n_layers, cfg.normalization) != (1, "none"):
-        name = "n_layers" if cfg.n_layers != 1 else "normalization"
+    if (cfg.n_layers, cfg.normalization, cfg.attn_only) != (1, "none", False):
+        name = "n_layers" if cfg.n_layers != 1 else "normalization" if cfg.normalization != "none" else "attn_only"
         return name, "is a transformer option; the MLP's depth is --mlp-depth"
     if cfg.engine == "fast":
         return "engine", f"the {cfg.family} family has no fast path; use auto or hooked (both train its plain forward)"

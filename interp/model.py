@@ -50,6 +50,7 @@ def hooked_config(cfg: "TrainConfig") -> HookedTransformerConfig:
         d_vocab=cfg.d_vocab,
         d_vocab_out=cfg.d_vocab_out,
         n_ctx=cfg.n_ctx,
+        attn_only=cfg.attn_only,
         init_weights=True,
         device="cpu",
         seed=cfg.seed,

@@ -821,3 +821,81 @@ def llc_traces(traces: Mapping[str, Sequence[Sequence[float]]], title: str, burn
     fig.update_xaxes(title_text="draw", row=nrows)
     fig.update_yaxes(title_text="train loss")
     return _layout(fig, title, height=120 + 260 * nrows)
+
+
+# ---- sequence tasks: answer positions and attention heads ------------------------------------------
+def position_curves(metrics: Rows, name: str, positions: Sequence[int], phases: Mapping[str, int | None] | None = None) -> go.Figure:
+    """The loss at each answer position against step (``metrics.jsonl``'s ``train_loss_pos`` / ``test_loss_pos``), log y:
+    test loss above, train loss below, one line per answer position.
+
+    Args:
+        metrics: the run's metric rows.
+        name: the run's name.
+        positions: the input position of each answer (the legend's labels).
+        phases: ``{label: step}`` marked as dotted lines (e.g. the phase change).
+    """
+    rows = []
+    for r in metrics:
+        d = {"step": r["step"]}
+        for split in ("train", "test"):
+            for i, v in enumerate(r.get(f"{split}_loss_pos") or []):
+                d[f"{split}_{i}"] = v
+        rows.append(d)
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+    panels = [(f"{split} loss per answer position", True,
+               [(f"{split}_{i}", f"answer {i} (position {pos})", dashes[i % len(dashes)]) for i, pos in enumerate(positions)])
+              for split in ("test", "train")]
+    fig = _curves({name: rows}, panels, f"Loss at each answer position ({name})", {name: dict(phases or {})}, panel_height=280)
+    for i, tr in enumerate(fig.data):  # one colour per answer position (a single run would otherwise share one)
+        tr.line.color = color(i % len(positions))
+    return fig
+
+
+def carry_curves(rows: Rows, name: str) -> go.Figure:
+    """5-digit addition: the test loss of each answer digit on the examples with and without a carry into it
+    (``positions.csv``'s ``test_loss_carry`` / ``test_loss_no_carry``), log y, one colour per digit."""
+    answers = sorted({int(r["answer"]) for r in rows})
+    fig = go.Figure()
+    for a in answers:
+        rs = sorted((r for r in rows if int(r["answer"]) == a), key=lambda r: r["step"])
+        x = [int(r["step"]) for r in rs]
+        for col, dash, what in (("test_loss_carry", "solid", "carry in"), ("test_loss_no_carry", "dot", "no carry in")):
+            if _has_values(rs, col):
+                fig.add_trace(go.Scatter(x=x, y=_column(rs, col), mode="lines", name=f"answer {a}: {what}",
+                                         line=dict(color=color(a), dash=dash, width=2)))
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text="test loss (log)", type="log", exponentformat="power")
+    return _layout(fig, f"Test loss of each answer digit with and without a carry into it ({name})", height=440)
+
+
+def head_curves(head_rows: Rows, checkpoint_rows: Rows, name: str, phases: Mapping[str, int | None] | None = None) -> go.Figure:
+    """Each attention head's induction and previous-token score across training (``heads.csv``), and the train
+    and test loss with and without the induction heads (``checkpoints.csv``), phase change marked.
+
+    Args:
+        head_rows: ``heads.csv`` rows (``step, layer, head, prev_token, induction``).
+        checkpoint_rows: ``checkpoints.csv`` rows (``train_loss, test_loss, ablated_train_loss, ablated_test_loss``).
+        name: the run's name.
+        phases: ``{label: step}`` marked as dotted lines.
+    """
+    heads = sorted({(int(r["layer"]), int(r["head"])) for r in head_rows})
+    by_step: dict[int, dict] = {}
+    for r in head_rows:
+        d = by_step.setdefault(int(r["step"]), {"step": int(r["step"])})
+        d[f"ind_{r['layer']}_{r['head']}"], d[f"prev_{r['layer']}_{r['head']}"] = r["induction"], r["prev_token"]
+    for r in checkpoint_rows:
+        if int(r["step"]) in by_step:
+            by_step[int(r["step"])].update({k: r.get(k) for k in ("train_loss", "test_loss", "ablated_train_loss", "ablated_test_loss")})
+    dashes = ("solid", "dash", "dot", "dashdot")
+    panels = [("induction score", False, [(f"ind_{l}_{h}", f"L{l}H{h} induction", dashes[h % 4]) for l, h in heads]),
+              ("previous-token score", False, [(f"prev_{l}_{h}", f"L{l}H{h} previous token", dashes[h % 4]) for l, h in heads]),
+              ("loss (log)", True, [("train_loss", "train loss", "dash"), ("test_loss", "test loss", "solid"),
+                                    ("ablated_train_loss", "train loss, induction heads ablated", "dashdot"),
+                                    ("ablated_test_loss", "test loss, induction heads ablated", "dot")])]
+    fig = _curves({name: list(by_step.values())}, panels, f"Attention heads across training ({name})", {name: dict(phases or {})},
+                  panel_height=260)
+    layers = sorted({l for l, _ in heads})
+    for tr in fig.data:  # heads: one colour per layer; losses: their own
+        if tr.name.startswith("L"):
+            tr.line.color = color(layers.index(int(tr.name[1:tr.name.index("H")])))
+    return fig

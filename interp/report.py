@@ -43,7 +43,7 @@ from analyses import fourier
 from interp import plots, runs, tables
 from interp.plots import Figure
 from interp.cli import Parser
-from interp.analysers import ATTENTION_TABLE, LAYER_TABLE
+from interp.analysers import ATTENTION_TABLE, HEAD_TABLE, INDUCTION_HEAD, LAYER_TABLE, POSITION_TABLE
 from interp.analysis_files import load_table
 from interp.analyze import analyze_run, load_frequency_table, load_irrep_table
 from interp.text import fmt_num, fmt_set, fmt_step, key_frequency_stability, loss_crossings, mechanism_sentence, stability_sentence
@@ -83,6 +83,8 @@ class RunView:
     W_L_norms: Tensor | None = field(default=None, repr=False)
     irrep_rows: list[dict] = field(default_factory=list, repr=False)  # irreps.csv of a group/log-basis run
     layer_rows: list[dict] = field(default_factory=list, repr=False)  # layers.csv of an MLP or deeper model
+    position_rows: list[dict] = field(default_factory=list, repr=False)  # positions.csv of a sequence task
+    head_rows: list[dict] = field(default_factory=list, repr=False)  # heads.csv of a transformer on a sequence task
 
     @property
     def fourier(self) -> bool:
@@ -131,6 +133,8 @@ def collect(run_dir: Path, name: str | None = None, force: bool = False, progres
     view.attention = attention_grid(load_table(run_dir, ATTENTION_TABLE), view.step, run.config.p)
     view.irrep_rows = load_irrep_table(run_dir)
     view.layer_rows = load_table(run_dir, LAYER_TABLE)
+    view.position_rows = load_table(run_dir, POSITION_TABLE)
+    view.head_rows = load_table(run_dir, HEAD_TABLE)
     if view.fourier:
         final = sorted((r for r in view.freq_rows if r["step"] == view.step), key=lambda r: r["freq"])
         view.W_E_norms = torch.tensor([r["W_E_norm"] for r in final])
@@ -351,6 +355,55 @@ def overlay_figures(views: list[RunView]) -> list[Figure]:
     return out
 
 
+def _steps(xs) -> str:
+    return ", ".join("none" if x is None else str(x) for x in xs)
+
+
+def sequence_figures(view: RunView) -> list[Figure]:
+    """A sequence task's figures: the loss at each answer position, (5-digit addition) with and without a carry,
+    and the attention heads' scores with the induction heads ablated."""
+    cfg, sm, out = view.run.config, view.summary, []
+    if not cfg.task_spec.sequence:
+        return out
+    falls = sm.get("position_falls") or []
+    from analyses import phase
+
+    fall = phase.fall_step([r["step"] for r in view.run.metrics], [r["test_loss"] for r in view.run.metrics])
+    marks = {"steepest fall of test loss": fall}
+    positions = [p % cfg.n_ctx for p in cfg.task_spec.answer_positions]
+    last = view.run.metrics[-1]
+    if "test_loss_pos" in last:
+        out.append(Figure("positions", plots.position_curves(view.run.metrics, view.name, positions, marks),
+                          f"Loss at each of the {len(positions)} answer positions ({'infinite' if cfg.infinite_data else 'finite'} data). "
+                          f"The test loss of each fell most steeply (steepest slope of log loss against the step; 'none': it never fell "
+                          f"by a factor 10) at steps {_steps(falls)}; the whole test loss at step {fall}. At step {last['step']} the "
+                          f"test losses are {', '.join(f'{v:.3g}' for v in last['test_loss_pos'])} and the train losses "
+                          f"{', '.join(f'{v:.3g}' for v in last['train_loss_pos'])}."))
+    carry = [r for r in view.position_rows if r["step"] == view.step and r["test_loss_carry"] == r["test_loss_carry"]]
+    if carry:
+        pairs = "; ".join(f"answer {int(r['answer'])}: {r['test_loss_carry']:.3g} with, {r['test_loss_no_carry']:.3g} without"
+                          for r in sorted(carry, key=lambda r: r["answer"]) if r["test_loss_no_carry"] == r["test_loss_no_carry"])
+        out.append(Figure("carries", plots.carry_curves(view.position_rows, view.name),
+                          f"Test loss of each answer digit on the examples with a carry into it (solid) and without (dotted); the "
+                          f"first answer digit is the final carry itself and the last never receives one. At step {view.step}: {pairs}."))
+    if view.head_rows:
+        final = [r for r in view.head_rows if r["step"] == view.step]
+        top = max(final, key=lambda r: r["induction"])
+        first = next((r["step"] for r in view.rows if (r.get("induction_max") or 0) >= INDUCTION_HEAD), None)
+        heads = sm.get("induction_heads") or []
+        fin = _row(view, view.step) or {}
+        ablated = (f" With the induction heads {', '.join(f'L{l}H{h}' for l, h in heads)} mean-ablated, the train loss at step "
+                   f"{view.step} is {fin.get('ablated_train_loss', float('nan')):.3g} (intact {fin.get('train_loss', float('nan')):.3g}) "
+                   f"and the test loss {fin.get('ablated_test_loss', float('nan')):.3g} (intact {fin.get('test_loss', float('nan')):.3g})."
+                   if heads else f" No head reached an induction score of {INDUCTION_HEAD} on the final checkpoint, so none was ablated.")
+        out.append(Figure("heads", plots.head_curves(view.head_rows, view.rows, view.name, marks),
+                          f"Each head's induction score (attention from a token to the token after its earlier occurrence) and "
+                          f"previous-token score across training, over the first 256 test examples. The largest induction score at "
+                          f"step {view.step} is {top['induction']:.2f} (L{int(top['layer'])}H{int(top['head'])}); a head first reached "
+                          f"{INDUCTION_HEAD} at step {first}, and the test loss fell most steeply at step {fall}." + ablated))
+    return out
+
+
 def run_figures(view: RunView) -> list[Figure]:
     """The figures of one run's final checkpoint."""
     suffix = f" ({view.name}, step {view.step})"
@@ -371,6 +424,7 @@ def run_figures(view: RunView) -> list[Figure]:
     if view.layer_rows:
         out.append(Figure("layers", plots.layer_curves(view.layer_rows, view.name, {view.name: view.summary.get("phases", {})}),
                           caption_layers(view)))
+    out += sequence_figures(view)
     if view.attention is not None:
         out.append(Figure("attention", plots.attention_grid(view.attention, "Attention from '=' to a, per head, over (a, b)" + suffix),
                           caption_attention(view)))

@@ -127,7 +127,7 @@ def default_run_name(cfg: TrainConfig) -> str:
     base = TrainConfig(task=cfg.task, p=cfg.p)
     skip = {"task", "p", "steps", "eval_every", "save_every", "engine"}
     spec = cfg.task_spec  # p names a modular task's size; it means nothing to a group (fixed order) or a task without tokens
-    parts = [cfg.task if spec.group_order is not None or spec.d_vocab(cfg) < 1 else f"{cfg.task}_p{cfg.p}"]
+    parts = [cfg.task if spec.group_order is not None or spec.d_vocab(cfg) < 1 or spec.sequence else f"{cfg.task}_p{cfg.p}"]
     for k, v in cfg.to_dict().items():
         if k not in skip and v != getattr(base, k):
             if k == "init_from":
@@ -329,7 +329,7 @@ def load_checkpoint(run_dir: Path, step: int, config: TrainConfig | None = None)
 
 
 # Config fields that fix the tensors of a model: ``init_from`` needs them equal in both runs.
-MODEL_FIELDS = ("family", "p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "freeze_biases")
+MODEL_FIELDS = ("family", "p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "attn_only", "freeze_biases")
 
 
 def init_checkpoint(cfg: TrainConfig) -> Path | None:

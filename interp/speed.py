@@ -106,3 +106,19 @@ def flush_denormals():
         yield
     finally:
         set_flush_denormal_everywhere(False)
+
+
+@contextmanager
+def deterministic(on: bool = True):
+    """Inside the block, torch's deterministic kernels (``torch.use_deterministic_algorithms``; the setting
+    before is restored after). The hooked forward's embedding lookup ``W_E[tokens]`` has a backward that
+    accumulates into the rows of ``W_E`` from several threads in no fixed order, so with two threads two
+    identical runs of a sequence task differed in the last bits of ``W_E`` after one step; the deterministic
+    kernel sorts first, and a resumed run then ends with the same bits as an uninterrupted one."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if on:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])

@@ -17,6 +17,16 @@ notation (``analyses.groups.symmetric``: token 0 is the identity ``0123``, token
 ``a5`` numbers the even permutations of 0..4 in the same order), and ``(g·h)(x) = g(h(x))``. Pairs are
 row-major and split exactly as for the modular tasks.
 
+Sequence tasks (``add5``, ``repeat_subseq``, ``max_elem``: ``interp.sequences``) have too many examples to
+enumerate; each has a ``sample`` function that draws fresh ones. Their fixed examples are a training set of
+``cfg.n_train`` draws (the task's ``default_train_size`` unless ``train_size`` is given) from a generator
+seeded by ``("train", data_seed)``, then ``test_size`` draws from ``("test", data_seed)`` with any example
+of the training set drawn again, so the test set is held out by construction; the split is then the
+identity (the training set first). With ``infinite_data`` every step trains on a fresh batch drawn from
+``("batch", seed, step)``, its test examples redrawn (``infinite_batch``), and the training set above is only
+evaluated: a fixed sample of the training distribution. Their labels are ``[N, answers]``, one per answer
+position (``[N]`` when there is one).
+
 The ``digits`` task (``tasks.digits``) is not algorithmic: scikit-learn's bundled 8x8 handwritten
 digits, 1797 images as 64 pixel intensities in [0, 1] with labels 0..9, split the same way.
 
@@ -28,6 +38,7 @@ permutation, draws one uniform random label per position of the permutation; the
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -76,6 +87,11 @@ class Task:
         check: ``cfg -> reason | None``: why ``cfg.p`` does not suit this task (``--p`` is then refused).
         token_pair: the inputs are ``[a, b, =]`` with ``=`` the token ``p`` (the layout the transformer's
             fast path and the stack compute).
+        sample: a sequence task: ``(n, generator) -> (inputs, labels)`` draws ``n`` fresh examples (then
+            ``examples`` is the drawn training and test set, ``--p`` and ``--frac`` do not apply, and
+            ``--infinite-data`` does).
+        default_train_size: a sequence task's training-set size when ``train_size`` is not given.
+        test_size: a sequence task's number of held-out test examples.
     """
 
     name: str
@@ -91,6 +107,14 @@ class Task:
     group_order: int | None = None
     check: Callable[["TrainConfig"], str | None] | None = None
     token_pair: bool = False
+    sample: Callable[[int, torch.Generator], tuple[Tensor, Tensor]] | None = None
+    default_train_size: int = 0
+    test_size: int = 0
+
+    @property
+    def sequence(self) -> bool:
+        """Whether this is a sequence task (examples drawn by ``sample``, not enumerated)."""
+        return self.sample is not None
 
 
 TASKS: dict[str, Task] = {}
@@ -192,9 +216,6 @@ for _name, _order, _what in (("s4", 24, "S_4"), ("s5", 120, "S_5"), ("a5", 60, "
 DIGITS_EXAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
 
 
-DIGITS_EXAMPLES, DIGITS_FEATURES, DIGITS_CLASSES = 1797, 64, 10
-
-
 def digits() -> tuple[Float[Tensor, "1797 64"], Int[Tensor, "1797"]]:
     """scikit-learn's bundled 8x8 handwritten digits (shipped with the package, no download): the
     1797 images as float32 rows of 64 pixel intensities scaled from 0..16 to [0, 1], and their
@@ -209,6 +230,71 @@ register_task(Task("digits", "scikit-learn's bundled 8x8 handwritten digits (64 
                    lambda cfg: digits(), lambda cfg: DIGITS_EXAMPLES, d_vocab=lambda cfg: 0,
                    d_vocab_out=lambda cfg: DIGITS_CLASSES, n_ctx=lambda cfg: DIGITS_FEATURES, answer_positions=(),
                    family="mlp"))
+
+
+# ---- sequence tasks: examples drawn, not enumerated (interp.sequences) ----------------------------------
+def generator(*keys) -> torch.Generator:
+    """A ``torch.Generator`` seeded by ``keys`` (e.g. ``("test", 598)``): distinct keys, independent streams."""
+    return torch.Generator().manual_seed(int(hashlib.sha256(repr(keys).encode()).hexdigest()[:15], 16))
+
+
+def _rows(x: Tensor) -> list[tuple]:
+    return [tuple(r) for r in x.reshape(len(x), -1).tolist()]
+
+
+def draw(sample, n: int, gen: torch.Generator, exclude: set[tuple] = frozenset()) -> tuple[Tensor, Tensor]:
+    """``n`` examples from ``sample`` with ``gen``, every one whose input is in ``exclude`` (rows as tuples) drawn again."""
+    xs, ys, have = [], [], 0
+    while have < n:
+        x, y = sample(n - have, gen)
+        keep = torch.tensor([r not in exclude for r in _rows(x)], dtype=torch.bool)
+        xs.append(x[keep])
+        ys.append(y[keep])
+        have += int(keep.sum())
+    return torch.cat(xs), torch.cat(ys)
+
+
+def sequence_examples(sample, test_size: int):
+    """``cfg -> (inputs, labels)`` of a sequence task: ``cfg.n_train`` training draws, then ``test_size`` test
+    draws none of which is a training input (the module docstring says how they are seeded)."""
+
+    def examples(cfg: "TrainConfig") -> tuple[Tensor, Tensor]:
+        x_tr, y_tr = draw(sample, cfg.n_train, generator("train", cfg.data_seed))
+        x_te, y_te = draw(sample, test_size, generator("test", cfg.data_seed), set(_rows(x_tr)))
+        return torch.cat([x_tr, x_te]), torch.cat([y_tr, y_te])
+
+    return examples
+
+
+def register_sequence_task(name: str, description: str, sample, n_ctx: int, d_vocab: int, d_vocab_out: int,
+                           answers: tuple[int, ...], train_size: int, test_size: int = 1000) -> Task:
+    """Register a sequence task: its ``sample`` function, sizes, answer positions and default training-set size."""
+    return register_task(Task(name, description, sequence_examples(sample, test_size), lambda cfg: cfg.n_train + test_size,
+                              d_vocab=lambda cfg: d_vocab, d_vocab_out=lambda cfg: d_vocab_out, n_ctx=lambda cfg: n_ctx,
+                              answer_positions=answers, sample=sample, default_train_size=train_size, test_size=test_size))
+
+
+import interp.sequences as _seq  # noqa: E402  (the generators use nothing of this module)
+
+register_sequence_task("add5", "5-digit addition, 1|3|4|5|2|+|5|8|3|2|1|=|0|7|1|7|7|3, six answer digits", _seq.sample_add5,
+                       _seq.ADD_CTX, 12, 10, _seq.ADD_ANSWERS, train_size=700)
+register_sequence_task("repeat_subseq", "24 distinct random tokens, then 8 of them again from a random start: predict the repeat",
+                       _seq.sample_repeat_subseq, _seq.REPEAT_CTX, _seq.REPEAT_VOCAB, _seq.REPEAT_VOCAB, _seq.REPEAT_ANSWERS,
+                       train_size=512)
+register_sequence_task("max_elem", "START x1 .. x10 END -> the maximum (values 0..15)", _seq.sample_max_elem, _seq.MAX_CTX,
+                       _seq.MAX_VALUES + 2, _seq.MAX_VALUES, (-1,), train_size=1000)
+
+
+def input_rows(inputs: Tensor) -> set[tuple]:
+    """The inputs as a set of tuples (what ``draw`` excludes)."""
+    return set(_rows(inputs.cpu()))
+
+
+def infinite_batch(cfg: "TrainConfig", step: int, exclude: set[tuple]) -> tuple[Tensor, Tensor]:
+    """The fresh batch of ``cfg.batch_size`` examples that update ``step`` of an ``infinite_data`` run trains on:
+    drawn from ``("batch", cfg.seed, step)`` (so a resumed run draws the same), none of them in ``exclude``
+    (the test inputs, ``input_rows``)."""
+    return draw(cfg.task_spec.sample, cfg.batch_size, generator("batch", cfg.seed, step), exclude)
 
 
 # ---- examples and their split ----------------------------------------------------------------------
@@ -271,6 +357,8 @@ def make_dataset(cfg: "TrainConfig") -> Dataset:
 
     The digits task splits its 1797 images the same way (seeded permutation, first ``n_train``)."""
     inputs, labels = all_examples(cfg)
+    if cfg.task_spec.sequence:  # drawn training set first, then the held-out test set
+        return Dataset(inputs, labels, torch.arange(cfg.n_train), torch.arange(cfg.n_train, len(labels)))
     train_idx, test_idx, random_labels = split_indices(len(labels), cfg.n_train, cfg.data_seed, cfg.d_vocab_out)
     train_labels = labels[train_idx].clone()
     n_noisy = round(cfg.label_noise * len(train_idx))

@@ -40,9 +40,9 @@ from interp.device import describe, resolve
 from interp.families import build_model, family_of, to_device
 from interp.losses import criterion, float32_collapse, loss_fn
 from interp.runs import RunError
-from interp.speed import flush_denormals, tune_allocator
+from interp.speed import deterministic, flush_denormals, tune_allocator
 from interp.stopping import stop_reason
-from interp.tasks import Dataset, batch_positions, make_dataset
+from interp.tasks import Dataset, batch_positions, infinite_batch, input_rows, make_dataset
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,20 @@ def logits_fn(model: torch.nn.Module, cfg: TrainConfig):
 
 def loss_closure(model: torch.nn.Module, cfg: TrainConfig, data: Dataset):
     """The loss the loop minimises at a step, ``step -> loss``: over the whole training set, or over
-    that step's mini-batch (``batch_size``, ``interp.tasks.batch_positions``); the family's fast loss
+    that step's mini-batch (``batch_size``, ``interp.tasks.batch_positions``), or a fresh batch
+    (``infinite_data``, ``interp.tasks.infinite_batch``); the family's fast loss
     where it applies (the softmax cross-entropy is built into it), else ``criterion(cfg.loss)`` of
     ``logits_fn``.
     """
     x_all, y_all = data.inputs[data.train_idx], data.train_labels
     loss, forward = criterion(cfg.loss), logits_fn(model, cfg)
     fast_loss = family_of(cfg).fast.loss if use_fast(cfg, model) and cfg.loss == "softmax" else None
+    held_out = input_rows(data.inputs[data.test_idx]) if cfg.infinite_data else None
 
     def batch(step: int):
+        if held_out is not None:  # a fresh batch, a function of the seed and the step
+            x, y = infinite_batch(cfg, step, held_out)
+            return x.to(x_all.device), y.to(x_all.device)
         pos = batch_positions(cfg, step)
         return (x_all, y_all) if pos is None else (x_all[pos.to(x_all.device)], y_all[pos.to(x_all.device)])
 
@@ -103,7 +108,9 @@ def loss_closure(model: torch.nn.Module, cfg: TrainConfig, data: Dataset):
 
 def split_metrics(logits: torch.Tensor, data: Dataset, loss=loss_fn) -> dict[str, float]:
     """Loss (default: float64 log-softmax cross-entropy) and accuracy on the train split (against the
-    labels training uses) and the test split, from the logits of all ``data.inputs``, and the
+    labels training uses) and the test split, from the logits of all ``data.inputs`` (several answer
+    positions: the loss and accuracy over all answer tokens, plus ``{split}_loss_pos``, the loss at each
+    answer position, and ``{split}_seq_acc``, the fraction of examples with every answer token right), and the
     training set's float32 softmax collapse (``softmax_collapse_frac``, ``zero_loss_frac``:
     ``interp.losses.float32_collapse``)."""
     out = {}
@@ -111,6 +118,9 @@ def split_metrics(logits: torch.Tensor, data: Dataset, loss=loss_fn) -> dict[str
         lg = logits[idx]
         out[f"{split}_loss"] = loss(lg, y).item()
         out[f"{split}_acc"] = (lg.argmax(-1) == y).double().mean().item()
+        if y.dim() == 2:  # several answer positions: the loss at each, and whether all of an example's are right
+            out[f"{split}_loss_pos"] = [loss(lg[:, i], y[:, i]).item() for i in range(y.shape[1])]
+            out[f"{split}_seq_acc"] = (lg.argmax(-1) == y).all(-1).double().mean().item()
     if logits.dim() == 2 and logits.shape[-1] > 1:
         out.update(float32_collapse(logits[data.train_idx], data.train_labels))
     return out
@@ -233,7 +243,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=out.name, unit="step", dynamic_ncols=True)
     t0 = time.perf_counter() - elapsed
-    with flush_denormals():  # see interp.speed: keeps late steps as fast as early ones
+    # see interp.speed: flushing keeps late steps as fast as early ones; the hooked forward needs deterministic kernels
+    with flush_denormals(), deterministic(cfg.engine == "hooked"):
         while step < cfg.steps:
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
@@ -318,7 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     given = given_fields(args)
-    order = TASKS[given["task"]].group_order
+    task = TASKS[given["task"]]
+    for name in ("p", "frac"):
+        if task.sequence and name in given:
+            raise ConfigError(f"--{name} {given[name]!r}: {task.name} is a sequence task: its examples are drawn, not "
+                              f"enumerated ({'--p applies only to the modular tasks' if name == 'p' else 'give --train-size'})")
+    order = task.group_order
     if order is not None and "p" in given:
         raise ConfigError(f"--p {given['p']!r}: {given['task']} is a group task: its size is fixed by the group "
                           f"({order} elements), and --p applies only to the modular tasks")
