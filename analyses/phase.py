@@ -3,8 +3,9 @@
 ``fall_step``
     The step at which a loss curve falls most steeply: the most negative slope of log(loss) against the
     step (a centred difference, over a short moving average so that one noisy evaluation does not win),
-    or ``None`` when the curve never falls by a factor ``min_drop`` (from the highest loss before a point
-    to the lowest after it): no phase change.
+    or ``None`` when the curve never falls by a factor ``min_drop`` (default ``MIN_DROP`` = 3: from the highest
+    loss before a point to the lowest after it): no phase change. The rule finds where a fall is steepest, not
+    whether it is sudden: ``fall_window`` gives its duration.
 ``fall_window``
     The steps at which log loss has completed 10 % and 90 % of its largest fall: how long the change took.
 ``prev_token_score`` / ``induction_score``
@@ -22,6 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import Tensor
+
+MIN_DROP = 3.0  # the factor by which a loss must fall (highest before to lowest after) for fall_step to name a step
 
 
 def _log_curve(steps: Sequence[float], losses: Sequence[float], smooth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +44,7 @@ def _drop(y: np.ndarray) -> float:
     return float(np.max(np.maximum.accumulate(y) - np.minimum.accumulate(y[::-1])[::-1])) if len(y) else 0.0
 
 
-def fall_step(steps: Sequence[float], losses: Sequence[float], min_drop: float = 10.0, smooth: int = 3) -> int | None:
+def fall_step(steps: Sequence[float], losses: Sequence[float], min_drop: float = MIN_DROP, smooth: int = 3) -> int | None:
     """The step of the steepest fall of a loss curve (most negative d log(loss) / d step), or ``None``.
 
     Args:
@@ -62,7 +65,7 @@ def fall_step(steps: Sequence[float], losses: Sequence[float], min_drop: float =
 
 
 def fall_window(steps: Sequence[float], losses: Sequence[float], lo: float = 0.1, hi: float = 0.9,
-                min_drop: float = 10.0, smooth: int = 3) -> tuple[int, int] | None:
+                min_drop: float = MIN_DROP, smooth: int = 3) -> tuple[int, int] | None:
     """The first steps at which log loss has completed ``lo`` and ``hi`` of its fall from its highest value
     before the steepest fall to its lowest after it (``None`` where ``fall_step`` is)."""
     at = fall_step(steps, losses, min_drop, smooth)
@@ -76,7 +79,7 @@ def fall_window(steps: Sequence[float], losses: Sequence[float], lo: float = 0.1
     return int(x[start + int(np.argmax(done >= lo))]), int(x[start + int(np.argmax(done >= hi))])
 
 
-def positions_falls(steps: Sequence[float], losses_by_pos, min_drop: float = 10.0) -> list[int | None]:
+def positions_falls(steps: Sequence[float], losses_by_pos, min_drop: float = MIN_DROP) -> list[int | None]:
     """``fall_step`` of each column of ``losses_by_pos`` (``[n_evals, n_positions]``)."""
     a = np.asarray(losses_by_pos, dtype=float)
     return [fall_step(steps, a[:, j], min_drop) for j in range(a.shape[1])]

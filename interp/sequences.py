@@ -11,9 +11,9 @@ held-out test set from them, and ``interp.tasks.infinite_batch`` a fresh batch a
                     digits most significant first (the first is the final carry); tokens 0-9, '+' 10, '=' 11.
                     The outputs at positions 11..16 ('=' and the first five answer digits) predict the answer.
     repeat_subseq   24 distinct random tokens out of 64, then the 8 tokens starting at a random position
-                    0..16 among them again: each repeated token after the first is predictable only by
-                    finding the earlier copy of the current token and reading what followed it (an
-                    induction head). The outputs at positions 24..30 predict tokens 25..31.
+                    0..8 among them again (the copy ends at least 8 tokens before the repeat starts):
+                    each repeated token after the first is predictable only by finding the earlier copy
+                    of the current token and reading what followed it (an induction head). The outputs at positions 24..30 predict tokens 25..31.
     max_elem        START x1 .. x10 END -> max(x), values 0..15, START 16, END 17; the output at END answers.
 
 These layouts follow Nanda et al.'s non-modular grokking tasks (the progress-measures paper's notebook and
@@ -68,9 +68,9 @@ REPEAT_ANSWERS = tuple(range(REPEAT_PREFIX, REPEAT_CTX - 1))
 
 def sample_repeat_subseq(n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """``n`` sequences of 24 distinct tokens (out of 64) followed by the 8 tokens from a random start
-    0..16 among them: tokens ``[n, 32]``, labels ``[n, 7]`` (the repeat's tokens after its first)."""
+    0..8 among them: tokens ``[n, 32]``, labels ``[n, 7]`` (the repeat's tokens after its first)."""
     prefix = torch.rand(n, REPEAT_VOCAB, generator=gen).argsort(dim=1)[:, :REPEAT_PREFIX]
-    start = torch.randint(REPEAT_PREFIX - REPEAT_LEN + 1, (n, 1), generator=gen)
+    start = torch.randint(REPEAT_PREFIX - 2 * REPEAT_LEN + 1, (n, 1), generator=gen)
     repeat = prefix.gather(1, start + torch.arange(REPEAT_LEN))
     tokens = torch.cat([prefix, repeat], dim=1)
     return tokens, tokens[:, REPEAT_PREFIX + 1 :]

@@ -28,6 +28,7 @@ def test_the_notebooks_are_there():
         "05_stability_mechanism_llc.ipynb",
         "06_groups.ipynb",
         "07_mlp_and_depth.ipynb",
+        "08_phase_changes.ipynb",
     ]
 
 
@@ -229,12 +230,54 @@ def check_07(text: str, rows: list[dict], summary: dict) -> None:
         assert f"step {r['step']:>6}: llc {r['llc_mean']:.4g}," in text
 
 
-CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06, "07": check_07}  # what a notebook prints vs the library
+@pytest.fixture(scope="module")
+def sequence_runs(tmp_path_factory):
+    """Tiny runs of the 5-digit addition and repeated-subsequence presets' shapes (notebook 8 reads them)."""
+    from interp.config import PRESETS, TrainConfig
+    from interp.train import train
+
+    d = tmp_path_factory.mktemp("sequences")
+    small = dict(d_model=32, d_mlp=64, steps=40, eval_every=10, save_every=10, train_size=64, lr=3e-3)
+    return (train(TrainConfig(task="add5", **{**PRESETS["add5"], **small}), d / "add5", progress=False),
+            train(TrainConfig(task="repeat_subseq", **{**PRESETS["repeat_subseq"], **small}), d / "repeat", progress=False))
+
+
+def check_08(text: str, rows: list[dict], summary: dict) -> None:
+    """Notebook 8's by-hand per-position losses, carry split, head scores (and ablated losses) are the library's."""
+    from interp.analyze import load_analysis
+
+    found = re.findall(r"^answer (\d) \(position \d+\): by hand (\S+), metrics.jsonl (\S+)$", text, re.M)
+    assert len(found) == 6, text
+    for _, hand, table in found:
+        assert float(hand) == pytest.approx(float(table), rel=1e-5, abs=1e-9)
+    carry = re.findall(r"^answer (\d): carry (\S+) / no carry (\S+); table (\S+) / (\S+)$", text, re.M)
+    assert len(carry) == 6
+    for _, c, nc, tc, tnc in carry:
+        for hand, table in ((c, tc), (nc, tnc)):
+            assert (hand == table == "nan") or float(hand) == pytest.approx(float(table), abs=2e-4)
+    _, asum = load_analysis(os.environ["INTERP_ADD5_RUN"])
+    assert f"summary.json position_falls: {asum['position_falls']}" in text
+    assert f"steepest fall of each answer position's test loss: {asum['position_falls']}" in text
+    heads = re.findall(r"^L(\d)H(\d): induction by hand (\S+), heads.csv (\S+); previous token by hand (\S+), heads.csv (\S+)$", text, re.M)
+    assert len(heads) == 2 * 4, text
+    for *_, ind, ind_t, prev, prev_t in heads:
+        assert float(ind) == pytest.approx(float(ind_t), abs=2e-4) and float(prev) == pytest.approx(float(prev_t), abs=2e-4)
+    _, rsum = load_analysis(os.environ["INTERP_REPEAT_RUN"])
+    if rsum["induction_heads"]:
+        for what in ("train", "test"):
+            hand, table = re.search(rf"^{what} loss with the induction heads ablated: by hand (\S+), table (\S+)", text, re.M).groups()
+            assert float(hand) == pytest.approx(float(table), rel=1e-4)
+    else:
+        assert "nothing to ablate" in text
+
+
+CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06, "07": check_07,
+          "08": check_08}  # what a notebook prints vs the library
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, tiny_dcrit, tiny_ungrok, group_runs, mlp_runs,
-                                                             monkeypatch):
+                                                             sequence_runs, monkeypatch):
     # the kernel inherits the environment: the run (and dcrit, ungrok experiments) to use, and this checkout first on the path
     monkeypatch.setenv("INTERP_RUN", str(notebook_run))
     monkeypatch.setenv("INTERP_DCRIT", str(tiny_dcrit[0]))
@@ -243,6 +286,8 @@ def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run
     monkeypatch.setenv("INTERP_MUL_RUN", str(group_runs[1]))
     monkeypatch.setenv("INTERP_S5_MLP_RUN", str(mlp_runs[0]))
     monkeypatch.setenv("INTERP_MLP_RUN", str(mlp_runs[1]))
+    monkeypatch.setenv("INTERP_ADD5_RUN", str(sequence_runs[0]))
+    monkeypatch.setenv("INTERP_REPEAT_RUN", str(sequence_runs[1]))
     for k, v in (("INTERP_LLC_DRAWS", "10"), ("INTERP_LLC_CHAINS", "2"), ("INTERP_LLC_EVERY", "30")):
         monkeypatch.setenv(k, v)  # notebook 5: a short LLC of 3 checkpoints
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
