@@ -27,16 +27,23 @@ from torch import Tensor
 MIN_DROP = 3.0  # the factor by which a loss must fall (highest before to lowest after) for fall_step to name a step
 
 
-def _log_curve(steps: Sequence[float], losses: Sequence[float], smooth: int) -> tuple[np.ndarray, np.ndarray]:
+def _log_curve(steps: Sequence[float], losses: Sequence[float], smooth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(steps, smoothed steps, smoothed log loss)`` of the finite losses: a ``smooth``-point moving average of
+    both the step and the log loss (log loss held at its end values beyond the ends, the steps continued by
+    reflection, so that evenly spaced steps average to themselves). Each smoothed point is an average point of the
+    curve, so a difference of two is a weighted mean of secant slopes even where the steps are unevenly spaced."""
     x = np.asarray(steps, dtype=float)
     y = np.log(np.clip(np.asarray(losses, dtype=float), 1e-300, None))
     keep = np.isfinite(y)
     x, y = x[keep], y[keep]
+    xs = x
     if smooth > 1 and len(y) >= smooth:
-        pad = smooth // 2
-        yp = np.concatenate([np.full(pad, y[0]), y, np.full(smooth - 1 - pad, y[-1])])
-        y = np.convolve(yp, np.ones(smooth) / smooth, mode="valid")
-    return x, y
+        left, right = smooth // 2, smooth - 1 - smooth // 2
+        kernel = np.ones(smooth) / smooth
+        yp = np.concatenate([np.full(left, y[0]), y, np.full(right, y[-1])])
+        xp = np.concatenate([2 * x[0] - x[left:0:-1], x, 2 * x[-1] - x[-2:-2 - right:-1]])
+        xs, y = np.convolve(xp, kernel, mode="valid"), np.convolve(yp, kernel, mode="valid")
+    return x, xs, y
 
 
 def _drop(y: np.ndarray) -> float:
@@ -51,16 +58,16 @@ def fall_step(steps: Sequence[float], losses: Sequence[float], min_drop: float =
         steps: evaluation steps, ascending (spacing may vary).
         losses: the loss at each.
         min_drop: the factor by which the loss must fall somewhere (highest before to lowest after) to count.
-        smooth: the width of the moving average over log loss before differencing (1: none).
+        smooth: the width of the moving average over the step and log loss before differencing (1: none).
 
     Returns:
         the evaluation step at the centre of the steepest centred difference, or ``None`` if the curve
         never falls by ``min_drop`` or has fewer than three evaluations.
     """
-    x, y = _log_curve(steps, losses, smooth)
+    x, xs, y = _log_curve(steps, losses, smooth)
     if len(y) < 3 or _drop(y) < np.log(min_drop):
         return None
-    slope = (y[2:] - y[:-2]) / (x[2:] - x[:-2])
+    slope = (y[2:] - y[:-2]) / (xs[2:] - xs[:-2])
     return int(x[1 + int(np.argmin(slope))])
 
 
@@ -71,7 +78,7 @@ def fall_window(steps: Sequence[float], losses: Sequence[float], lo: float = 0.1
     at = fall_step(steps, losses, min_drop, smooth)
     if at is None:
         return None
-    x, y = _log_curve(steps, losses, smooth)
+    x, _, y = _log_curve(steps, losses, smooth)
     i = int(np.searchsorted(x, at))
     top, bottom = y[: i + 1].max(), y[i:].min()
     start = int(np.argmax(y[: i + 1]))
@@ -100,7 +107,7 @@ def induction_score(pattern: Tensor, tokens: Tensor) -> Tensor:
     # match[b, q, k]: tokens[b, k - 1] == tokens[b, q] for 1 <= k <= q
     n = t.shape[1]
     prev = torch.cat([torch.full_like(t[:, :1], -1), t[:, :-1]], dim=1)  # token before each key position
-    match = (prev[:, None, :] == t[:, :, None]) & torch.ones(n, n, dtype=torch.bool).tril()[None]
+    match = (prev[:, None, :] == t[:, :, None]) & torch.ones(n, n, dtype=torch.bool, device=t.device).tril()[None]
     has = match.any(-1)  # [b, q]
     mass = (pattern * match[:, None].to(pattern.dtype)).sum(-1)  # [b, h, q]
     denom = has.sum()
@@ -116,8 +123,8 @@ def carries(a_digits: Tensor, b_digits: Tensor) -> Tensor:
     The first answer digit is the final carry itself: its entry says whether a carry comes out of the top
     digit (that digit is then 1). The last (units) digit never receives one."""
     n = a_digits.shape[1]
-    out = torch.zeros(a_digits.shape[0], n + 1, dtype=torch.bool)
-    carry = torch.zeros(a_digits.shape[0], dtype=torch.long)
+    out = torch.zeros(a_digits.shape[0], n + 1, dtype=torch.bool, device=a_digits.device)
+    carry = torch.zeros(a_digits.shape[0], dtype=torch.long, device=a_digits.device)
     for i in range(n - 1, -1, -1):  # answer digit i + 1 sums digit i of a and b and the carry into it
         out[:, i + 1] = carry.bool()
         carry = (a_digits[:, i] + b_digits[:, i] + carry) // 10
