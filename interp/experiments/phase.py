@@ -30,14 +30,15 @@ from pathlib import Path
 
 from interp import runs
 from interp.config import GROK_ACC, PRESETS
-from interp.experiments.common import first_step, is_sweep, median, read_summary, results, run_stages
+from interp.experiments.common import censored_median, first_step, is_sweep, read_summary, results, run_stages
 from interp.sweep import Spec, SweepError, load_sweep
 from interp.tables import fmt
 
 DESCRIPTION = "phase changes with infinite data vs grokking with finite data on the sequence tasks (the grokking slides)"
 TASKS = ("add5", "repeat_subseq")
 SUMMARY_COLUMNS = ["task", "data", "seed", "phase_step", "position_falls", "memorised_step", "generalised_step",
-                   "test_fall_step", "ratio", "induction_step", "final_train_loss", "final_test_loss", "final_test_acc", "steps"]
+                   "test_fall_step", "ratio", "induction_step", "induction_start", "induction_at_fall", "induction_final", "final_train_loss",
+                   "final_test_loss", "final_test_acc", "steps"]
 INDUCTION = 0.4  # the induction score that counts as an induction head (interp.analysers.INDUCTION_HEAD)
 
 QUICK = {
@@ -92,12 +93,17 @@ def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
 
 
 # ---- summary ---------------------------------------------------------------------------------------
-def _induction_step(run_dir: Path) -> float | None:
-    """The first checkpoint whose largest induction score reaches ``INDUCTION`` (analysing the run first)."""
+def _induction(run_dir: Path, fall: int | None) -> dict:
+    """From the run's analysis (computed first if needed): the first checkpoint whose largest induction score
+    reaches ``INDUCTION``, and the largest induction score at the first checkpoint, at the first checkpoint at or
+    after ``fall`` (the steepest fall of the test loss) and at the last one."""
     from interp.analyze import analyze_run
 
     rows, _ = analyze_run(run_dir, progress=False)
-    return next((r["step"] for r in rows if (r.get("induction_max") or 0) >= INDUCTION), None)
+    at_fall = next((r["induction_max"] for r in rows if fall is not None and r["step"] >= fall), None)
+    return {"induction_step": next((r["step"] for r in rows if (r.get("induction_max") or 0) >= INDUCTION), None),
+            "induction_start": round(rows[0]["induction_max"], 3), "induction_at_fall": None if at_fall is None else round(at_fall, 3),
+            "induction_final": round(rows[-1]["induction_max"], 3)}
 
 
 def member_row(task: str, seed: int, run_dir: Path) -> dict:
@@ -118,7 +124,7 @@ def member_row(task: str, seed: int, run_dir: Path) -> dict:
         row.update(memorised_step=mem, generalised_step=gen, test_fall_step=test_fall,
                    ratio=None if mem is None or gen is None or mem == 0 else round(gen / mem, 2))
     if task == "repeat_subseq":
-        row["induction_step"] = _induction_step(run_dir)
+        row.update(_induction(run_dir, test_fall))
     return row
 
 
@@ -138,8 +144,16 @@ def summarise(out: Path) -> list[dict]:
 
 
 def _med(rows: list[dict], key: str) -> str:
-    v = median(r.get(key) for r in rows)
-    return "–" if v is None else fmt(round(v))
+    """The censored median over seeds (a seed without the event counts as later than all): '> budget' when half
+    or more never had it."""
+    v = censored_median(r.get(key) for r in rows)
+    return "beyond the budget" if v is None else fmt(round(v))
+
+
+def _range(xs) -> str:
+    xs = [x for x in xs if x is not None]
+    return "–" if not xs else f"{min(xs):.2f}" if min(xs) == max(xs) else f"{min(xs):.2f}–{max(xs):.2f}"
+
 
 
 def caption(rows: list[dict]) -> str:
@@ -160,7 +174,11 @@ def caption(rows: list[dict]) -> str:
                          f"{_med(fin, 'memorised_step')}, generalisation {_med(fin, 'generalised_step')})")
         ind = [r for r in inf + fin if r.get("induction_step") is not None]
         if task == "repeat_subseq" and (inf or fin):
-            parts.append(f"an induction head (score >= {INDUCTION}) forms in {len(ind)} of {len(inf) + len(fin)} members")
+            at = [r for r in inf + fin if r.get("induction_at_fall") is not None]
+            parts.append(f"an induction head (score >= {INDUCTION}) forms in {len(ind)} of {len(inf) + len(fin)} members; the largest "
+                         f"induction score is {_range(r['induction_at_fall'] for r in at)} at the steepest fall of the test loss "
+                         f"({len(at)} members with one) and {_range(r['induction_final'] for r in inf + fin)} at the end, from "
+                         f"{_range(r['induction_start'] for r in inf + fin)} at step 0")
         out.append(f"{task}: " + "; ".join(parts) + ".")
     return " ".join(out)
 
@@ -192,6 +210,13 @@ def figures(out: Path) -> list:
 NOTES = caption
 
 
+def _ind(r: dict) -> str:
+    if r["task"] != "repeat_subseq":
+        return "n/a"
+    at = r.get("induction_at_fall")
+    return f"{'–' if at is None else f'{at:.2f}'} / {r['induction_final']:.2f}" if r.get("induction_final") is not None else "–"
+
+
 def _step(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt(v)
 
@@ -201,6 +226,7 @@ TABLES = [
         ("task", "task"), ("seed", "seed"), ("phase change (steepest fall of test loss)", lambda r: _step(r.get("phase_step"))),
         ("each answer position's fall", lambda r: r.get("position_falls") or "–"),
         ("induction head from", lambda r: _step(r.get("induction_step")) if r["task"] == "repeat_subseq" else "n/a"),
+        ("induction score at the fall / final", _ind),
         ("final test loss", lambda r: f"{r['final_test_loss']:.3g}"), ("steps", "steps")]},
     {"title": "Finite data", "rows": lambda r: r["data"] == "finite", "columns": [
         ("task", "task"), ("seed", "seed"), ("memorised (train acc 99 %)", lambda r: _step(r.get("memorised_step"))),
@@ -208,6 +234,7 @@ TABLES = [
         ("ratio", lambda r: _step(r.get("ratio"))),
         ("steepest fall of test loss", lambda r: _step(r.get("test_fall_step"))),
         ("induction head from", lambda r: _step(r.get("induction_step")) if r["task"] == "repeat_subseq" else "n/a"),
+        ("induction score at the fall / final", _ind),
         ("final train loss", lambda r: f"{r['final_train_loss']:.3g}"), ("final test loss", lambda r: f"{r['final_test_loss']:.3g}"),
         ("steps", "steps")]},
 ]
