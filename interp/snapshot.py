@@ -40,7 +40,7 @@ def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
     cfg = run.config
     out = {"command": command, "note": note, "commit": meta.get("git_commit"), "cpu": meta.get("machine", {}).get("cpu"),
            "torch_threads": meta.get("machine", {}).get("torch_threads"), "wall_s": last.get("elapsed_s"),
-           "task": cfg.task, "family": cfg.family, "p": cfg.p, "steps": last["step"],
+           "task": cfg.task, "family": cfg.family, "p": None if cfg.task_spec.sequence else cfg.p, "steps": last["step"],
            "train_acc": last["train_acc"], "test_acc": last["test_acc"], "test_loss": last["test_loss"], "test_99_step": grok}
     if "key_irreps" in summary:
         names = summary["irreps"]
@@ -54,6 +54,19 @@ def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
         out["key_embedding"] = summary.get("key_frequencies_embedding", [])
     layers = [r for r in load_table(run_dir, "layers.csv") if r["step"] == run.steps[-1]]
     out["feature_rank"] = [f"{r['feature_rank']} of {r['width']}" for r in sorted(layers, key=lambda r: r["layer"])]
+    if cfg.task_spec.sequence:  # the phase change: each answer position's fall, and the heads
+        from analyses import phase
+
+        out["infinite_data"] = cfg.infinite_data
+        out["phase_step"] = phase.fall_step([m["step"] for m in metrics], [m["test_loss"] for m in metrics])
+        out["position_falls"] = summary.get("position_falls")
+        out["final_test_loss_pos"] = last.get("test_loss_pos")
+        if rows and rows[-1].get("induction_max") is not None and not math.isnan(rows[-1]["induction_max"]):
+            from interp.analysers import INDUCTION_HEAD
+
+            out["induction"] = {"first": rows[0]["induction_max"], "final": rows[-1]["induction_max"],
+                                "heads": summary.get("induction_heads"),
+                                "from_step": next((r["step"] for r in rows if r["induction_max"] >= INDUCTION_HEAD), None)}
     from interp.llc import load_llc
 
     llc_rows, llc_info = load_llc(run_dir)
@@ -81,7 +94,7 @@ def markdown(d: Path) -> str:
              f"(torch threads: {s.get('torch_threads')}), {wall} of training; then `python -m interp.analyze`."
              + (f" {s['note']}" if s.get("note") else ""), "",
              "| quantity | value |", "|---|---|",
-             f"| task, family, p | {s['task']}, {s['family']}, {s['p']} |",
+             f"| task, family, p | {s['task']}, {s['family']}, {_num(s['p'])} |",
              f"| final step: train / test accuracy, test loss | {fmt_step(s['steps'])}: {_num(s['train_acc'], 4)} / "
              f"{_num(s['test_acc'], 4)}, {_num(s['test_loss'])} |",
              f"| first step at 99 % test accuracy | {fmt_step(s['test_99_step']) if s['test_99_step'] is not None else 'not reached'} |"]
@@ -92,6 +105,17 @@ def markdown(d: Path) -> str:
         lines.append(f"| {name}: share of W_E / of the first operand's total embedding / of W_U | "
                      f"{sh['W_E_frac']:.1%} / {_num(sh['x_embed_frac'] * 100 if sh['x_embed_frac'] is not None else None, 4)}% / "
                      f"{sh['W_U_frac']:.1%} |")
+    if "phase_step" in s:
+        steps = lambda xs: ", ".join("none" if x is None else fmt_step(x) for x in xs)  # noqa: E731
+        lines.append(f"| data | {'infinite (a fresh batch every step)' if s['infinite_data'] else 'finite'} |")
+        lines.append(f"| steepest fall of the test loss (a factor 3 or more) | {'none' if s['phase_step'] is None else fmt_step(s['phase_step'])} |")
+        lines.append(f"| each answer position's steepest fall | {steps(s.get('position_falls') or [])} |")
+        if s.get("final_test_loss_pos"):
+            lines.append(f"| final test loss at each answer position | {', '.join(_num(v) for v in s['final_test_loss_pos'])} |")
+    if "induction" in s:
+        i = s["induction"]
+        lines.append(f"| largest induction score: first / final checkpoint; first step at 0.4 | {i['first']:.2f} / {i['final']:.2f}; "
+                     f"{'not reached' if i['from_step'] is None else fmt_step(i['from_step'])} |")
     if s.get("feature_rank"):
         lines.append(f"| feature rank per hidden layer (final) | {'; '.join(s['feature_rank'])} |")
     if "llc" in s:

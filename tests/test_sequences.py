@@ -187,6 +187,14 @@ def test_a_sequence_run_is_analysed_and_reported(task, tmp_path):
     cfg = runs.read_config(out)
     assert len(heads) == 3 * cfg.n_layers * cfg.n_heads
     assert len(summary["position_falls"]) == n_answers
+    from interp.snapshot import markdown, snapshot
+
+    facts = snapshot(out, "test")
+    assert facts["position_falls"] == summary["position_falls"] and facts["p"] is None
+    (tmp_path / "snap").mkdir()
+    (tmp_path / "snap" / "run.json").write_text(json.dumps(facts))
+    table = markdown(tmp_path / "snap")
+    assert "each answer position's steepest fall" in table and ("largest induction score" in table) == (cfg.family == "transformer")
     html = write_report([out], tmp_path / f"{task}.html").read_text()
     assert "Attention heads across training" in html
     assert ("Loss at each answer position" in html) == (n_answers > 1)
