@@ -58,6 +58,9 @@ def fall_step(steps: Sequence[float], losses: Sequence[float], min_drop: float =
         steps: evaluation steps, ascending (spacing may vary).
         losses: the loss at each.
         min_drop: the factor by which the loss must fall somewhere (highest before to lowest after) to count.
+            The steepest point is sought in the upper half of that largest fall (in log loss), where the loss
+            is still above the geometric mean of its high and low: below it, a small loss's swings between
+            evaluations are steep in log and would otherwise win.
         smooth: the width of the moving average over the step and log loss before differencing (1: none).
 
     Returns:
@@ -68,6 +71,12 @@ def fall_step(steps: Sequence[float], losses: Sequence[float], min_drop: float =
     if len(y) < 3 or _drop(y) < np.log(min_drop):
         return None
     slope = (y[2:] - y[:-2]) / (xs[2:] - xs[:-2])
+    # only the upper half (in log loss) of the largest fall: once the loss is small its log swings widely between
+    # evaluations (a loss of 1e-3 halving is as steep in log as a phase change), and those swings are no phase change
+    fall = np.maximum.accumulate(y) - np.minimum.accumulate(y[::-1])[::-1]
+    i = int(np.argmax(fall))
+    midpoint = (y[: i + 1].max() + y[i:].min()) / 2
+    slope = np.where(y[1:-1] >= midpoint, slope, np.inf)
     return int(x[1 + int(np.argmin(slope))])
 
 

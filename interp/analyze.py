@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
               f"embedding check: {summary['key_frequencies_embedding']}")
     if summary.get("mechanism_note"):
         print(f"note: {summary['mechanism_note']}")
+    if summary.get("position_falls") is not None:
+        print(f"steepest fall of each answer position's test loss: {summary['position_falls']}"
+              + (f"; induction heads (final checkpoint): {summary['induction_heads']}" if "induction_heads" in summary else ""))
     ph = summary["phases"]
     print("phases: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ph.items()))
     if summary.get("phases_note"):

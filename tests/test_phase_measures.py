@@ -192,3 +192,15 @@ def test_loss_by_carry_splits_each_position():
     assert with_c.shape == without_c.shape == (3,)
     assert torch.allclose(with_c[:2], torch.tensor([2.0, 4.0])) and torch.isnan(with_c[2])  # no carry at all there
     assert torch.allclose(without_c, torch.tensor([5.0, 4.0, 8.0]))
+
+
+def test_spikes_of_a_small_loss_after_the_fall_do_not_win():
+    """The repeated-subsequence preset's own curve: a phase change from ~4 to ~1e-3 near step 700, then, long after,
+    spikes of the small loss (3e-4 jumping to 4e-2 and falling back within 150 steps, as its test loss did at step
+    6050), whose falls are steeper in log than the phase change; the phase change is still the one found."""
+    steps = np.arange(0, 10_001, 50)
+    loss = sigmoid_curve(steps, 700, 200, top=4.2, bottom=3e-4)  # as slow as that fall: ~0.01 per step in log loss at most
+    for at in (3000, 6050, 8000):
+        i = int(np.searchsorted(steps, at))
+        loss[i : i + 4] = [4e-2, 1.8e-2, 1.5e-3, 1e-3]
+    assert abs(phase.fall_step(steps, loss) - 700) <= 100
