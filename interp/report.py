@@ -375,7 +375,7 @@ def sequence_figures(view: RunView) -> list[Figure]:
     if "test_loss_pos" in last:
         out.append(Figure("positions", plots.position_curves(view.run.metrics, view.name, positions, marks),
                           f"Loss at each of the {len(positions)} answer positions ({'infinite' if cfg.infinite_data else 'finite'} data). "
-                          f"The test loss of each fell most steeply (steepest slope of log loss against the step; 'none': it never fell "
+                          f"The test loss of each fell most steeply (steepest slope of log loss against the step in the upper half of its fall; 'none': it never fell "
                           f"by a factor {phase.MIN_DROP:g}) at steps {_steps(falls)}; the whole test loss at step {fall}. At step {last['step']} the "
                           f"test losses are {', '.join(f'{v:.3g}' for v in last['test_loss_pos'])} and the train losses "
                           f"{', '.join(f'{v:.3g}' for v in last['train_loss_pos'])}."))
