@@ -161,7 +161,8 @@ def bench_mlp(ps: list[int], rounds: int, round_seconds: float) -> list[dict]:
 
 
 def sequence_shapes() -> dict[str, TrainConfig]:
-    """The sequence tasks' presets and ``phase --quick``'s settings, finite and infinite data, next to the canonical run."""
+    """The sequence tasks' presets and ``phase --quick``'s settings, finite and infinite data, next to the canonical
+    run; each full-batch one also through the hooked engine (``{name}_hooked``), against the fast path."""
     from interp.config import PRESETS
     from interp.experiments.phase import QUICK
 
@@ -170,16 +171,19 @@ def sequence_shapes() -> dict[str, TrainConfig]:
         for tag, base in (("preset", PRESETS[task]), ("quick", QUICK.get(task))):
             if base is not None:
                 out[f"{task}_{tag}"] = TrainConfig(task=task, **base)
+                out[f"{task}_{tag}_hooked"] = TrainConfig(task=task, **base, engine="hooked")
                 if task != "max_elem":
                     out[f"{task}_{tag}_infinite"] = TrainConfig(task=task, **base, infinite_data=True)
     return out
 
 
 def bench_sequence(rounds: int, round_seconds: float) -> dict:
-    """ms per training step of every ``sequence_shapes`` config and its ratio to the canonical run's."""
+    """ms per training step of every ``sequence_shapes`` config, its ratio to the canonical run's, and the fast
+    path's ratio to the hooked engine's on the same shape."""
     ms = bench_configs(sequence_shapes(), rounds, round_seconds)
     return {"ms_per_step": {k: round(v, 2) for k, v in ms.items()},
-            "over_canonical": {k: round(v / ms["canonical"], 3) for k, v in ms.items() if k != "canonical"}}
+            "over_canonical": {k: round(v / ms["canonical"], 3) for k, v in ms.items() if k != "canonical"},
+            "fast_over_hooked": {k[: -len("_hooked")]: round(ms[k[: -len("_hooked")]] / v, 3) for k, v in ms.items() if k.endswith("_hooked")}}
 
 
 def bench_sweep(base: dict, n_runs: int, steps: int, rounds: int) -> dict[str, float]:
@@ -379,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rounds < 1:
             ap.error(f"--rounds {args.rounds}: must be >= 1")
         tune_allocator()  # as interp.train runs
-        with flush_denormals(), deterministic():  # the hooked engine trains with deterministic kernels
+        with flush_denormals(), deterministic():  # sequence tasks train with deterministic kernels
             r = bench_sequence(args.rounds, args.round_seconds)
         print("; ".join(f"{k} {v} ms/step" for k, v in r["ms_per_step"].items()) + f" (torch threads: {torch.get_num_threads()})", flush=True)
         print(json.dumps({**r, "threads": torch.get_num_threads(), "machine": machine_name("cpu")}))

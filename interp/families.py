@@ -187,9 +187,7 @@ TRANSFORMER = register_family(ModelFamily(
     ("p", "d_model", "n_heads", "d_mlp", "n_layers", "normalization", "act_fn", "attn_only", "freeze_biases"),
     _transformer.build_transformer, _transformer.forward, _transformer.activations,
     lambda m: WeightViews(**_transformer.views(m)),
-    FastPath(_transformer.fast_path_applies,
-             lambda m, cfg, x: _transformer.fast_logits(m, x[:, 0], x[:, 1], cfg.eq_token),
-             lambda m, cfg, x, y: _transformer.fast_loss(m, x[:, 0], x[:, 1], y, cfg.eq_token)),
+    FastPath(_transformer.fast_path_applies, _transformer.fast_forward, _transformer.fast_train_loss),
     _transformer.check))
 
 MLP = register_family(ModelFamily(

@@ -79,17 +79,14 @@ def build_transformer(cfg: "TrainConfig") -> HookedTransformer:
     return model
 
 
-def fast_applies(model: HookedTransformer) -> bool:
-    """Whether ``fast_logits`` computes the same function as ``model(inputs)[:, -1]`` (hooks aside: see ``has_hooks``)."""
-    c = model.cfg
+def _plain(c: HookedTransformerConfig) -> bool:
+    """Whether a ``HookedTransformer`` of config ``c`` is the plain kind the fast paths compute: no LayerNorm, ReLU MLPs
+    (or none), learned absolute positions, causal attention with the standard scale and no optional extras."""
     off = lambda name: not getattr(c, name, None)  # noqa: E731 - a config option that is absent or off
     return (
-        c.n_layers == 1
-        and c.n_ctx == 3
-        and c.normalization_type is None
+        c.normalization_type is None
         and c.act_fn == "relu"
         and c.positional_embedding_type == "standard"
-        and not c.attn_only
         and c.attention_dir == "causal"
         and getattr(c, "n_key_value_heads", None) in (None, c.n_heads)
         and c.use_attn_scale
@@ -98,6 +95,18 @@ def fast_applies(model: HookedTransformer) -> bool:
                                       "use_attention_sinks"))
         and all(getattr(c, name, -1.0) <= 0 for name in ("attn_scores_soft_cap", "output_logits_soft_cap"))
     )
+
+
+def fast_applies(model: HookedTransformer) -> bool:
+    """Whether ``fast_logits`` computes the same function as ``model(inputs)[:, -1]`` (hooks aside: see ``has_hooks``)."""
+    c = model.cfg
+    return c.n_layers == 1 and c.n_ctx == 3 and not c.attn_only and _plain(c)
+
+
+def sequence_applies(model: HookedTransformer) -> bool:
+    """Whether ``sequence_logits`` computes the same function as ``model(inputs)`` at the answer positions: any
+    number of layers, with or without MLPs (hooks aside: see ``has_hooks``)."""
+    return _plain(model.cfg)
 
 
 def has_hooks(model: HookedTransformer) -> bool:
@@ -163,6 +172,58 @@ def fast_loss(
                         model.blocks[0].attn.attn_scale, layout)[0]
 
 
+def sequence_logits(model: HookedTransformer, inputs: Int[Tensor, "batch pos"], positions: tuple[int, ...]) -> Tensor:
+    """``model(inputs)[:, positions]`` in plain torch, faster: the sequence tasks' training path.
+
+    ``HookedTransformer.forward`` computes every position in every layer, through hook points and a
+    masked ``where``. Here the inputs stop at the last answer position (attention is causal, so later
+    tokens change nothing before them), the heads' Q, K and V are one matrix product each, the causal
+    mask is added, and the last layer computes its attention queries, MLP and unembedding only at the
+    answer positions. The logits and their gradients equal TransformerLens' to float32 rounding
+    (``tests/test_sequences.py`` checks both on models with random biases).
+
+    With a hook attached to ``model`` (``has_hooks``) the logits come from ``HookedTransformer.forward``.
+
+    Args:
+        model: a ``HookedTransformer`` for which ``sequence_applies`` is true.
+        inputs: ``[batch, n_ctx]`` tokens.
+        positions: the answer positions (the positions whose logits predict the answer tokens).
+    Returns:
+        ``[batch, d_vocab_out]`` logits for one position, ``[batch, len(positions), d_vocab_out]`` for several.
+    """
+    pos = [q % inputs.shape[1] for q in positions]
+    if has_hooks(model):
+        out = model(inputs)[:, pos]
+        return out[:, 0] if len(pos) == 1 else out
+    c = model.cfg
+    n = max(pos) + 1
+    x = inputs[:, :n]
+    batch, heads, d_head = x.shape[0], c.n_heads, c.d_head
+    resid = model.W_E[x] + model.W_pos[:n]
+    mask = torch.full((n, n), float("-inf"), device=x.device, dtype=resid.dtype).triu(1)
+
+    def proj(r: Tensor, w: Tensor, b: Tensor) -> Tensor:  # [batch, rows, d_model] -> [batch, heads, rows, d_head]
+        return (r @ w.permute(1, 0, 2).reshape(c.d_model, heads * d_head) + b.reshape(-1)).view(
+            batch, r.shape[1], heads, d_head).transpose(1, 2)
+
+    for i, block in enumerate(model.blocks):
+        attn, last = block.attn, i == c.n_layers - 1
+        k, v = proj(resid, attn.W_K, attn.b_K), proj(resid, attn.W_V, attn.b_V)
+        if last:  # only the answer positions matter from here on
+            resid, rows = resid[:, pos], mask[pos]
+        else:
+            rows = mask
+        q = proj(resid, attn.W_Q, attn.b_Q)
+        pattern = ((q @ k.transpose(-1, -2)) / attn.attn_scale + rows).softmax(-1)
+        z = (pattern @ v).transpose(1, 2).reshape(batch, resid.shape[1], heads * d_head)
+        resid = resid + z @ attn.W_O.reshape(heads * d_head, c.d_model) + attn.b_O
+        if not c.attn_only:
+            mlp = block.mlp
+            resid = resid + torch.relu(resid @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+    out = resid @ model.W_U + model.b_U
+    return out[:, 0] if len(pos) == 1 else out
+
+
 def hooked_logits(model: HookedTransformer, inputs: Int[Tensor, "batch 3"]) -> Float[Tensor, "batch d_vocab_out"]:
     """Logits at the last position through ``HookedTransformer.forward`` (the reference path)."""
     return model(inputs)[:, -1]
@@ -207,9 +268,26 @@ def views(model: HookedTransformer) -> dict:
 
 
 def fast_path_applies(model: HookedTransformer, cfg: "TrainConfig") -> bool:
-    """Whether ``fast_logits`` / ``fast_loss`` compute this model on ``cfg``'s task: ``[a, b, =]`` inputs and
-    a model ``fast_applies`` accepts."""
+    """Whether the family's fast path computes this model on ``cfg``'s task: ``[a, b, =]`` inputs and a model
+    ``fast_applies`` accepts (``fast_logits``, ``fast_loss``), or a sequence task and a model ``sequence_applies``
+    accepts (``sequence_logits``)."""
+    if cfg.task_spec.sequence:
+        return sequence_applies(model)
     return cfg.task_spec.token_pair and fast_applies(model)
+
+
+def fast_forward(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor) -> Tensor:
+    """The fast path's logits at the task's answer positions (where ``fast_path_applies``)."""
+    if cfg.task_spec.sequence:
+        return sequence_logits(model, inputs, cfg.task_spec.answer_positions)
+    return fast_logits(model, inputs[:, 0], inputs[:, 1], cfg.eq_token)
+
+
+def fast_train_loss(model: HookedTransformer, cfg: "TrainConfig", inputs: Tensor, labels: Tensor) -> Tensor:
+    """The fast path's training loss (float64 softmax cross-entropy over the answer tokens)."""
+    if cfg.task_spec.sequence:
+        return loss_fn(sequence_logits(model, inputs, cfg.task_spec.answer_positions), labels)
+    return fast_loss(model, inputs[:, 0], inputs[:, 1], labels, cfg.eq_token)
 
 
 def check(cfg: "TrainConfig") -> tuple[str, str] | None:

@@ -243,8 +243,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, progress: bool = Tr
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=out.name, unit="step", dynamic_ncols=True)
     t0 = time.perf_counter() - elapsed
-    # see interp.speed: flushing keeps late steps as fast as early ones; the hooked forward needs deterministic kernels
-    with flush_denormals(), deterministic(cfg.engine == "hooked"):
+    # see interp.speed: flushing keeps late steps as fast as early ones; a forward through W_E[tokens] (the hooked one,
+    # and the sequence tasks' fast path) needs deterministic kernels
+    with flush_denormals(), deterministic(cfg.engine == "hooked" or cfg.task_spec.sequence):
         while step < cfg.steps:
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)

@@ -68,3 +68,26 @@ def test_mlp_line_charges_a_slower_model_to_itself(monkeypatch, capsys):
     r = rows[0]
     assert r["p"] == 13 and r["mlp_prieto_ms_per_step"] >= 30 and r["mlp_devinterp_ms_per_step"] < 30
     assert r["mlp_prieto_over_transformer"] == pytest.approx(r["mlp_prieto_ms_per_step"] / r["transformer_ms_per_step"], rel=0.02)
+
+
+def test_sequence_line_charges_a_slower_hooked_engine_to_itself(monkeypatch, capsys):
+    """--sequence: the hooked engine made 30 ms slower per step shows up in its own time and in the fast path's ratio
+    to it, not in the fast path's time (which runs no HookedTransformer.forward)."""
+    from transformer_lens import HookedTransformer
+
+    from interp.config import TrainConfig
+
+    real = HookedTransformer.forward
+
+    def slowed(self, *args, **kwargs):
+        time.sleep(0.03)
+        return real(self, *args, **kwargs)
+
+    tiny = dict(task="add5", d_model=16, n_heads=2, d_mlp=32, train_size=32)
+    monkeypatch.setattr(HookedTransformer, "forward", slowed)
+    monkeypatch.setattr(bench, "sequence_shapes", lambda: {"canonical": TrainConfig(p=13), "add5_quick": TrainConfig(**tiny),
+                                                          "add5_quick_hooked": TrainConfig(**tiny, engine="hooked")})
+    assert main(["--sequence", "--rounds", "2", "--round-seconds", "0"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["ms_per_step"]["add5_quick_hooked"] >= 30 and r["ms_per_step"]["add5_quick"] < 30
+    assert r["fast_over_hooked"]["add5_quick"] == pytest.approx(r["ms_per_step"]["add5_quick"] / r["ms_per_step"]["add5_quick_hooked"], rel=0.05)

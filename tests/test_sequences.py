@@ -273,3 +273,50 @@ def test_the_phase_experiment_refuses_bad_tasks_and_seeds(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and flag in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "x").exists()
+
+
+# ---- the fast path -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task,extra", [("add5", {}), ("repeat_subseq", {}), ("max_elem", {}),
+                                        ("add5", dict(n_layers=2)), ("repeat_subseq", dict(n_layers=3, n_heads=8))])
+def test_sequence_fast_path_is_the_hooked_forward(task, extra):
+    """``sequence_logits`` (training's path) against ``HookedTransformer.forward`` at the answer positions: the
+    logits and the loss's gradient equal to float32 rounding, on a model with random (not zero) biases."""
+    from interp.families import family_of
+    from interp.losses import loss_fn
+    from interp.model import forward, sequence_logits
+
+    cfg = tiny_seq(task, freeze_biases=False, **extra)
+    data = make_dataset(cfg)
+    x, y = data.inputs[:200], data.labels[:200]
+    hooked, fast = build_model(cfg), build_model(cfg)
+    with torch.no_grad():
+        for p in hooked.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    fast.load_state_dict(hooked.state_dict())
+    assert family_of(cfg).fast.applies(fast, cfg)
+    ref = forward(hooked, cfg, x)
+    got = sequence_logits(fast, x, cfg.task_spec.answer_positions)
+    assert got.shape == ref.shape == y.shape + (cfg.d_vocab_out,)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    loss_fn(ref, y).backward()
+    family_of(cfg).fast.loss(fast, cfg, x, y).backward()
+    for (name, a), b in zip(hooked.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_sequence_fast_path_runs_hooks_and_is_recorded(tmp_path):
+    """With a hook attached the fast path computes through ``HookedTransformer.forward`` (an ablation is never
+    skipped); a run records which engine trained it, and ``--engine hooked`` trains the same model to rounding."""
+    from interp.model import sequence_logits
+
+    cfg = tiny_seq("repeat_subseq")
+    model, data = build_model(cfg), make_dataset(cfg)
+    x = data.inputs[:50]
+    zero = lambda act, hook: act * 0  # noqa: E731
+    with model.hooks(fwd_hooks=[("blocks.1.attn.hook_z", zero)]):
+        ablated = sequence_logits(model, x, cfg.task_spec.answer_positions)
+    assert not torch.equal(ablated, sequence_logits(model, x, cfg.task_spec.answer_positions))
+    fast_dir, hooked_dir = train(cfg, tmp_path / "fast", progress=False), train(cfg.replace(engine="hooked"), tmp_path / "hooked", progress=False)
+    assert runs.read_config(fast_dir).engine == "fast" and runs.read_config(hooked_dir).engine == "hooked"
+    a, b = runs.read_metrics(fast_dir)[-1], runs.read_metrics(hooked_dir)[-1]
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4) and a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4)
