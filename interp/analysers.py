@@ -14,6 +14,7 @@ never a refusal of the whole run. See ``docs/extending.md`` for a worked example
 
 from __future__ import annotations
 
+import contextvars
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -613,3 +614,83 @@ register_analyser(Analyser("heads", {
     "ablated_test_loss": "the same on the test split",
 }, _heads_row, applies=_heads_applies, summarise=_heads_summary, depends_on=("induction_heads",),
     start=lambda run, summary: summary, tables={HEAD_TABLE: HEAD_COLUMNS}))
+
+
+# ---- local complexity (Humayun et al.): the ReLU MLPs ----------------------------------------------------
+LC_TABLE = "local_complexity.csv"
+LC_SPLITS = ("train", "test", "random")
+LC_COLUMNS = ["step", "layer", *LC_SPLITS]  # per hidden layer, the mean local complexity of each split's points
+LC_RADIUS = 0.05  # the neighbourhood's radius, as a fraction of the training points' RMS norm in the input space
+LC_DIRECTIONS = 16  # P: the cross-polytope has 2 P vertices
+LC_POINTS = 256  # points per split (train, test, random)
+
+
+@dataclass(frozen=True)
+class LocalComplexityOptions:
+    """What ``python -m interp.analyze`` asks of the ``local_complexity`` analyser: ``--no-local-complexity``
+    turns it off, ``--lc-radius`` sets ``radius`` (a fraction of the training points' RMS norm, > 0)."""
+
+    enabled: bool = True
+    radius: float = LC_RADIUS
+
+
+LC_OPTIONS: contextvars.ContextVar[LocalComplexityOptions] = contextvars.ContextVar("lc_options", default=LocalComplexityOptions())
+
+
+def _lc_applies(run: Run) -> str | None:
+    cfg = run.config
+    if not LC_OPTIONS.get().enabled:
+        return "turned off (--no-local-complexity)"
+    if cfg.family != "mlp":
+        return f"it counts the linear regions of a ReLU MLP; this run trains the {cfg.family} family"
+    if cfg.act_fn != "relu":
+        return f"it counts the linear regions of a ReLU MLP; this MLP's activation is {cfg.act_fn} (not piecewise linear)"
+    return None
+
+
+def _lc_summary(run: Run, cached: dict | None) -> dict:
+    o = LC_OPTIONS.get()
+    return {"lc_settings": {"radius": o.radius, "directions": LC_DIRECTIONS, "points": LC_POINTS}}
+
+
+def _lc_start(run: Run, summary: dict) -> dict:
+    """The points of each split (at most ``LC_POINTS``, the same at every checkpoint) as example indices;
+    the random points' seed."""
+    data = run.dataset
+    return {"train": data.train_idx[:LC_POINTS], "test": data.test_idx[:LC_POINTS]}
+
+
+@torch.no_grad()
+def _lc_row(ck: Checkpoint, idx: dict) -> tuple[dict, dict[str, list[dict]]]:
+    from analyses.local_complexity import local_complexity
+    from interp.tasks import generator
+
+    model, data, o = ck.model, ck.data, LC_OPTIONS.get()
+    space = model.input_space(data.inputs[data.train_idx]).double()
+    radius = o.radius * space.pow(2).sum(1).mean().sqrt().item()
+    gen = generator("local_complexity", ck.run.config.seed)  # the same directions and random points at every checkpoint
+    lo, hi = space.amin(0), space.amax(0)
+    points = {"train": model.input_space(data.inputs[idx["train"]]), "test": model.input_space(data.inputs[idx["test"]]),
+              "random": (lo + (hi - lo) * torch.rand(LC_POINTS, space.shape[1], generator=gen, dtype=torch.float64)).float()}
+    directions = min(LC_DIRECTIONS, space.shape[1])
+    row, layers = {}, {}
+    for split in LC_SPLITS:
+        if len(points[split]) == 0:
+            continue
+        per_layer = local_complexity(model.preactivations, points[split], radius, directions, gen).double().mean(0)
+        row[f"lc_{split}"] = per_layer.sum().item()
+        for i, v in enumerate(per_layer.tolist()):
+            layers.setdefault(i, {"step": ck.step, "layer": i, **{s: math.nan for s in LC_SPLITS}})[split] = v
+    return row, {LC_TABLE: list(layers.values())}
+
+
+register_analyser(Analyser("local_complexity", {
+    "lc_train": "local complexity around training points (Humayun et al.): the number of hidden neurons, summed over layers, "
+                "whose region boundary cuts a small neighbourhood of the point (the cross-polytope of 16 random orthonormal "
+                "directions, radius 0.05 x the training points' RMS norm by default, --lc-radius), mean over up to 256 "
+                "training points (analyses.local_complexity; local_complexity.csv has each layer's); ReLU MLPs only",
+    "lc_test": "the same around test points",
+    "lc_random": "the same around points drawn uniformly from the box the training points span (the same points at "
+                 "every checkpoint)",
+}, _lc_row, applies=_lc_applies, summarise=_lc_summary, depends_on=("lc_settings",), start=_lc_start,
+    tables={LC_TABLE: LC_COLUMNS}))

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_TABLE = "checkpoints.csv"
 SUMMARY_FILE = "summary.json"
-ANALYSIS_VERSION = 8  # bump when a column's meaning or the columns change: cached tables are then recomputed
+ANALYSIS_VERSION = 9  # bump when a column's meaning or the columns change: cached tables are then recomputed
 INT_COLUMNS = {"step", "freq", "head", "a", "b", "layer", "width", "feature_rank", *group_analysis.INT_COLUMNS}
 
 

@@ -36,6 +36,14 @@ That is the sequence tasks' counterpart of the excluded loss: the Fourier direct
 circuit that generalises (the induction heads) can be removed, and the training loss without it shows whether
 the fit of the training set already depends on it.
 
+``analysis/local_complexity.csv`` (``interp.analysers.LC_TABLE``; ReLU MLPs, on unless ``--no-local-complexity``),
+one row per (checkpoint, hidden layer): ``step, layer, train, test, random``, the mean number of that layer's
+neurons whose region boundary cuts a small neighbourhood of a training point, a test point and a random point
+of the box the training points span (``analyses.local_complexity``: Humayun et al.'s cross-polytope of 16
+random directions, radius ``--lc-radius`` x the training points' RMS norm, 256 points per split; for token
+inputs the space is the operand vectors side by side). ``summary.json``'s ``lc_settings`` records the settings;
+a new radius recomputes every checkpoint.
+
 ``analysis/llc.csv`` and ``llc.json`` (only with ``--llc``; ``interp.llc``, optional extra ``llc``): the local
 learning coefficient of every ``--llc-every``-th checkpoint (llc_mean after the burn-in, llc_std over SGLD
 chains, per-chain values, n_beta, whether the calibration passed the settings) with the sampler's settings and
@@ -192,7 +200,7 @@ class _Loader:
 
 def analyze_run(
     run_dir: str | Path, force: bool = False, progress: bool = False, write: bool = True, threads: int | None = 1,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu", local_complexity: analysers.LocalComplexityOptions | None = None,
 ) -> tuple[list[dict], dict]:
     """Analyse every checkpoint of a run not yet in its cached tables, and write the tables.
 
@@ -206,6 +214,8 @@ def analyze_run(
             2-core machine and made the analysis 3-14x slower whenever another process was busy.
         device: where the model's forward over every input runs (the analysers' products, which
             are small, stay on the CPU).
+        local_complexity: the ``local_complexity`` analyser's options (``None``: on, default radius); a
+            changed radius recomputes every checkpoint.
     Returns:
         ``(rows, summary)``: one dict per checkpoint (``interp.analysers.analysis_columns()``) sorted by
         step, and the summary (see the module docstring); ``summary["steps_computed"]`` lists the
@@ -214,8 +224,12 @@ def analyze_run(
         RunError: the run directory, its config, split or a checkpoint is missing or corrupt; nothing
         is written then.
     """
-    with torch_threads(threads), flush_denormals():  # interp.speed: denormals slow every thread they reach
-        return _analyze_run(Path(run_dir), force, progress, write, torch.device(device))
+    token = analysers.LC_OPTIONS.set(local_complexity or analysers.LocalComplexityOptions())
+    try:
+        with torch_threads(threads), flush_denormals():  # interp.speed: denormals slow every thread they reach
+            return _analyze_run(Path(run_dir), force, progress, write, torch.device(device))
+    finally:
+        analysers.LC_OPTIONS.reset(token)
 
 
 def _analyze_run(run_dir: Path, force: bool, progress: bool, write: bool, device: torch.device) -> tuple[list[dict], dict]:
@@ -325,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", action="store_true", help="print only the README's results block (Markdown) for this run")
     p.add_argument("--irrep", default=None, metavar="NAME", help="group and log-basis runs: also print this irrep's shares "
                    "and excluded loss per checkpoint (its name, e.g. 'standard', '[3,2]', 'freq 5', or its index)")
+    g = p.add_argument_group("local complexity (ReLU MLPs; Humayun et al.)")
+    g.add_argument("--no-local-complexity", action="store_true", help="skip the lc_* columns (local_complexity.csv)")
+    g.add_argument("--lc-radius", type=float, default=analysers.LC_RADIUS, metavar="R",
+                   help=f"the neighbourhood's radius as a fraction of the training points' RMS norm (default {analysers.LC_RADIUS})")
     from interp import llc
     llc.add_arguments(p)
     return p
@@ -339,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads {args.threads}: must be >= 1")
+    if not args.lc_radius > 0 or not math.isfinite(args.lc_radius):
+        parser.error(f"--lc-radius {args.lc_radius}: must be a number > 0")
+    lc = analysers.LocalComplexityOptions(enabled=not args.no_local_complexity, radius=args.lc_radius)
     from interp import llc
     try:
         llc_cfg = llc.config_from_args(args)
@@ -348,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve(args.device)
         irrep = None if args.irrep is None else group_analysis.irrep_from_flag(args.run_dir, args.irrep)
-        rows, summary = analyze_run(args.run_dir, force=args.force, progress=not args.quiet, threads=args.threads, device=device)
+        rows, summary = analyze_run(args.run_dir, force=args.force, progress=not args.quiet, threads=args.threads, device=device,
+                                    local_complexity=lc)
     except (RunError, ConfigError) as e:
         print(f"python -m interp.analyze: error: {e}", file=sys.stderr)
         return 2
@@ -373,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("position_falls") is not None:
         print(f"steepest fall of each answer position's test loss: {summary['position_falls']}"
               + (f"; induction heads (final checkpoint): {summary['induction_heads']}" if "induction_heads" in summary else ""))
+    if "lc_settings" in summary:
+        first, last = rows[0], rows[-1]
+        print(f"local complexity (boundaries near a point; train / test / random): step {first['step']} "
+              + " / ".join(f"{first[f'lc_{s}']:.3g}" for s in analysers.LC_SPLITS) + f", step {last['step']} "
+              + " / ".join(f"{last[f'lc_{s}']:.3g}" for s in analysers.LC_SPLITS))
     ph = summary["phases"]
     print("phases: " + ", ".join(f"{k} {_fmt(v)}" for k, v in ph.items()))
     if summary.get("phases_note"):

@@ -64,8 +64,9 @@ def markdown(name: str, out: Path) -> str:
         parts.append("\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
                                  *("| " + " | ".join(c) + " |" for c in cells)]))
     notes = getattr(load(name), "NOTES", None)
-    if notes is not None and rows:
-        parts.append(f"The figure caption `python -m interp.report` writes from the same summary: {notes(rows)}")
+    text = notes(rows) if notes is not None and rows else ""
+    if text:
+        parts.append(f"The figure caption `python -m interp.report` writes from the same summary: {text}")
     return "\n\n".join(parts) + "\n"
 
 

@@ -127,6 +127,33 @@ class MLP(nn.Module):
             out.append(h)
         return out
 
+    def input_space(self, x: Tensor) -> Tensor:
+        """The inputs as points of the continuous space the first layer reads: the features themselves, or on
+        tokens the operand vectors side by side (``operand_table`` rows; ``onehot``: the one-hot vectors),
+        ``[batch, 2 * d]``. ``preactivations`` of these points is the network's own computation."""
+        if not self.tokens:
+            return x
+        n_tok = self.first[0].weight.shape[1] if self.embed_kind == "onehot" else None
+        parts = [F.one_hot(x[:, i], n_tok).to(self.first[0].weight.dtype) if n_tok else self.operand_table(i)[x[:, i]]
+                 for i in range(OPERANDS)]
+        return torch.cat(parts, dim=1)
+
+    def preactivations(self, z: Tensor) -> list[Tensor]:
+        """Each hidden layer's pre-activation, ``[batch, d_hidden]``, at points ``z`` of ``input_space`` (any point
+        of that space, not only the inputs': what ``analyses.local_complexity`` probes)."""
+        if self.tokens:
+            zs = z.chunk(OPERANDS, dim=1)
+            pre = sum(self.first[0 if self.combine == "shared" else i](zs[i]) for i in range(OPERANDS))
+            rest = self.layers[: -self.n_out]
+        else:
+            pre = self.layers[0](z)
+            rest = self.layers[1: -self.n_out]
+        out = [pre]
+        for layer in rest:
+            pre = layer(self.act(pre))
+            out.append(pre)
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
         h = self.hidden(x)[-1]
         for layer in self.layers[-self.n_out:]:

@@ -404,6 +404,32 @@ def sequence_figures(view: RunView) -> list[Figure]:
     return out
 
 
+def local_complexity_figure(view: RunView) -> list[Figure]:
+    """A ReLU MLP's local complexity around training, test and random points across training, with its test accuracy."""
+    rows = [r for r in view.rows if r.get("lc_train") == r.get("lc_train") and r.get("lc_train") is not None]
+    if not rows:
+        return []
+    lc = {s: [r[f"lc_{s}"] for r in rows] for s in ("train", "test", "random")}
+    steps = [r["step"] for r in rows]
+    peak = max(range(len(rows)), key=lambda i: lc["train"][i])
+    settings = view.summary.get("lc_settings", {})
+    acc = [(r["step"], r["test_acc"]) for r in view.run.metrics]
+    half = None
+    if acc:
+        lo, hi = acc[0][1], max(a for _, a in acc)
+        half = next((s for s, a in acc if a >= lo + 0.5 * (hi - lo)), None) if hi > lo else None
+    series = {f"{s} points": (steps, lc[s]) for s in lc}
+    cap = (f"Local complexity (Humayun et al.): the number of hidden neurons whose region boundary cuts the cross-polytope of "
+           f"{settings.get('directions')} random directions and radius {settings.get('radius')} x the training points' RMS norm around a "
+           f"point, mean over {settings.get('points')} points per set. Around training points it is {lc['train'][0]:.3g} at step {steps[0]}, "
+           f"highest ({lc['train'][peak]:.3g}) at step {steps[peak]} and {lc['train'][-1]:.3g} at step {steps[-1]}; around test points "
+           f"{lc['test'][0]:.3g}, then {lc['test'][-1]:.3g}; around random points {lc['random'][0]:.3g}, then {lc['random'][-1]:.3g}. "
+           + (f"Test accuracy covered half of its rise (from {acc[0][1]:.3f} to {max(a for _, a in acc):.3f}) at step {half}." if half is not None
+              else "Test accuracy did not rise above its first value."))
+    return [Figure("local_complexity", plots.xy_lines(series, "step", "neurons cut near a point",
+                                                      f"Local complexity across training ({view.name})"), cap)]
+
+
 def run_figures(view: RunView) -> list[Figure]:
     """The figures of one run's final checkpoint."""
     suffix = f" ({view.name}, step {view.step})"
@@ -425,6 +451,7 @@ def run_figures(view: RunView) -> list[Figure]:
         out.append(Figure("layers", plots.layer_curves(view.layer_rows, view.name, {view.name: view.summary.get("phases", {})}),
                           caption_layers(view)))
     out += sequence_figures(view)
+    out += local_complexity_figure(view)
     if view.attention is not None:
         out.append(Figure("attention", plots.attention_grid(view.attention, "Attention from '=' to a, per head, over (a, b)" + suffix),
                           caption_attention(view)))

@@ -405,3 +405,76 @@ def test_alpha_columns_and_the_run_nearest_omnigroks_alpha():
     # rows without alpha_original (summaries written before it was recorded): the run at init_scale 0.8
     old = [{k: v for k, v in r.items() if k not in ("alpha", "alpha_original")} for r in rows]
     assert [r["init_scale"] for r in omnigrok.paper_alpha_rows(old)] == [0.8]
+
+
+# ---- omnigrok: the data-size threshold (known answers, then a tiny real stage) -------------------------
+def test_critical_size_finds_the_threshold_of_a_curve_shaped_like_omnigroks():
+    """The slides' MNIST picture: below ~200 training images no generalisation, from 200 on it generalises. A size
+    that reaches the level once but not at every larger size is not the threshold; a curve that never reaches it
+    has none; one that always does has the smallest size."""
+    sizes = [10, 20, 50, 100, 200, 400, 800, 1600]
+    omni = dict(zip(sizes, [0.2, 0.3, 0.45, 0.7, 0.93, 0.96, 0.98, 0.99]))
+    assert omnigrok.critical_size(omni) == 200
+    assert omnigrok.critical_size({**omni, 50: 0.91}) == 200  # a lucky small size does not count
+    assert omnigrok.critical_size({**omni, 800: 0.85}) == 1600  # a dip above resets it
+    assert omnigrok.critical_size({**omni, 1600: None}) is None
+    assert omnigrok.critical_size({n: 0.5 for n in sizes}) is None
+    assert omnigrok.critical_size({n: 0.95 for n in sizes}) == 10
+    assert omnigrok.critical_size(omni, level=0.97) == 800
+
+
+def _threshold_rows(acc):  # {(n, alpha, seed): best test accuracy}
+    return [{"stage": "threshold", "n_train": n, "init_scale": a, "seed": s, "steps": 3000, "best_test_acc": v, "best_train_acc": 1.0}
+            for (n, a, s), v in acc.items()]
+
+
+def test_threshold_table_and_caption_take_the_median_over_seeds_and_the_best_alpha():
+    acc = {}
+    for n, (lo, hi) in {50: (0.5, 0.6), 100: (0.8, 0.88), 200: (0.9, 0.95), 400: (0.93, 0.97)}.items():
+        for s, jitter in ((1, 0.0), (2, 0.02), (3, -0.02)):
+            acc[(n, 0.5, s)], acc[(n, 2.0, s)] = lo + jitter, hi + jitter
+    table = omnigrok.threshold_table(_threshold_rows(acc))
+    assert [t["n_train"] for t in table] == [50, 100, 200, 400] and all(t["best_alpha"] == 2.0 and t["seeds"] == 3 for t in table)
+    assert [t["best_test_acc"] for t in table] == pytest.approx([0.6, 0.88, 0.95, 0.97])
+    assert table[0]["by_alpha"] == pytest.approx({0.5: 0.5, 2.0: 0.6})
+    cap = omnigrok.threshold_caption(_threshold_rows(acc))
+    assert "median over 3 seeds" in cap and "between 100 and 200 images" in cap and "200 images: 0.950 (alpha 2" in cap
+    assert "no threshold" in omnigrok.threshold_caption(_threshold_rows({k: 0.5 for k in acc}))
+    assert "lies below the grid" in omnigrok.threshold_caption(_threshold_rows({k: 0.99 for k in acc}))
+
+
+def test_the_threshold_stage_runs_end_to_end_tiny(tmp_path, monkeypatch):
+    """``--stages threshold``: a real (tiny) grid of training-set sizes x alpha with the norm held fixed; the summary,
+    the table and the report's figure come from its runs."""
+    base = {**digits_config(steps=40, save_every=40, eval_every=10).to_dict(), "wd": 0.0, "fixed_norm": True, "batch_size": 20,
+            "freeze_biases": False}
+    for k in ("train_size", "init_scale", "seed"):
+        base.pop(k)
+    real = omnigrok.settings
+    monkeypatch.setattr(omnigrok, "settings", lambda args: {
+        k: v for k, v in {**real(args), "threshold": Spec(base, {"train_size": [40, 200], "init_scale": [0.5, 2.0], "seed": [1]})}.items()
+        if k in omnigrok.stages(args)})
+    out = tmp_path / "e"
+    assert experiment_main(["omnigrok", "--quick", "--stages", "threshold", "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["threshold"]
+    rows = omnigrok.summarise(out)
+    assert sorted((r["n_train"], r["init_scale"]) for r in rows) == [(40, 0.5), (40, 2.0), (200, 0.5), (200, 2.0)]
+    for r in rows:
+        m = read_metrics(out / "threshold" / next(x["run"] for x in omnigrok.member_rows(out, "threshold")
+                                                  if (x["n_train"], x["init_scale"]) == (r["n_train"], r["init_scale"])))
+        assert r["best_test_acc"] == max(x["test_acc"] for x in m) and r["final_norm"] == pytest.approx(r["norm0"], rel=1e-5)
+    from interp import tables
+
+    title, headers, cells = tables.experiment_tables(rows, omnigrok.TABLES)[0]
+    assert title.startswith("Data-size threshold") and headers[:4] == ["training images", "seeds", "α 0.5", "α 2"]
+    assert [c[0] for c in cells] == ["40", "200"]
+    assert report_main([str(out), "--quiet"]) == 0
+    page = html.unescape((out / "report.html").read_text())
+    assert "best test accuracy against the training-set size" in page and omnigrok.threshold_caption(rows) in page
+
+
+def test_a_bad_stage_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert experiment_main(["omnigrok", "--quick", "--stages", "lu,mnist", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--stages lu,mnist" in err[0] and not out.exists()

@@ -33,7 +33,7 @@ experiment, so the report knows which module to ask).
 ``DIR/summary.csv``, a list of ``{"title": str (optional), "rows": predicate (optional), "transform":
 function of the list of rows (optional, e.g. to put groups side by side), "columns": [(header, column
 or function of the row)], or a function of the rows returning that}`` (``interp.tables.markdown_table``);
-optionally ``NOTES(rows) -> str``, a paragraph printed below them (the report's caption, from the same rows).
+optionally ``NOTES(rows) -> str``, a paragraph printed below them (the report's caption, from the same rows; empty: none).
 
 What the experiments share (finished rows, grouping, medians where a seed that never got there
 counts as later, ``first_step``, ``run_stages``) is in ``interp.experiments.common``.

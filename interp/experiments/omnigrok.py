@@ -20,6 +20,17 @@ Two stages, each a sweep in ``DIR/<stage>/``:
     plateau test accuracy there, and the jump: the first step where test accuracy has covered half of
     its rise from that plateau to its best; the summary gives the norm at each of these steps.
 
+``threshold``
+    Omnigrok's data-size threshold (the grokking slides: with weight decay 0, a critical training-set size of
+    about 200 on MNIST, below which the network does not generalise): the digits MLP with its weight norm held
+    at alpha x its initial norm (``--fixed-norm``, weight decay 0, as in Omnigrok's MNIST landscape code: AdamW
+    lr 1e-3, batches of 100, MSE against one-hot targets, 10^4 steps) over a grid of training-set sizes and
+    alphas. Each member's best test accuracy over training is what Omnigrok's phase diagram plots;
+    ``critical_size`` reads off the threshold: the smallest training-set size from which on (at it and at every
+    larger size of the grid) the best alpha's median-over-seeds best test accuracy reaches ``GENERALISES``.
+    scikit-learn's 1 797 8x8 digits stand in for MNIST's 60 000 28x28 images, so the sizes cannot be compared one
+    to one: the grid ends at 1 600 training images.
+
 **What alpha is relative to** (``--alpha-relative-to``). Omnigrok's alpha multiplies *its* initial
 weights: those of the original grokking code (Nanda et al.'s, which its modular-addition notebook
 copies), where every weight matrix is drawn from N(0, 1/d_model) except the unembedding, N(0,
@@ -31,12 +42,13 @@ grid's alpha is the paper's, and each run's ``--init-scale`` is alpha x original
 paper's alpha = 0.8 is this project's ~1.0). ``DIR/alpha.json`` records both norms and the ratio;
 the summary gives every run's alpha both ways.
 
-``--quick`` (about 10-15 min on a 2-core CPU; docs/experiments/omnigrok.md has the measured time): the small preset
+``--quick`` (docs/experiments/omnigrok.md has the measured time on a 2-core CPU): the small preset
 (p = 59, d_model 64, d_mlp 256, lr 3e-3) for 2 500 steps at alpha = 0.25 ... 4 relative to this
 project's init (``this``, as first measured), one seed; digits 12 000 steps, one seed, weight decay
-0.05 and 0. The full version: the canonical model at p = 113 (30 % of the pairs, lr 1e-3) for 15 000
-steps at the paper's alpha = 0.25 ... 4 (relative to the original code's init norm), 3 seeds; digits
-30 000 steps, 3 seeds.
+0.05 and 0; threshold 3 000 steps at alpha 0.5, 1, 2, one seed. The full version: the canonical model at
+p = 113 (30 % of the pairs, lr 1e-3) for 15 000 steps at the paper's alpha = 0.25 ... 4 (relative to the
+original code's init norm), 3 seeds; digits 30 000 steps, 3 seeds; threshold 10 000 steps at alpha 0.25 ... 4,
+3 seeds. ``--stages`` runs some of the stages only.
 """
 
 from __future__ import annotations
@@ -55,18 +67,23 @@ from interp.sweep import RUNS_DIR, Spec, load_sweep
 from interp.tables import fmt, sig
 
 DESCRIPTION = "weight norm: train/test loss against a fixed norm (LU) and grokking induced on digits (Omnigrok)"
-STAGES = ("lu", "digits")
-SUMMARY_COLUMNS = ["stage", "init_scale", "wd", "seed", "diverged", "steps", "final_train_loss", "final_test_loss", "final_train_acc",
-                   "final_test_acc", "train_99_step", "test_99_step", "mem_step", "plateau_test_acc", "top_test_acc",
+STAGES = ("lu", "digits", "threshold")
+SUMMARY_COLUMNS = ["stage", "init_scale", "wd", "seed", "diverged", "steps", "n_train", "final_train_loss", "final_test_loss", "final_train_acc",
+                   "final_test_acc", "best_train_acc", "best_test_acc", "train_99_step", "test_99_step", "mem_step", "plateau_test_acc", "top_test_acc",
                    "jump_step", "delay", "norm0", "mem_norm", "jump_norm", "final_norm",
                    "p", "alpha", "alpha_relative_to", "alpha_original", "init_norm_here", "init_norm_original"]
 ALPHAS = (0.25, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 4.0)
 ALPHA_REFS = ("original", "this")
 PAPER_ALPHA = 0.8  # Omnigrok's fixed-norm run on modular addition (relative to the original init norm)
 ALPHA_FILE = "alpha.json"
+THRESHOLD_SIZES = (10, 20, 50, 100, 200, 400, 800, 1600)  # training images (the digits have 1 797)
+THRESHOLD_ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0)
+THRESHOLD_ALPHAS_QUICK = (0.5, 1.0, 2.0)
+GENERALISES = 0.9  # the best test accuracy that counts as generalising (this suite's level: the slides give none)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated stages to run (default: all of {','.join(STAGES)})")
     p.add_argument("--alpha-relative-to", choices=ALPHA_REFS, default=None,
                    help="what the LU grid's alpha multiplies: 'original', the original grokking code's init norm (Omnigrok's alpha), "
                         "or 'this', this project's TransformerLens init norm (default: original; this with --quick, as first measured)")
@@ -112,10 +129,32 @@ def settings(args: argparse.Namespace) -> dict[str, Spec]:
     seeds = [1] if quick else [1, 2, 3]
     ratio = alpha_ratio(TrainConfig(**{**lu_base, "seed": seeds[0]}), alpha_reference(args))
     digits_base = {**PRESETS["digits"], "task": "digits", "steps": 12000 if quick else 30000, "save_every": 3000}
-    return {
+    steps = 3000 if quick else 10000
+    threshold_base = {**{k: v for k, v in PRESETS["digits"].items() if k not in ("train_size", "init_scale")}, "task": "digits",
+                      "wd": 0.0, "fixed_norm": True, "lr": 1e-3, "batch_size": 100, "steps": steps, "eval_every": 100, "save_every": steps}
+    all_stages = {
         "lu": Spec(lu_base, {"init_scale": [round(a * ratio, 6) for a in ALPHAS], "seed": seeds}),
         "digits": Spec(digits_base, {"wd": [digits_base["wd"], 0.0], "seed": seeds}),
+        "threshold": Spec(threshold_base, {"train_size": list(THRESHOLD_SIZES),
+                                           "init_scale": list(THRESHOLD_ALPHAS_QUICK if quick else THRESHOLD_ALPHAS), "seed": seeds}),
     }
+    return {name: all_stages[name] for name in stages(args)}
+
+
+def stages(args: argparse.Namespace) -> list[str]:
+    """The stages ``--stages`` asks for, in their order.
+
+    Raises:
+        SweepError: an unknown stage, or none.
+    """
+    from interp.sweep import SweepError
+
+    text = getattr(args, "stages", None) or ",".join(STAGES)
+    asked = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in asked if t not in STAGES]
+    if bad or not asked:
+        raise SweepError(f"--stages {text}: each must be one of {', '.join(STAGES)}")
+    return [t for t in STAGES if t in asked]
 
 
 def alpha_facts(cfg: TrainConfig, relative_to: str) -> dict:
@@ -136,11 +175,12 @@ def run(args: argparse.Namespace, sweep) -> dict[str, dict]:
     specs = settings(args)
     for spec in specs.values():  # refuse bad input before anything is written
         check_values(spec)
-    lu = specs["lu"]
-    facts = alpha_facts(TrainConfig(**{**lu.base, "seed": lu.grid["seed"][0]}), alpha_reference(args))
-    path = Path(args.out) / ALPHA_FILE
-    if path.is_file() and (before := json.loads(path.read_text()).get("relative_to")) != facts["relative_to"]:
-        raise SweepError(f"--alpha-relative-to {facts['relative_to']}: {args.out} holds a grid relative to {before}; use another --out")
+    path, facts = Path(args.out) / ALPHA_FILE, None
+    if "lu" in specs:
+        lu = specs["lu"]
+        facts = alpha_facts(TrainConfig(**{**lu.base, "seed": lu.grid["seed"][0]}), alpha_reference(args))
+        if path.is_file() and (before := json.loads(path.read_text()).get("relative_to")) != facts["relative_to"]:
+            raise SweepError(f"--alpha-relative-to {facts['relative_to']}: {args.out} holds a grid relative to {before}; use another --out")
     rows = {}
     for stage, spec in specs.items():
         rows.update({f"{stage}/{name}": r for name, r in sweep(spec, stage).items()})
@@ -171,6 +211,7 @@ def member_rows(out: Path, stage: str) -> list[dict]:
             "n_train": cfg.n_train, "loss": cfg.loss,
             "final_train_loss": last["train_loss"], "final_test_loss": last["test_loss"],
             "final_train_acc": last["train_acc"], "final_test_acc": last["test_acc"],
+            "best_train_acc": max(m["train_acc"] for m in metrics), "best_test_acc": max(m["test_acc"] for m in metrics),
             "train_99_step": r["train_99_step"],
             "test_99_step": r["test_99_step"],
             **late_jump(metrics),
@@ -231,6 +272,66 @@ def _lu_columns(rows: list[dict]) -> list:
     ]
 
 
+# ---- the data-size threshold -------------------------------------------------------------------------
+def critical_size(acc_by_size: dict[int, float | None], level: float = GENERALISES) -> int | None:
+    """The smallest training-set size from which on the accuracy reaches ``level``: at that size and at every
+    larger one of the grid (a size without a value counts as not reaching it). ``None`` when even the largest
+    size does not reach it."""
+    out = None
+    for n in sorted(acc_by_size, reverse=True):
+        acc = acc_by_size[n]
+        if acc is None or acc < level:
+            break
+        out = n
+    return out
+
+
+def threshold_table(rows: list[dict]) -> list[dict]:
+    """One row per training-set size of the threshold stage: the median over seeds of the best test (and
+    train) accuracy at each alpha, and the best alpha's. Keys ``n_train``, ``seeds``, ``best_alpha``,
+    ``best_test_acc``, ``best_train_acc``, ``by_alpha`` ({alpha: median best test accuracy})."""
+    by: dict[int, dict[float, list[dict]]] = {}
+    for r in rows:
+        by.setdefault(r["n_train"], {}).setdefault(r["init_scale"], []).append(r)
+    out = []
+    for n in sorted(by):
+        med = {a: statistics.median(x["best_test_acc"] for x in rs) for a, rs in sorted(by[n].items())}
+        best = max(med, key=med.get)
+        out.append({"n_train": n, "seeds": max(len(rs) for rs in by[n].values()), "best_alpha": best, "best_test_acc": med[best],
+                    "best_train_acc": statistics.median(x["best_train_acc"] for x in by[n][best]), "by_alpha": med})
+    return out
+
+
+def threshold_caption(rows: list[dict], level: float = GENERALISES) -> str:
+    """What the threshold figure shows, every number from ``rows`` (the threshold stage's summary rows)."""
+    table = threshold_table(rows)
+    crit = critical_size({t["n_train"]: t["best_test_acc"] for t in table}, level)
+    seeds = max(t["seeds"] for t in table)
+    r = rows[0]
+    head = (f"Best test accuracy over {r['steps']} steps against the training-set size, the digits MLP with its weight norm held at "
+            f"alpha x its initial norm and weight decay 0 ({'median over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'}; one line "
+            f"per alpha). ")
+    line = "; ".join(f"{t['n_train']} images: {t['best_test_acc']:.3f} (alpha {t['best_alpha']:g}, train {t['best_train_acc']:.3f})"
+                     for t in table)
+    if crit is None:
+        verdict = f"No training-set size of the grid reaches {level:g} test accuracy at any alpha, so the grid shows no threshold."
+    elif crit == table[0]["n_train"]:
+        verdict = (f"Even the smallest size of the grid ({crit} images) reaches {level:g} test accuracy, so the threshold, if any, lies "
+                   "below the grid.")
+    else:
+        verdict = (f"From {crit} training images on, the best alpha reaches {level:g} test accuracy; below that no alpha does at every "
+                   f"size: the threshold on this data lies between {max(t['n_train'] for t in table if t['n_train'] < crit)} and {crit} images.")
+    return head + "Best over alpha: " + line + ". " + verdict
+
+
+def _threshold_columns(table: list[dict]) -> list:
+    """The threshold table's columns (``table``: ``threshold_table``'s rows)."""
+    alphas = sorted(set().union(*(t["by_alpha"] for t in table)))
+    return [("training images", "n_train"), ("seeds", "seeds")] + [
+        (f"α {a:g}", lambda t, a=a: "–" if a not in t["by_alpha"] else f"{t['by_alpha'][a]:.3f}") for a in alphas] + [
+        ("best α", lambda t: f"{t['best_alpha']:g}"), ("its train acc", lambda t: f"{t['best_train_acc']:.3f}")]
+
+
 TABLES = [
     {"title": "Fixed norm (`lu/`): the final losses and accuracies against α.", "rows": lambda r: r["stage"] == "lu", "columns": _lu_columns},
     {"title": "Digits (`digits/`): memorisation, the late rise of test accuracy and the parameter norm.",
@@ -246,7 +347,19 @@ TABLES = [
         ("best test acc", lambda r: None if r["top_test_acc"] is None else f"{r['top_test_acc']:.3f}"),
         ("final norm", lambda r: f"{r['final_norm']:.1f}"),
     ]},
+    {"title": "Data-size threshold (`threshold/`): the best test accuracy over training (median over seeds) at each training-set "
+              "size and α, weight norm fixed, weight decay 0.", "rows": lambda r: r["stage"] == "threshold", "transform": threshold_table,
+     "columns": _threshold_columns},
 ]
+
+
+def notes(rows: list[dict]) -> str:
+    """``--markdown``'s paragraph: the threshold figure's caption (empty without a threshold stage)."""
+    th = [r for r in rows if r["stage"] == "threshold"]
+    return threshold_caption(th) if th else ""
+
+
+NOTES = notes
 
 
 # ---- figures ------------------------------------------------------------------------------------
@@ -372,4 +485,12 @@ def figures(out: Path) -> list:
         marks = {n: {"memorised": r["mem_step"], "test jump": r["jump_step"]} for n, r in named.items()}
         figs.append(Figure("omnigrok-digits", plots.accuracy_and_norm(curves, marks, "Digits MLP: accuracy and weight norm"),
                            digits_caption(dg)))
+    th = member_rows(out, "threshold")
+    if th:
+        table = threshold_table(th)
+        lines = {f"alpha {a:g}": ([t["n_train"] for t in table if a in t["by_alpha"]], [t["by_alpha"][a] for t in table if a in t["by_alpha"]])
+                 for a in sorted({r["init_scale"] for r in th})}
+        figs.append(Figure("omnigrok-threshold", plots.xy_lines(lines, "training images", "best test accuracy",
+                                                                "Digits: best test accuracy against the training-set size (fixed norm, wd 0)",
+                                                                log_x=True), threshold_caption(th)))
     return figs
