@@ -130,16 +130,18 @@ def _metrics(ck: Checkpoint, state) -> dict:
     out = {k: v for k, v in split_metrics(ck.logits, data, criterion(ck.cfg.loss)).items()
            if k in ("train_loss", "test_loss", "train_acc", "test_acc")}
     lg, y = ck.logits[data.train_idx], data.labels[data.train_idx]
-    out["correct_logit"] = efficiency.centred_correct_logit(*_answer_tokens(lg, y)).mean().item()
+    if not ck.cfg.task_spec.regression:  # a regression has no correct class
+        out["correct_logit"] = efficiency.centred_correct_logit(*_answer_tokens(lg, y)).mean().item()
     return out
 
 
 register_analyser(Analyser("metrics", {
     "train_loss": "the run's loss (TrainConfig.loss; cross-entropy with a float64 log-softmax by default) on the train split",
     "test_loss": "the same on the test split",
-    "train_acc": "accuracy on the train split (against the labels training uses)",
+    "train_acc": "accuracy on the train split (against the labels training uses; a regression task: the fraction of examples "
+                 "whose mean squared error is below 1e-3, Omnigrok's teacher-student accuracy)",
     "test_acc": "accuracy on the test split",
-    "correct_logit": "mean over the train split of logit[correct] - mean_c logit[c]",
+    "correct_logit": "mean over the train split of logit[correct] - mean_c logit[c] (empty for a regression task)",
 }, _metrics))
 
 
@@ -403,6 +405,8 @@ register_analyser(Analyser("layers", {}, _layers_row, applies=_layers_applies, s
 
 # ---- float32 stability ----------------------------------------------------------------------------
 def _stability_applies(run: Run) -> str | None:
+    if run.config.task_spec.regression:
+        return "the stability measures are of a softmax over classes; this is a regression task"
     return None if run.config.d_vocab_out > 1 else "the stability measures need a softmax over at least two classes"
 
 

@@ -24,7 +24,7 @@ GRAD_FILTERS = ("none", "ema", "ma")
 LOSSES = ("softmax", "stablemax", "mse", "softmax32")
 OPTIMIZERS = ("adamw", "orthoadamw")
 NORMALIZATIONS = ("none", "LN")
-ACT_FNS = ("relu", "gelu")
+ACT_FNS = ("relu", "gelu", "tanh")
 MLP_CHOICES = {"mlp_embed": ("tied", "untied", "onehot"), "mlp_combine": ("concat", "sum", "shared"),
                "mlp_unembed": ("direct", "project"), "mlp_init": ("torch", "chughtai", "minegishi")}  # interp.mlp
 
@@ -78,6 +78,11 @@ PRESETS: dict[str, dict] = {
     # linear layers (11 hidden, 400 wide, biases), every initial parameter x 8, MSE against one-hot targets, AdamW
     # lr 1e-3 wd 0.01 with torch's default betas (0.9, 0.999), batches of 200, 100 000 steps; on the bundled digits,
     # 1000 training images (their code's default).
+    # Omnigrok's teacher-student grokking (KindXiaoming/Omnigrok teacher-student/grokking/regression_grokking.ipynb):
+    # student 5-100-100-5 tanh with biases, PyTorch's init x 2, 100 training examples, MSE, AdamW lr 3e-4 wd 0.05
+    # (torch's default betas), full batch, 10^5 steps.
+    "omnigrok-teacher": dict(d_mlp=100, mlp_depth=2, act_fn="tanh", freeze_biases=False, init_scale=2.0, loss="mse", lr=3e-4, wd=0.05,
+                             beta2=0.999, steps=100_000, eval_every=200, save_every=5000),
     "deep-mlp": dict(mlp_depth=11, d_mlp=400, init_scale=8.0, freeze_biases=False, loss="mse", lr=1e-3, wd=0.01, beta2=0.999,
                      batch_size=200, train_size=1000, steps=100_000, eval_every=500, save_every=2500),
     # ---- the sequence tasks (interp.sequences; docs/experiments/phase.md) ----
@@ -105,13 +110,14 @@ PRESET_SOURCES: dict[str, str] = {
     "add5": "Nanda et al. 2023, progress-measures-paper Non_Modular_Addition_Grokking_Tasks notebook; 700 examples from the grokking slides",
     "repeat_subseq": "the grokking slides (2-layer attention-only, 512 examples); width and optimiser this suite's",
     "max_elem": "the grokking slides' task; model and optimiser this suite's",
+    "omnigrok-teacher": "Liu et al. 2023 (Omnigrok), KindXiaoming/Omnigrok teacher-student/grokking/regression_grokking.ipynb",
 }
 
 # The task each preset is written for (--preset NAME on another task is refused); a preset not named here
 # suits any modular task.
 PRESET_TASKS: dict[str, str] = {"digits": "digits", "s4": "s4", "s5": "s5", "s5-mlp": "s5", "devinterp-mlp": "mod_add",
                                 "tickets-mlp": "mod_add", "stablemax-mlp": "mod_add", "deep-mlp": "digits",
-                                "add5": "add5", "repeat_subseq": "repeat_subseq", "max_elem": "max_elem"}
+                                "add5": "add5", "repeat_subseq": "repeat_subseq", "max_elem": "max_elem", "omnigrok-teacher": "teacher"}
 
 
 P_DEFAULT = 113  # TrainConfig.p's default (group tasks replace it by the group's order)
@@ -149,7 +155,7 @@ class TrainConfig:
     n_layers: int = field(default=1, metadata={"help": "transformer blocks (Power et al. and Grokfast used 2); more than 1 trains through the hooked engine"})
     attn_only: bool = field(default=False, metadata={"help": "attention-only transformer blocks (no MLP; the repeated-subsequence task's 2-layer model); trains through the hooked engine; transformer family only"})
     normalization: str = field(default="none", metadata={"help": "'none' (Nanda et al.) or 'LN' (LayerNorm before attention, MLP and unembedding; Power et al. use LayerNorm, placed after each residual sum); LN trains through the hooked engine"})
-    act_fn: str = field(default="relu", metadata={"help": "MLP activation: 'relu' (Nanda et al.) or 'gelu'; gelu trains through the hooked engine"})
+    act_fn: str = field(default="relu", metadata={"help": "MLP activation: 'relu' (Nanda et al.), 'gelu' (trains through the hooked engine) or 'tanh' (the MLP on regression tasks: Omnigrok's teacher-student)"})
     # ---- the mlp family (interp.mlp; --family mlp on the token tasks, the digits task's own)
     mlp_depth: int | None = field(default=None, metadata={"help": "the MLP's hidden layers, each --d-mlp wide (none: 2 on the digits, Omnigrok's 64-200-200-10; 1 on tokens, as Chughtai et al., devinterp and Minegishi et al.); mlp family only"})
     mlp_embed: str = field(default="untied", metadata={"help": "how the MLP embeds each operand: 'tied' (one --d-model-wide table for a and b), 'untied' (one per operand) or 'onehot' (no table: the one-hot vector); mlp family only"})
@@ -205,9 +211,18 @@ class TrainConfig:
                 bad("train_size", "--infinite-data trains on fresh examples every step; a training-set size does not apply")
             if self.infinite_data and self.batch_size is None:  # Nanda et al.'s batch (what config.json then records)
                 object.__setattr__(self, "batch_size", 64)
-        elif self.infinite_data:
+        elif task.default_train_size and self.frac != FRAC_DEFAULT:
+            bad("frac", f"{self.task} has a fixed training-set size ({task.default_train_size}): give --train-size")
+        if self.infinite_data and not task.sequence:
             bad("infinite_data", f"{self.task} has a finite set of examples; --infinite-data applies to the sequence tasks "
                                  f"({', '.join(k for k, t in TASKS.items() if t.sequence)})")
+        if task.regression:
+            if self.loss == "softmax":  # the default: a regression trains on the squared error (what config.json then records)
+                object.__setattr__(self, "loss", "mse")
+            if self.loss != "mse":
+                bad("loss", f"{self.task} is a regression task (real-valued targets): only mse applies")
+            if self.label_noise:
+                bad("label_noise", f"{self.task} is a regression task: label noise replaces class labels")
         if self.p < 2:
             bad("p", "the modulus must be at least 2")
         if task.check is not None and (why := task.check(self)) is not None:
@@ -339,11 +354,11 @@ class TrainConfig:
 
     @property
     def n_train(self) -> int:
-        """Training-set size: ``train_size`` if given, else ``int(frac * n_examples)`` (a sequence task: its
-        ``default_train_size``)."""
+        """Training-set size: ``train_size`` if given, else the task's ``default_train_size`` (sequence tasks, the
+        teacher), else ``int(frac * n_examples)``."""
         if self.train_size is not None:
             return self.train_size
-        return self.task_spec.default_train_size if self.task_spec.sequence else int(self.frac * self.n_examples)
+        return self.task_spec.default_train_size or int(self.frac * self.n_examples)
 
     @property
     def mask_path(self) -> str | None:

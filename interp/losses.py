@@ -19,10 +19,13 @@ from torch import Tensor
 
 def over_answers(loss):
     """``loss`` for logits ``[batch, answers, classes]`` and labels ``[batch, answers]`` too: the mean over
-    every answer token (the tensors flattened; a single answer position is unchanged)."""
+    every answer token (the tensors flattened; a single answer position, or real-valued targets of a regression,
+    unchanged)."""
 
     @functools.wraps(loss)
     def flat(logits: Tensor, labels: Tensor, **kw) -> Tensor:
+        if labels.is_floating_point():
+            return loss(logits, labels, **kw)
         return loss(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), **kw)
 
     return flat
@@ -79,11 +82,13 @@ def float32_collapse(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Ten
 
 
 @over_answers
-def mse_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, "batch"]) -> Tensor:
-    """Mean squared error between the logits and one-hot targets, averaged over examples and classes
-    (``torch.nn.MSELoss`` on one-hot targets, as Omnigrok trains its MLPs), in float64."""
+def mse_loss(logits: Float[Tensor, "batch d_vocab_out"], labels: Tensor) -> Tensor:
+    """Mean squared error between the outputs and one-hot targets of class ``labels``, averaged over examples and
+    classes (``torch.nn.MSELoss`` on one-hot targets, as Omnigrok trains its MLPs), or real-valued targets
+    ``labels`` ``[batch, d_out]`` of a regression task; in float64."""
     x = logits.to(torch.float64)
-    return (x - F.one_hot(labels, x.shape[-1]).to(torch.float64)).square().mean()
+    target = labels.to(torch.float64) if labels.is_floating_point() else F.one_hot(labels, x.shape[-1]).to(torch.float64)
+    return (x - target).square().mean()
 
 
 def criterion(name: str):

@@ -66,7 +66,7 @@ class MLP(nn.Module):
                  out_bias: bool = True):
         super().__init__()
         self.tokens, self.embed_kind, self.combine, self.unembed = d_vocab > 0, embed, combine, unembed
-        self.act = torch.relu if act_fn == "relu" else F.gelu
+        self.act = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}[act_fn]
         self.embed = nn.ParameterList()
         self.first = nn.ModuleList()
         layers: list[nn.Linear] = []
@@ -264,6 +264,8 @@ def check(cfg: "TrainConfig") -> tuple[str, str] | None:
     task = cfg.task_spec
     if task.d_vocab(cfg) > 0 and not task.token_pair:
         return "family", f"the MLP reads the two operands of [a, b, =]; {cfg.task} has other token inputs (use --family transformer)"
-    if task.d_vocab(cfg) == 0 and cfg.act_fn != "relu":
+    if task.d_vocab(cfg) == 0 and not task.regression and cfg.act_fn != "relu":
         return "act_fn", "the digits MLP is Omnigrok's ReLU MLP"
+    if cfg.act_fn == "tanh" and not task.regression:
+        return "act_fn", "tanh is the teacher-student MLP's (regression tasks); the classifiers use relu or gelu"
     return None

@@ -294,6 +294,8 @@ def check(cfg: "TrainConfig") -> tuple[str, str] | None:
     """``(field, why)`` for a config the transformer cannot take: a task without tokens, an MLP-only option."""
     if cfg.task_spec.d_vocab(cfg) < 1:
         return "family", f"the transformer reads tokens; {cfg.task} has real-valued inputs (use --family mlp)"
+    if cfg.act_fn == "tanh":
+        return "act_fn", "the transformer's MLP uses relu or gelu"
     if cfg.d_model % cfg.n_heads:
         return "n_heads", f"must divide d_model = {cfg.d_model}"
     for name, default in MLP_DEFAULTS.items():

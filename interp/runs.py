@@ -269,9 +269,14 @@ def read_split(run_dir: Path, cfg: TrainConfig) -> Dataset:
     if len(train_idx) + len(test_idx) != n:
         raise RunError(f"{path}: split does not cover the {n} examples")
     train_labels = tensors.get("train_labels")  # absent in run directories written before label noise
-    if train_labels is not None and (len(train_labels) != len(train_idx) or train_labels.min() < 0 or train_labels.max() >= cfg.d_vocab_out):
+    if cfg.task_spec.regression:  # real-valued targets and no label noise: they must be the task's own
+        if train_labels is not None and not torch.equal(train_labels, labels[train_idx.long()]):
+            raise RunError(f"{path}: train_labels are not the targets of train_idx")
+    elif train_labels is not None and (len(train_labels) != len(train_idx) or train_labels.min() < 0 or train_labels.max() >= cfg.d_vocab_out):
         raise RunError(f"{path}: train_labels does not match train_idx or holds labels outside 0..{cfg.d_vocab_out - 1}")
-    return Dataset(inputs, labels, train_idx.long(), test_idx.long(), None if train_labels is None else train_labels.long())
+    if train_labels is not None and not cfg.task_spec.regression:
+        train_labels = train_labels.long()
+    return Dataset(inputs, labels, train_idx.long(), test_idx.long(), train_labels)
 
 
 def load_state_dict_into(model: HookedTransformer, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -90,8 +90,12 @@ class Task:
         sample: a sequence task: ``(n, generator) -> (inputs, labels)`` draws ``n`` fresh examples (then
             ``examples`` is the drawn training and test set, ``--p`` and ``--frac`` do not apply, and
             ``--infinite-data`` does).
-        default_train_size: a sequence task's training-set size when ``train_size`` is not given.
+        default_train_size: the training-set size when ``train_size`` is not given (sequence tasks, and tasks whose
+            papers fix it; ``--frac`` does not apply then). 0: ``frac`` of the examples.
         test_size: a sequence task's number of held-out test examples.
+        regression: the labels are real-valued targets ``[N, d_vocab_out]``, not classes: the loss is the mean
+            squared error, and an example counts as right when its mean squared error is below ``REGRESSION_TOL``
+            (Omnigrok's teacher-student accuracy); the classification-only options are refused.
     """
 
     name: str
@@ -110,6 +114,7 @@ class Task:
     sample: Callable[[int, torch.Generator], tuple[Tensor, Tensor]] | None = None
     default_train_size: int = 0
     test_size: int = 0
+    regression: bool = False
 
     @property
     def sequence(self) -> bool:
@@ -230,6 +235,34 @@ register_task(Task("digits", "scikit-learn's bundled 8x8 handwritten digits (64 
                    lambda cfg: digits(), lambda cfg: DIGITS_EXAMPLES, d_vocab=lambda cfg: 0,
                    d_vocab_out=lambda cfg: DIGITS_CLASSES, n_ctx=lambda cfg: DIGITS_FEATURES, answer_positions=(),
                    family="mlp"))
+
+
+# ---- regression: Omnigrok's teacher-student task -----------------------------------------------------------
+REGRESSION_TOL = 1e-3  # a regression example is right when its mean squared error is below this (Omnigrok's threshold)
+TEACHER_IN, TEACHER_OUT, TEACHER_WIDTH, TEACHER_EXAMPLES, TEACHER_TRAIN = 5, 5, 100, 200, 100
+
+
+def teacher_examples(cfg: "TrainConfig") -> tuple[Tensor, Tensor]:
+    """Omnigrok's teacher-student regression (its ``teacher-student`` notebooks): 200 inputs drawn from N(0, I_5)
+    and their targets, the outputs of a teacher MLP 5-100-100-5 with tanh activations and PyTorch's default
+    initialisation (weights and biases uniform in +-1/sqrt(fan-in)). Everything is drawn from a generator seeded by
+    ``cfg.data_seed``, so the teacher and the data are the same for every model seed."""
+    gen = generator("teacher", cfg.data_seed)
+    x = torch.randn(TEACHER_EXAMPLES, TEACHER_IN, generator=gen)
+    h = x
+    for fan_in, fan_out in ((TEACHER_IN, TEACHER_WIDTH), (TEACHER_WIDTH, TEACHER_WIDTH), (TEACHER_WIDTH, TEACHER_OUT)):
+        bound = 1 / math.sqrt(fan_in)
+        w = (torch.rand(fan_out, fan_in, generator=gen) * 2 - 1) * bound
+        b = (torch.rand(fan_out, generator=gen) * 2 - 1) * bound
+        h = h @ w.T + b
+        if fan_out == TEACHER_WIDTH:
+            h = torch.tanh(h)
+    return x, h
+
+
+register_task(Task("teacher", "Omnigrok's teacher-student regression: 5 inputs from N(0, 1) -> a random tanh MLP 5-100-100-5's 5 outputs",
+                   teacher_examples, lambda cfg: TEACHER_EXAMPLES, d_vocab=lambda cfg: 0, d_vocab_out=lambda cfg: TEACHER_OUT,
+                   n_ctx=lambda cfg: TEACHER_IN, answer_positions=(), family="mlp", default_train_size=TEACHER_TRAIN, regression=True))
 
 
 # ---- sequence tasks: examples drawn, not enumerated (interp.sequences) ----------------------------------
@@ -362,7 +395,8 @@ def make_dataset(cfg: "TrainConfig") -> Dataset:
     train_idx, test_idx, random_labels = split_indices(len(labels), cfg.n_train, cfg.data_seed, cfg.d_vocab_out)
     train_labels = labels[train_idx].clone()
     n_noisy = round(cfg.label_noise * len(train_idx))
-    train_labels[:n_noisy] = random_labels[:n_noisy]
+    if n_noisy:  # (never on a regression task: refused by TrainConfig)
+        train_labels[:n_noisy] = random_labels[:n_noisy]
     return Dataset(inputs, labels, train_idx, test_idx, train_labels)
 
 

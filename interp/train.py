@@ -42,7 +42,7 @@ from interp.losses import criterion, float32_collapse, loss_fn
 from interp.runs import RunError
 from interp.speed import deterministic, flush_denormals, tune_allocator
 from interp.stopping import stop_reason
-from interp.tasks import Dataset, batch_positions, infinite_batch, input_rows, make_dataset
+from interp.tasks import REGRESSION_TOL, Dataset, batch_positions, infinite_batch, input_rows, make_dataset
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +114,18 @@ def split_metrics(logits: torch.Tensor, data: Dataset, loss=loss_fn) -> dict[str
     training set's float32 softmax collapse (``softmax_collapse_frac``, ``zero_loss_frac``:
     ``interp.losses.float32_collapse``)."""
     out = {}
+    regression = data.labels.is_floating_point()
     for split, idx, y in (("train", data.train_idx, data.train_labels), ("test", data.test_idx, data.labels[data.test_idx])):
         lg = logits[idx]
         out[f"{split}_loss"] = loss(lg, y).item()
+        if regression:  # right: the example's mean squared error is below REGRESSION_TOL (Omnigrok's accuracy)
+            out[f"{split}_acc"] = ((lg.double() - y.double()).square().mean(-1) < REGRESSION_TOL).double().mean().item()
+            continue
         out[f"{split}_acc"] = (lg.argmax(-1) == y).double().mean().item()
         if y.dim() == 2:  # several answer positions: the loss at each, and whether all of an example's are right
             out[f"{split}_loss_pos"] = [loss(lg[:, i], y[:, i]).item() for i in range(y.shape[1])]
             out[f"{split}_seq_acc"] = (lg.argmax(-1) == y).all(-1).double().mean().item()
-    if logits.dim() == 2 and logits.shape[-1] > 1:
+    if logits.dim() == 2 and logits.shape[-1] > 1 and not regression:
         out.update(float32_collapse(logits[data.train_idx], data.train_labels))
     return out
 
@@ -335,6 +339,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         if task.sequence and name in given:
             raise ConfigError(f"--{name} {given[name]!r}: {task.name} is a sequence task: its examples are drawn, not "
                               f"enumerated ({'--p applies only to the modular tasks' if name == 'p' else 'give --train-size'})")
+    if task.regression and given.get("loss", "mse") != "mse":
+        raise ConfigError(f"--loss {given['loss']!r}: {task.name} is a regression task (real-valued targets): only mse applies")
     order = task.group_order
     if order is not None and "p" in given:
         raise ConfigError(f"--p {given['p']!r}: {given['task']} is a group task: its size is fixed by the group "

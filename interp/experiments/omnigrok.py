@@ -31,6 +31,15 @@ Two stages, each a sweep in ``DIR/<stage>/``:
     scikit-learn's 1 797 8x8 digits stand in for MNIST's 60 000 28x28 images, so the sizes cannot be compared one
     to one: the grid ends at 1 600 training images.
 
+``teacher_lu`` and ``teacher``
+    Omnigrok's teacher-student regression (the ``teacher`` task: a random tanh MLP 5-100-100-5 labels 200
+    Gaussian inputs, 100 of them for training; the student has the teacher's shape). ``teacher_lu``: the LU
+    picture, the student with its norm held at alpha x its initial norm (Adam lr 3e-4, no weight decay, 10^4
+    steps, alpha = 10^-1 ... 10^1 on 11 points, as Omnigrok's landscape notebook). ``teacher``: grokking induced
+    by a large initialisation (``--preset omnigrok-teacher``: initial parameters x 2, AdamW lr 3e-4, weight
+    decay 0.05, 10^5 steps), with weight decay 0 as the control. Accuracy is Omnigrok's: the fraction of
+    examples whose mean squared error is below 1e-3.
+
 **What alpha is relative to** (``--alpha-relative-to``). Omnigrok's alpha multiplies *its* initial
 weights: those of the original grokking code (Nanda et al.'s, which its modular-addition notebook
 copies), where every weight matrix is drawn from N(0, 1/d_model) except the unembedding, N(0,
@@ -45,10 +54,11 @@ the summary gives every run's alpha both ways.
 ``--quick`` (docs/experiments/omnigrok.md has the measured time on a 2-core CPU): the small preset
 (p = 59, d_model 64, d_mlp 256, lr 3e-3) for 2 500 steps at alpha = 0.25 ... 4 relative to this
 project's init (``this``, as first measured), one seed; digits 12 000 steps, one seed, weight decay
-0.05 and 0; threshold 3 000 steps at alpha 0.5, 1, 2, one seed. The full version: the canonical model at
+0.05 and 0; threshold 3 000 steps at alpha 0.5, 1, 2, one seed; the teacher stages as in the full version, one
+seed. The full version: the canonical model at
 p = 113 (30 % of the pairs, lr 1e-3) for 15 000 steps at the paper's alpha = 0.25 ... 4 (relative to the
 original code's init norm), 3 seeds; digits 30 000 steps, 3 seeds; threshold 10 000 steps at alpha 0.25 ... 4,
-3 seeds. ``--stages`` runs some of the stages only.
+3 seeds; the teacher stages at Omnigrok's settings, 3 seeds. ``--stages`` runs some of the stages only.
 """
 
 from __future__ import annotations
@@ -67,7 +77,8 @@ from interp.sweep import RUNS_DIR, Spec, load_sweep
 from interp.tables import fmt, sig
 
 DESCRIPTION = "weight norm: train/test loss against a fixed norm (LU) and grokking induced on digits (Omnigrok)"
-STAGES = ("lu", "digits", "threshold")
+STAGES = ("lu", "digits", "threshold", "teacher_lu", "teacher")
+TEACHER_ALPHAS = tuple(round(10 ** (k / 5 - 1), 4) for k in range(11))  # 10^linspace(-1, 1, 11), Omnigrok's landscape grid
 SUMMARY_COLUMNS = ["stage", "init_scale", "wd", "seed", "diverged", "steps", "n_train", "final_train_loss", "final_test_loss", "final_train_acc",
                    "final_test_acc", "best_train_acc", "best_test_acc", "train_99_step", "test_99_step", "mem_step", "plateau_test_acc", "top_test_acc",
                    "jump_step", "delay", "norm0", "mem_norm", "jump_norm", "final_norm",
@@ -132,11 +143,16 @@ def settings(args: argparse.Namespace) -> dict[str, Spec]:
     steps = 3000 if quick else 10000
     threshold_base = {**{k: v for k, v in PRESETS["digits"].items() if k not in ("train_size", "init_scale")}, "task": "digits",
                       "wd": 0.0, "fixed_norm": True, "lr": 1e-3, "batch_size": 100, "steps": steps, "eval_every": 100, "save_every": steps}
+    teacher = {**PRESETS["omnigrok-teacher"], "task": "teacher", "save_every": 10000}
+    teacher_lu = {**teacher, "wd": 0.0, "fixed_norm": True, "steps": 10000, "eval_every": 100, "save_every": 10000}
+    teacher_lu.pop("init_scale")
     all_stages = {
         "lu": Spec(lu_base, {"init_scale": [round(a * ratio, 6) for a in ALPHAS], "seed": seeds}),
         "digits": Spec(digits_base, {"wd": [digits_base["wd"], 0.0], "seed": seeds}),
         "threshold": Spec(threshold_base, {"train_size": list(THRESHOLD_SIZES),
                                            "init_scale": list(THRESHOLD_ALPHAS_QUICK if quick else THRESHOLD_ALPHAS), "seed": seeds}),
+        "teacher_lu": Spec(teacher_lu, {"init_scale": list(TEACHER_ALPHAS), "seed": seeds}),
+        "teacher": Spec(teacher, {"wd": [teacher["wd"], 0.0], "seed": seeds}),
     }
     return {name: all_stages[name] for name in stages(args)}
 
@@ -332,21 +348,27 @@ def _threshold_columns(table: list[dict]) -> list:
         ("best α", lambda t: f"{t['best_alpha']:g}"), ("its train acc", lambda t: f"{t['best_train_acc']:.3f}")]
 
 
+_DIGITS_COLUMNS = [
+    ("weight decay", lambda r: fmt(r["wd"])),
+    ("seed", "seed"),
+    ("diverged", _diverged),
+    ("memorised at", _never("mem_step")),
+    ("test acc then", lambda r: None if r["plateau_test_acc"] is None else f"{r['plateau_test_acc']:.3f}"),
+    ("norm at step 0 → memorised", lambda r: f"{r['norm0']:.1f} → " + ("–" if r["mem_norm"] is None else f"{r['mem_norm']:.1f}")),
+    ("half of the test rise at", _never("jump_step")),
+    ("norm there", lambda r: None if r["jump_norm"] is None else f"{r['jump_norm']:.1f}"),
+    ("best test acc", lambda r: None if r["top_test_acc"] is None else f"{r['top_test_acc']:.3f}"),
+    ("final norm", lambda r: f"{r['final_norm']:.1f}"),
+]
+
 TABLES = [
     {"title": "Fixed norm (`lu/`): the final losses and accuracies against α.", "rows": lambda r: r["stage"] == "lu", "columns": _lu_columns},
     {"title": "Digits (`digits/`): memorisation, the late rise of test accuracy and the parameter norm.",
-     "rows": lambda r: r["stage"] == "digits", "columns": [
-        ("weight decay", lambda r: fmt(r["wd"])),
-        ("seed", "seed"),
-        ("diverged", _diverged),
-        ("memorised at", _never("mem_step")),
-        ("test acc then", lambda r: None if r["plateau_test_acc"] is None else f"{r['plateau_test_acc']:.3f}"),
-        ("norm at step 0 → memorised", lambda r: f"{r['norm0']:.1f} → " + ("–" if r["mem_norm"] is None else f"{r['mem_norm']:.1f}")),
-        ("half of the test rise at", _never("jump_step")),
-        ("norm there", lambda r: None if r["jump_norm"] is None else f"{r['jump_norm']:.1f}"),
-        ("best test acc", lambda r: None if r["top_test_acc"] is None else f"{r['top_test_acc']:.3f}"),
-        ("final norm", lambda r: f"{r['final_norm']:.1f}"),
-    ]},
+     "rows": lambda r: r["stage"] == "digits", "columns": _DIGITS_COLUMNS},
+    {"title": "Teacher-student, fixed norm (`teacher_lu/`): the final losses and accuracies against α.",
+     "rows": lambda r: r["stage"] == "teacher_lu", "columns": _lu_columns},
+    {"title": "Teacher-student (`teacher/`): memorisation, the late rise of test accuracy and the parameter norm.",
+     "rows": lambda r: r["stage"] == "teacher", "columns": _DIGITS_COLUMNS},
     {"title": "Data-size threshold (`threshold/`): the best test accuracy over training (median over seeds) at each training-set "
               "size and α, weight norm fixed, weight decay 0.", "rows": lambda r: r["stage"] == "threshold", "transform": threshold_table,
      "columns": _threshold_columns},
@@ -454,7 +476,8 @@ def digits_caption(rows: list[dict]) -> str:
                   f"final norm {r['final_norm']:.1f}")
         parts.append(head + s)
     r = rows[0]
-    return (f"{r['stage'].capitalize()} MLP ({r['n_train']} training images, initial weights x {r['init_scale']:g}, {r['loss']} loss), "
+    what = "training images" if r["stage"] == "digits" else "training examples, accuracy: mean squared error below 1e-3"
+    return (f"{r['stage'].capitalize()} MLP ({r['n_train']} {what}, initial weights x {r['init_scale']:g}, {r['loss']} loss), "
             "train and test accuracy and the parameter norm; the dotted lines mark memorisation and the test jump. "
             + "; ".join(parts) + ".")
 
@@ -485,6 +508,22 @@ def figures(out: Path) -> list:
         marks = {n: {"memorised": r["mem_step"], "test jump": r["jump_step"]} for n, r in named.items()}
         figs.append(Figure("omnigrok-digits", plots.accuracy_and_norm(curves, marks, "Digits MLP: accuracy and weight norm"),
                            digits_caption(dg)))
+    tl = member_rows(out, "teacher_lu")
+    if tl:
+        train, test = _by_alpha(tl, "final_train_loss"), _by_alpha(tl, "final_test_loss")
+        figs.append(Figure("omnigrok-teacher-lu", plots.xy_lines({"train loss": (list(train), list(train.values())),
+                                                                   "test loss": (list(test), list(test.values()))},
+                                                                  "alpha (fixed norm / initial norm)", "final loss",
+                                                                  "Teacher-student: final loss against the fixed weight norm (LU)",
+                                                                  log_x=True, log_y=True), lu_caption(tl)))
+    te = member_rows(out, "teacher")
+    if te:
+        d = Path(out) / "teacher"
+        named = {f"wd{r['wd']:g}_seed{r['seed']}": r for r in te}
+        curves = {n: runs.read_metrics(d / r["run"]) for n, r in named.items()}
+        marks = {n: {"memorised": r["mem_step"], "test jump": r["jump_step"]} for n, r in named.items()}
+        figs.append(Figure("omnigrok-teacher", plots.accuracy_and_norm(curves, marks, "Teacher-student: accuracy and weight norm"),
+                           digits_caption(te)))
     th = member_rows(out, "threshold")
     if th:
         table = threshold_table(th)
