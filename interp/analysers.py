@@ -698,3 +698,45 @@ register_analyser(Analyser("local_complexity", {
                  "every checkpoint)",
 }, _lc_row, applies=_lc_applies, summarise=_lc_summary, depends_on=("lc_settings",), start=_lc_start,
     tables={LC_TABLE: LC_COLUMNS}))
+
+
+# ---- lazy or rich (Kumar et al.): the tangent kernel's alignment and how far the features moved --------------
+KERNEL_POINTS = 256  # test points the kernel is computed on
+KERNEL_MAX_ENTRIES = 3e7  # parameters x points: above this the per-example gradients cost too much memory and time
+
+
+def _kernel_applies(run: Run) -> str | None:
+    cfg = run.config
+    if not cfg.task_spec.regression or cfg.d_vocab_out != 1:
+        return "the kernel alignment is Kumar et al.'s measure for scalar regression targets; this task has classes or several outputs"
+    n_params = sum(p.numel() for p in build_model(cfg).parameters() if p.requires_grad)
+    if n_params * min(KERNEL_POINTS, len(run.dataset.test_idx)) > KERNEL_MAX_ENTRIES:
+        return f"the model's {n_params} parameters x {KERNEL_POINTS} points exceed the budget of {KERNEL_MAX_ENTRIES:.0e} gradient entries"
+    return None
+
+
+def _kernel_start(run: Run, summary: dict) -> dict:
+    """The test points, and the hidden features of the first checkpoint on them (what ``feature_distance`` compares with)."""
+    x = run.dataset.inputs[run.dataset.test_idx[:KERNEL_POINTS]]
+    first = run.load_model(run.steps[0])
+    with torch.no_grad():
+        h0 = torch.cat([h.double().reshape(len(x), -1) for h in hidden_activations(first, run.config, x).values()], dim=1)
+    return {"x": x, "y": run.dataset.labels[run.dataset.test_idx[:KERNEL_POINTS]].reshape(-1), "h0": h0}
+
+
+def _kernel_row(ck: Checkpoint, st: dict) -> dict:
+    from analyses.kernels import centred_alignment, empirical_ntk
+
+    with torch.no_grad():
+        h = torch.cat([a.double().reshape(len(st["x"]), -1) for a in hidden_activations(ck.model, ck.cfg, st["x"]).values()], dim=1)
+    return {"ntk_alignment": centred_alignment(empirical_ntk(ck.model, st["x"]), st["y"]),
+            "feature_distance": ((h - st["h0"]).norm() / st["h0"].norm()).item()}
+
+
+register_analyser(Analyser("kernel", {
+    "ntk_alignment": "centred alignment of the empirical neural tangent kernel with the targets on up to 256 test points "
+                     "(analyses.kernels; Kumar et al.'s progress measure: it rises when the features are learned); scalar "
+                     "regression targets only",
+    "feature_distance": "||H - H_0|| / ||H_0||: how far the hidden features H on those points have moved from the first "
+                        "checkpoint's",
+}, _kernel_row, applies=_kernel_applies, start=_kernel_start))

@@ -22,7 +22,7 @@ ENGINES = ("auto", "fast", "hooked")
 GROK_ACC = 0.99  # test accuracy that counts as generalised (stop_after_grok in interp.stopping, the sweeps' test_99_step)
 GRAD_FILTERS = ("none", "ema", "ma")
 LOSSES = ("softmax", "stablemax", "mse", "softmax32")
-OPTIMIZERS = ("adamw", "orthoadamw")
+OPTIMIZERS = ("adamw", "orthoadamw", "sgd")
 NORMALIZATIONS = ("none", "LN")
 ACT_FNS = ("relu", "gelu", "tanh")
 MLP_CHOICES = {"mlp_embed": ("tied", "untied", "onehot"), "mlp_combine": ("concat", "sum", "shared"),
@@ -163,6 +163,9 @@ class TrainConfig:
     mlp_unembed: str = field(default="direct", metadata={"help": "the MLP's output: 'direct' (last hidden layer -> classes) or 'project' (hidden -> d_model -> classes, Minegishi et al.); mlp family only"})
     mlp_init: str = field(default="torch", metadata={"help": "the MLP's initialisation: 'torch' (PyTorch's nn.Embedding / nn.Linear defaults), 'chughtai' (every matrix N(0, 1/fan-in), embeddings N(0, 1/d_model)) or 'minegishi' (the same, embeddings N(0, 1/p)); then x --init-scale; mlp family only"})
     mlp_out_bias: bool = field(default=True, metadata={"help": "the MLP's output layer has a bias (when biases train, --no-freeze-biases; devinterp's has none); mlp family only"})
+    # ---- the twolayer family (interp.twolayer: Kumar et al.'s lazy-to-rich network)
+    output_scale: float = field(default=1.0, metadata={"help": "alpha, the two-layer network's output scale (large: lazy training, small: rich); twolayer family only"})
+    quad_eps: float = field(default=0.02, metadata={"help": "epsilon of the two-layer network's activation phi(z) = z + eps z^2 / 2 (Kumar et al.); twolayer family only"})
     infinite_data: bool = field(default=False, metadata={"help": "sequence tasks: train every step on a fresh batch of --batch-size examples (default 64) drawn from the seed and the step, none of them a test example; the train_* metrics are then measured on a fixed sample of the training distribution (the task's default training-set size); not with --train-size"})
     batch_size: int | None = field(default=None, metadata={"help": "examples per step (none: the full training set every step); mini-batches are an epoch-wise permutation seeded by --seed and the epoch, so a resumed run draws the same ones (Power et al.: 512)"})
     adam_eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon (Prieto et al. use 1e-25 with StableMax)"})
@@ -178,7 +181,7 @@ class TrainConfig:
     filter_lambda: float = field(default=2.0, metadata={"help": "gradient filter gain: g <- g + lambda * filtered g, lambda >= 0"})
     filter_window: int = field(default=100, metadata={"help": "MA filter: number of recent gradients averaged"})
     loss: str = field(default="softmax", metadata={"help": "'softmax' cross-entropy, 'stablemax' cross-entropy (Prieto et al. 2025) or 'mse' (mean squared error against one-hot targets, Omnigrok), float64; or 'softmax32', the softmax cross-entropy in float32 (Prieto et al.'s control, whose softmax can collapse); evaluation reports the same loss"})
-    optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025)"})
+    optimizer: str = field(default="adamw", metadata={"help": "'adamw', 'orthoadamw' (the gradient's component along each weight tensor removed, then AdamW; Prieto et al. 2025) or 'sgd' (plain gradient descent with --lr and --wd as coupled L2, no momentum: Kumar et al.)"})
     init_from: str | None = field(default=None, metadata={"help": "start from another run's weights instead of the seeded init: RUN_DIR (its last checkpoint) or RUN_DIR@STEP; its model shape must match; the optimiser starts fresh (init_scale still multiplies the weights)"})
     stop_after_grok: int | None = field(default=None, metadata={"help": "end the run this many steps after its test accuracy first reaches 0.99 (checked at evaluations; none: train all --steps); the run records why it ended in config.json"})
     settle_tol: float | None = field(default=None, metadata={"help": "end the run once its test accuracy has moved by less than this (max - min) over the last fifth of the steps so far and lies more than 0.05 from its first evaluation's, not before --min-steps (ungrokking: 0.01; none: off); interp.stopping"})
@@ -270,6 +273,14 @@ class TrainConfig:
             bad("adam_eps", "must be a finite number > 0")
         if self.engine not in ENGINES:
             bad("engine", f"must be one of {', '.join(ENGINES)}")
+        if not (math.isfinite(self.output_scale) and self.output_scale > 0):
+            bad("output_scale", "must be a finite number > 0")
+        if self.family != "twolayer":
+            from interp.twolayer import TWOLAYER_DEFAULTS
+
+            for name, default in TWOLAYER_DEFAULTS.items():
+                if getattr(self, name) != default:
+                    bad(name, "is an option of the twolayer family (Kumar et al.'s network: --family twolayer)")
         family_error = FAMILIES[self.family].check(self)
         if family_error is not None:
             bad(*family_error)

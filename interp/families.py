@@ -10,6 +10,7 @@ the family, so no other module asks which model it has.
     transformer   TransformerLens ``HookedTransformer`` (Nanda et al.'s 1-layer model by default;
                   ``n_layers``, ``normalization``, ``act_fn`` are its switches), fast path ``interp.model``
     mlp           the papers' MLPs on token pairs and Omnigrok's on real-valued inputs (``interp.mlp``), no fast path
+    twolayer      Kumar et al.'s lazy-to-rich two-layer network on real-valued regression (``interp.twolayer``)
 
 A new family is one module (its build, forward, activations) and one ``register_family`` line (here
 for the built-in ones, or in your own script; see ``docs/extending.md``).
@@ -196,3 +197,11 @@ MLP = register_family(ModelFamily(
     ("p", "d_model", "d_mlp", "mlp_depth", "mlp_embed", "mlp_combine", "mlp_unembed", "mlp_init", "mlp_out_bias", "act_fn",
      "freeze_biases"),
     _mlp.build_mlp, lambda m, cfg, x: m(x), _mlp.activations, lambda m: WeightViews(**_mlp.views(m)), check=_mlp.check))
+
+import interp.twolayer as _twolayer  # noqa: E402
+
+TWOLAYER = register_family(ModelFamily(
+    "twolayer", "Kumar et al.'s two-layer network f(x) = alpha mean_i [phi(w_i.x) - phi(w0_i.x)], phi(z) = z + eps z^2/2 "
+                "(the lazy-to-rich regression)",
+    ("d_mlp", "output_scale", "quad_eps"), _twolayer.build_twolayer, lambda m, cfg, x: m(x), _twolayer.activations,
+    lambda m: WeightViews(**_twolayer.views(m)), check=_twolayer.check))

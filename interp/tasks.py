@@ -254,15 +254,41 @@ def teacher_examples(cfg: "TrainConfig") -> tuple[Tensor, Tensor]:
         bound = 1 / math.sqrt(fan_in)
         w = (torch.rand(fan_out, fan_in, generator=gen) * 2 - 1) * bound
         b = (torch.rand(fan_out, generator=gen) * 2 - 1) * bound
-        h = h @ w.T + b
+        h = _dot(h, w) + b.double()
         if fan_out == TEACHER_WIDTH:
             h = torch.tanh(h)
-    return x, h
+    return x, h.float()
+
+
+def _dot(x: Tensor, w: Tensor) -> Tensor:
+    """``x @ w.T`` in float64 as an elementwise product summed row by row: the same bits whatever the thread count
+    (a float32 matmul's summation order, and so its last bits, depends on it; generated targets must not)."""
+    return (x.double()[:, None, :] * w.double()[None]).sum(-1)
 
 
 register_task(Task("teacher", "Omnigrok's teacher-student regression: 5 inputs from N(0, 1) -> a random tanh MLP 5-100-100-5's 5 outputs",
                    teacher_examples, lambda cfg: TEACHER_EXAMPLES, d_vocab=lambda cfg: 0, d_vocab_out=lambda cfg: TEACHER_OUT,
                    n_ctx=lambda cfg: TEACHER_IN, answer_positions=(), family="mlp", default_train_size=TEACHER_TRAIN, regression=True))
+
+
+# ---- regression: Kumar et al.'s polynomial target ------------------------------------------------------------
+POLY_DIM, POLY_TRAIN, POLY_TEST = 100, 550, 1000
+
+
+def poly_examples(cfg: "TrainConfig") -> tuple[Tensor, Tensor]:
+    """Kumar et al.'s polynomial regression (their Section 5): inputs ``x`` from N(0, I / D) in D = 100 dimensions,
+    targets ``y = (beta . x)^2 / 2`` for a ``beta`` from N(0, I); 550 training and 1 000 test examples, all drawn from
+    a generator seeded by ``cfg.data_seed``. ``[N, 100]`` inputs, ``[N, 1]`` targets."""
+    gen = generator("poly", cfg.data_seed)
+    x = torch.randn(POLY_TRAIN + POLY_TEST, POLY_DIM, generator=gen) / math.sqrt(POLY_DIM)
+    beta = torch.randn(POLY_DIM, generator=gen)
+    return x, (_dot(x, beta[None]) ** 2 / 2).float()
+
+
+register_task(Task("poly", "Kumar et al.'s polynomial regression: x from N(0, I/100) in 100 dimensions -> (beta . x)^2 / 2",
+                   poly_examples, lambda cfg: POLY_TRAIN + POLY_TEST, d_vocab=lambda cfg: 0, d_vocab_out=lambda cfg: 1,
+                   n_ctx=lambda cfg: POLY_DIM, answer_positions=(), family="twolayer", default_train_size=POLY_TRAIN,
+                   regression=True))
 
 
 # ---- sequence tasks: examples drawn, not enumerated (interp.sequences) ----------------------------------

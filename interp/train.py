@@ -52,9 +52,12 @@ class Diverged(RunError):
 
 
 # ---- pieces of the loop ----------------------------------------------------------------------
-def make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters (``orthoadamw`` too: the loop projects the gradient first)."""
+def make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (``orthoadamw`` too: the loop projects the gradient first); ``sgd``: plain
+    gradient descent (no momentum; ``wd`` as coupled L2)."""
     params = optim.trainable(model)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.wd)
     # fused: one kernel for all parameters (about 4x faster than the per-tensor loop on CPU)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=True)
 

@@ -45,7 +45,7 @@ from importlib import import_module
 
 from interp.experiments.common import run_stages  # noqa: F401  (the common ``run``; helpers live in common)
 
-EXPERIMENTS = ("datafrac", "ungrok", "semigrok", "tickets", "omnigrok", "accelerate", "dcrit", "phase")
+EXPERIMENTS = ("datafrac", "ungrok", "semigrok", "tickets", "omnigrok", "accelerate", "dcrit", "phase", "lazyrich")
 
 
 def load(name: str):

@@ -335,8 +335,10 @@ def threshold_caption(rows: list[dict], level: float = GENERALISES) -> str:
         verdict = (f"Even the smallest size of the grid ({crit} images) reaches {level:g} test accuracy, so the threshold, if any, lies "
                    "below the grid.")
     else:
-        verdict = (f"From {crit} training images on, the best alpha reaches {level:g} test accuracy; below that no alpha does at every "
-                   f"size: the threshold on this data lies between {max(t['n_train'] for t in table if t['n_train'] < crit)} and {crit} images.")
+        below = max((t for t in table if t["n_train"] < crit), key=lambda t: t["n_train"])
+        verdict = (f"From {crit} training images on, the best alpha reaches {level:g} test accuracy at every size of the grid; at "
+                   f"{below['n_train']} images it reaches {below['best_test_acc']:.3f}: the threshold on this data lies between "
+                   f"{below['n_train']} and {crit} images.")
     return head + "Best over alpha: " + line + ". " + verdict
 
 
