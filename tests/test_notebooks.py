@@ -29,6 +29,7 @@ def test_the_notebooks_are_there():
         "06_groups.ipynb",
         "07_mlp_and_depth.ipynb",
         "08_phase_changes.ipynb",
+        "09_beyond_algorithms.ipynb",
     ]
 
 
@@ -271,13 +272,41 @@ def check_08(text: str, rows: list[dict], summary: dict) -> None:
         assert "nothing to ablate" in text
 
 
+@pytest.fixture(scope="module")
+def beyond_runs(tmp_path_factory):
+    """Tiny teacher-student, digits and two-layer polynomial runs (notebook 9 reads them)."""
+    from interp.config import TrainConfig
+    from interp.train import train
+
+    d = tmp_path_factory.mktemp("beyond")
+    common = dict(steps=40, eval_every=10, save_every=10)
+    return (train(TrainConfig(task="teacher", d_mlp=16, act_fn="tanh", freeze_biases=False, lr=3e-3, **common), d / "teacher", progress=False),
+            train(TrainConfig(task="digits", train_size=200, d_mlp=16, lr=3e-3, loss="mse", **common), d / "digits", progress=False),
+            train(TrainConfig(task="poly", d_mlp=20, optimizer="sgd", lr=20.0, wd=0.0, **common), d / "poly", progress=False))
+
+
+def check_09(text: str, rows: list[dict], summary: dict) -> None:
+    """Notebook 9's accuracy, local complexity and kernel alignment by hand are the library's."""
+    acc = re.findall(r"^(train|test) accuracy at step \d+: by hand (\S+), metrics.jsonl (\S+)$", text, re.M)
+    assert [a for a, *_ in acc] == ["train", "test"], text
+    for _, hand, table in acc:
+        assert float(hand) == pytest.approx(float(table), abs=1e-4)
+    lc = re.findall(r"^point \d: by hand (\[.*\]), analyses.local_complexity (\[.*\])$", text, re.M)
+    assert len(lc) == 5 and all(a == b for a, b in lc), text
+    assert len(re.findall(r"^step +\d+: local complexity train", text, re.M)) >= 2
+    al = re.findall(r"^step +\d+: alignment by hand (\S+), analysis table (\S+)$", text, re.M)
+    assert len(al) == 2, text
+    for hand, table in al:
+        assert float(hand) == pytest.approx(float(table), abs=1e-4)
+
+
 CHECKS = {"01": check_01, "02": check_02, "03": check_03, "04": check_04, "05": check_05, "06": check_06, "07": check_07,
-          "08": check_08}  # what a notebook prints vs the library
+          "08": check_08, "09": check_09}  # what a notebook prints vs the library
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run, tiny_dcrit, tiny_ungrok, group_runs, mlp_runs,
-                                                             sequence_runs, monkeypatch):
+                                                             sequence_runs, beyond_runs, monkeypatch):
     # the kernel inherits the environment: the run (and dcrit, ungrok experiments) to use, and this checkout first on the path
     monkeypatch.setenv("INTERP_RUN", str(notebook_run))
     monkeypatch.setenv("INTERP_DCRIT", str(tiny_dcrit[0]))
@@ -288,6 +317,8 @@ def test_notebook_executes_and_prints_what_the_analysis_finds(path, notebook_run
     monkeypatch.setenv("INTERP_MLP_RUN", str(mlp_runs[1]))
     monkeypatch.setenv("INTERP_ADD5_RUN", str(sequence_runs[0]))
     monkeypatch.setenv("INTERP_REPEAT_RUN", str(sequence_runs[1]))
+    for name, run in zip(("TEACHER", "DIGITS", "POLY"), beyond_runs):
+        monkeypatch.setenv(f"INTERP_{name}_RUN", str(run))
     for k, v in (("INTERP_LLC_DRAWS", "10"), ("INTERP_LLC_CHAINS", "2"), ("INTERP_LLC_EVERY", "30")):
         monkeypatch.setenv(k, v)  # notebook 5: a short LLC of 3 checkpoints
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
