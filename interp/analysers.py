@@ -625,8 +625,8 @@ LC_TABLE = "local_complexity.csv"
 LC_SPLITS = ("train", "test", "random")
 LC_COLUMNS = ["step", "layer", *LC_SPLITS]  # per hidden layer, the mean local complexity of each split's points
 LC_RADIUS = 0.05  # the neighbourhood's radius, as a fraction of the training points' RMS norm in the input space
-LC_DIRECTIONS = 16  # P: the cross-polytope has 2 P vertices
-LC_POINTS = 256  # points per split (train, test, random)
+LC_DIRECTIONS = 8  # P: the cross-polytope has 2 P vertices
+LC_POINTS = 32  # points per split (train, test, random): with 8 directions, about 3 ms per checkpoint of the digits MLP
 
 
 @dataclass(frozen=True)
@@ -658,30 +658,36 @@ def _lc_summary(run: Run, cached: dict | None) -> dict:
 
 
 def _lc_start(run: Run, summary: dict) -> dict:
-    """The points of each split (at most ``LC_POINTS``, the same at every checkpoint) as example indices;
-    the random points' seed."""
-    data = run.dataset
-    return {"train": data.train_idx[:LC_POINTS], "test": data.test_idx[:LC_POINTS]}
+    """What stays the same at every checkpoint: each split's points (example indices; the random points as
+    fractions of the box the training points span) and every point's unit cross-polytope, all drawn from a
+    generator seeded by the run's seed."""
+    from analyses.local_complexity import unit_offsets
+    from interp.tasks import generator
+
+    data, model = run.dataset, build_model(run.config)
+    dim = model.input_space(data.inputs[data.train_idx[:1]]).shape[1]
+    gen, p = generator("local_complexity", run.config.seed), min(LC_DIRECTIONS, dim)
+    idx = {"train": data.train_idx[:LC_POINTS], "test": data.test_idx[:LC_POINTS]}
+    return {"idx": idx, "box": torch.rand(LC_POINTS, dim, generator=gen, dtype=torch.float64),
+            "offsets": {s: unit_offsets(len(idx.get(s, range(LC_POINTS))), dim, p, gen) for s in LC_SPLITS}}
 
 
 @torch.no_grad()
-def _lc_row(ck: Checkpoint, idx: dict) -> tuple[dict, dict[str, list[dict]]]:
+def _lc_row(ck: Checkpoint, st: dict) -> tuple[dict, dict[str, list[dict]]]:
     from analyses.local_complexity import local_complexity
-    from interp.tasks import generator
 
     model, data, o = ck.model, ck.data, LC_OPTIONS.get()
     space = model.input_space(data.inputs[data.train_idx]).double()
     radius = o.radius * space.pow(2).sum(1).mean().sqrt().item()
-    gen = generator("local_complexity", ck.run.config.seed)  # the same directions and random points at every checkpoint
     lo, hi = space.amin(0), space.amax(0)
-    points = {"train": model.input_space(data.inputs[idx["train"]]), "test": model.input_space(data.inputs[idx["test"]]),
-              "random": (lo + (hi - lo) * torch.rand(LC_POINTS, space.shape[1], generator=gen, dtype=torch.float64)).float()}
-    directions = min(LC_DIRECTIONS, space.shape[1])
+    points = {"train": model.input_space(data.inputs[st["idx"]["train"]]), "test": model.input_space(data.inputs[st["idx"]["test"]]),
+              "random": (lo + (hi - lo) * st["box"]).float()}
+    splits = [s for s in LC_SPLITS if len(points[s])]
+    counts = local_complexity(model.preactivations, torch.cat([points[s] for s in splits]), radius,
+                              torch.cat([st["offsets"][s] for s in splits])).double()  # one forward for every split
     row, layers = {}, {}
-    for split in LC_SPLITS:
-        if len(points[split]) == 0:
-            continue
-        per_layer = local_complexity(model.preactivations, points[split], radius, directions, gen).double().mean(0)
+    for split, part in zip(splits, counts.split([len(points[s]) for s in splits])):
+        per_layer = part.mean(0)
         row[f"lc_{split}"] = per_layer.sum().item()
         for i, v in enumerate(per_layer.tolist()):
             layers.setdefault(i, {"step": ck.step, "layer": i, **{s: math.nan for s in LC_SPLITS}})[split] = v
@@ -690,8 +696,8 @@ def _lc_row(ck: Checkpoint, idx: dict) -> tuple[dict, dict[str, list[dict]]]:
 
 register_analyser(Analyser("local_complexity", {
     "lc_train": "local complexity around training points (Humayun et al.): the number of hidden neurons, summed over layers, "
-                "whose region boundary cuts a small neighbourhood of the point (the cross-polytope of 16 random orthonormal "
-                "directions, radius 0.05 x the training points' RMS norm by default, --lc-radius), mean over up to 256 "
+                "whose region boundary cuts a small neighbourhood of the point (the cross-polytope of 8 random orthonormal "
+                "directions, radius 0.05 x the training points' RMS norm by default, --lc-radius), mean over up to 64 "
                 "training points (analyses.local_complexity; local_complexity.csv has each layer's); ReLU MLPs only",
     "lc_test": "the same around test points",
     "lc_random": "the same around points drawn uniformly from the box the training points span (the same points at "

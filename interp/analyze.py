@@ -39,8 +39,8 @@ the fit of the training set already depends on it.
 ``analysis/local_complexity.csv`` (``interp.analysers.LC_TABLE``; ReLU MLPs, on unless ``--no-local-complexity``),
 one row per (checkpoint, hidden layer): ``step, layer, train, test, random``, the mean number of that layer's
 neurons whose region boundary cuts a small neighbourhood of a training point, a test point and a random point
-of the box the training points span (``analyses.local_complexity``: Humayun et al.'s cross-polytope of 16
-random directions, radius ``--lc-radius`` x the training points' RMS norm, 256 points per split; for token
+of the box the training points span (``analyses.local_complexity``: Humayun et al.'s cross-polytope of 8
+random directions, radius ``--lc-radius`` x the training points' RMS norm, 64 points per split; for token
 inputs the space is the operand vectors side by side). ``summary.json``'s ``lc_settings`` records the settings;
 a new radius recomputes every checkpoint.
 

@@ -67,6 +67,14 @@ def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
             out["induction"] = {"first": rows[0]["induction_max"], "final": rows[-1]["induction_max"],
                                 "heads": summary.get("induction_heads"),
                                 "from_step": next((r["step"] for r in rows if r["induction_max"] >= INDUCTION_HEAD), None)}
+    lc = [r for r in rows if r.get("lc_train") is not None and not math.isnan(r["lc_train"])]
+    if lc:  # local complexity (ReLU MLPs): around train / test / random points
+        pick = lambda r: {"step": r["step"], "train": r["lc_train"], "test": r["lc_test"], "random": r["lc_random"]}  # noqa: E731
+        lo, hi = metrics[0]["test_acc"], max(m["test_acc"] for m in metrics)
+        out["local_complexity"] = {"first": pick(lc[0]), "train_low": pick(min(lc, key=lambda r: r["lc_train"])),
+                                   "train_high": pick(max(lc, key=lambda r: r["lc_train"])), "final": pick(lc[-1]),
+                                   "settings": summary.get("lc_settings"),
+                                   "test_half_rise": next((m["step"] for m in metrics if hi > lo and m["test_acc"] >= lo + 0.5 * (hi - lo)), None)}
     from interp.llc import load_llc
 
     llc_rows, llc_info = load_llc(run_dir)
@@ -116,6 +124,14 @@ def markdown(d: Path) -> str:
         i = s["induction"]
         lines.append(f"| largest induction score: first / final checkpoint; first step at 0.4 | {i['first']:.2f} / {i['final']:.2f}; "
                      f"{'not reached' if i['from_step'] is None else fmt_step(i['from_step'])} |")
+    if "local_complexity" in s:
+        lc = s["local_complexity"]
+        at = lambda r: f"{r['train']:.1f} / {r['test']:.1f} / {r['random']:.1f} (step {fmt_step(r['step'])})"  # noqa: E731
+        lines.append(f"| local complexity, train / test / random points: first checkpoint | {at(lc['first'])} |")
+        lines.append(f"| ... at the lowest and the highest around training points | {at(lc['train_low'])}; {at(lc['train_high'])} |")
+        lines.append(f"| ... final | {at(lc['final'])} |")
+        lines.append(f"| test accuracy: half of its rise reached at | "
+                     f"{'-' if lc['test_half_rise'] is None else fmt_step(lc['test_half_rise'])} |")
     if s.get("feature_rank"):
         lines.append(f"| feature rank per hidden layer (final) | {'; '.join(s['feature_rank'])} |")
     if "llc" in s:

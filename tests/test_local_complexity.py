@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from analyses.local_complexity import cross_polytope, local_complexity
+from analyses.local_complexity import cross_polytope, local_complexity, unit_offsets
 from interp import runs
 from interp.analysers import LC_TABLE, LocalComplexityOptions
 from interp.analysis_files import load_table
@@ -39,7 +39,7 @@ def test_a_hyperplane_counts_when_it_cuts_the_neighbourhood_and_not_otherwise():
     w = _unit(torch.randn(8, d, generator=torch.Generator().manual_seed(0)).tolist())
     dist = [0.05, -0.2, 0.3, -0.31, 1.05, -1.5, 2.0, 4.0]  # the first four inside r / sqrt(10) = 0.316, the rest beyond r
     pre = _layer(w, [-x for x in dist])  # the hyperplane w.z = dist, at signed distance dist from the origin
-    lc = local_complexity(lambda z: [pre(z)], torch.zeros(200, d, dtype=torch.float64), r, d, generator("t", 0))
+    lc = local_complexity(lambda z: [pre(z)], torch.zeros(200, d, dtype=torch.float64), r, unit_offsets(200, d, d, generator("t", 0)))
     assert lc.shape == (200, 1) and (lc[:, 0] == 4).all()
 
 
@@ -56,7 +56,7 @@ def test_the_count_follows_the_point_and_each_layer_is_counted_on_its_own():
         return [a, l2(torch.relu(a))]
 
     pts = torch.tensor([[0.1, -0.1], [0.1, 5.0], [3.0, 3.0], [-4.0, -4.0]], dtype=torch.float64)
-    lc = local_complexity(net, pts, 0.5, 2, generator("t", 1))
+    lc = local_complexity(net, pts, 0.5, unit_offsets(4, 2, 2, generator("t", 1)))
     # r / sqrt(2) = 0.354: (0.1, -0.1) is within it of z1 = 0 and z2 = 0; (0.1, 5) of z1 = 0 only (z1 + z2 = 6 is
     # 0.64 away, beyond r); (3, 3) of z1 + z2 = 6 only (distance 0); (-4, -4) of none
     assert lc[:, 0].tolist() == [0, 0, 0, 0]
@@ -104,7 +104,7 @@ def test_the_analyser_fills_its_columns_and_table_and_a_new_radius_recomputes(tm
     run = _digits_run(tmp_path)
     rows, summary = analyze_run(run)
     assert "local_complexity" not in summary["skipped"]
-    assert summary["lc_settings"] == {"radius": 0.05, "directions": 16, "points": 256}
+    assert summary["lc_settings"] == {"radius": 0.05, "directions": 8, "points": 32}
     for r in rows:
         assert all(math.isfinite(r[c]) and 0 <= r[c] <= 32 for c in ("lc_train", "lc_test", "lc_random"))  # 2 layers x 16 neurons
     table = load_table(run, LC_TABLE)

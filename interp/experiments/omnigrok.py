@@ -484,6 +484,27 @@ def digits_caption(rows: list[dict]) -> str:
             + "; ".join(parts) + ".")
 
 
+def _lu_figure(name: str, rows: list[dict], x_title: str, title: str):
+    """The final train and test loss against alpha (median over seeds), with ``lu_caption``."""
+    from interp import plots
+    from interp.plots import Figure
+
+    train, test = _by_alpha(rows, "final_train_loss"), _by_alpha(rows, "final_test_loss")
+    return Figure(name, plots.xy_lines({"train loss": (list(train), list(train.values())), "test loss": (list(test), list(test.values()))},
+                                       x_title, "final loss", title, log_x=True, log_y=True), lu_caption(rows))
+
+
+def _late_figure(name: str, out: Path, stage: str, rows: list[dict], title: str):
+    """Accuracy and norm of each member of ``stage``, memorisation and the test jump marked, with ``digits_caption``."""
+    from interp import plots
+    from interp.plots import Figure
+
+    named = {f"wd{r['wd']:g}_seed{r['seed']}": r for r in rows}
+    curves = {n: runs.read_metrics(Path(out) / stage / r["run"]) for n, r in named.items()}
+    marks = {n: {"memorised": r["mem_step"], "test jump": r["jump_step"]} for n, r in named.items()}
+    return Figure(name, plots.accuracy_and_norm(curves, marks, title), digits_caption(rows))
+
+
 def figures(out: Path) -> list:
     from interp import plots
     from interp.plots import Figure
@@ -491,12 +512,8 @@ def figures(out: Path) -> list:
     figs = []
     lu = member_rows(out, "lu")
     if lu:
-        train, test = _by_alpha(lu, "final_train_loss"), _by_alpha(lu, "final_test_loss")
-        figs.append(Figure("omnigrok-lu", plots.xy_lines({"train loss": (list(train), list(train.values())),
-                                                           "test loss": (list(test), list(test.values()))},
-                                                          "alpha (fixed norm / initial norm, " + ("original code's" if lu[0].get("alpha_relative_to") == "original" else "this project's") + ")", "final loss",
-                                                          "Final loss against the fixed weight norm (LU)", log_x=True, log_y=True),
-                           lu_caption(lu)))
+        ref = "original code's" if lu[0].get("alpha_relative_to") == "original" else "this project's"
+        figs.append(_lu_figure("omnigrok-lu", lu, f"alpha (fixed norm / initial norm, {ref})", "Final loss against the fixed weight norm (LU)"))
         curves = {r["run"]: runs.read_metrics(Path(out) / "lu" / r["run"]) for r in lu}
         groups = {r["run"]: f"alpha {_alpha(r):g}" for r in lu}
         figs.append(Figure("omnigrok-fixed-norm-curves", plots.member_curves(curves, groups, "test_acc", "test accuracy",
@@ -504,28 +521,14 @@ def figures(out: Path) -> list:
                            gap_caption(lu)))
     dg = member_rows(out, "digits")
     if dg:
-        d = Path(out) / "digits"
-        named = {f"wd{r['wd']:g}_seed{r['seed']}": r for r in dg}
-        curves = {n: runs.read_metrics(d / r["run"]) for n, r in named.items()}
-        marks = {n: {"memorised": r["mem_step"], "test jump": r["jump_step"]} for n, r in named.items()}
-        figs.append(Figure("omnigrok-digits", plots.accuracy_and_norm(curves, marks, "Digits MLP: accuracy and weight norm"),
-                           digits_caption(dg)))
+        figs.append(_late_figure("omnigrok-digits", out, "digits", dg, "Digits MLP: accuracy and weight norm"))
     tl = member_rows(out, "teacher_lu")
     if tl:
-        train, test = _by_alpha(tl, "final_train_loss"), _by_alpha(tl, "final_test_loss")
-        figs.append(Figure("omnigrok-teacher-lu", plots.xy_lines({"train loss": (list(train), list(train.values())),
-                                                                   "test loss": (list(test), list(test.values()))},
-                                                                  "alpha (fixed norm / initial norm)", "final loss",
-                                                                  "Teacher-student: final loss against the fixed weight norm (LU)",
-                                                                  log_x=True, log_y=True), lu_caption(tl)))
+        figs.append(_lu_figure("omnigrok-teacher-lu", tl, "alpha (fixed norm / initial norm)",
+                               "Teacher-student: final loss against the fixed weight norm (LU)"))
     te = member_rows(out, "teacher")
     if te:
-        d = Path(out) / "teacher"
-        named = {f"wd{r['wd']:g}_seed{r['seed']}": r for r in te}
-        curves = {n: runs.read_metrics(d / r["run"]) for n, r in named.items()}
-        marks = {n: {"memorised": r["mem_step"], "test jump": r["jump_step"]} for n, r in named.items()}
-        figs.append(Figure("omnigrok-teacher", plots.accuracy_and_norm(curves, marks, "Teacher-student: accuracy and weight norm"),
-                           digits_caption(te)))
+        figs.append(_late_figure("omnigrok-teacher", out, "teacher", te, "Teacher-student: accuracy and weight norm"))
     th = member_rows(out, "threshold")
     if th:
         table = threshold_table(th)
