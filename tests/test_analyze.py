@@ -58,7 +58,9 @@ def test_tables_of_a_tiny_run(tiny_copy):
         # no key frequency and no clustered neuron yet: C_gen has no parameters, so no efficiency
         assert r["cgen_param_norm"] == 0 and r["cgen_logit"] == 0 and math.isnan(r["cgen_efficiency"])
         skipped = {c for a in analysers.ANALYSERS if a.name in summary["skipped"] for c in a.columns}  # the sequence tasks' heads
-        assert skipped == {"prev_token_max", "induction_max", "ablated_train_loss", "ablated_test_loss"}
+        assert skipped == {"prev_token_max", "induction_max", "ablated_train_loss", "ablated_test_loss",  # sequence tasks
+                           "lc_train", "lc_test", "lc_random",  # ReLU MLPs
+                           "ntk_alignment", "feature_distance"}  # scalar regressions
         assert all(math.isfinite(r[c]) for c in analysis_columns() if c != "cgen_efficiency" and c not in skipped)
     assert summary["cgen_more_efficient_from"] is None
     assert summary["fourier_applies"] and summary["key_frequencies_step"] == 40

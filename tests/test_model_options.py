@@ -69,7 +69,8 @@ def test_two_layer_layernorm_gelu_model_trains_through_the_hooked_engine(tmp_pat
     rows, summary = analyze_run(out)
     assert [r["train_loss"] for r in rows] == pytest.approx([r["train_loss"] for r in m], rel=1e-5)
     assert all(r["param_norm"] == pytest.approx(x["param_norm"], rel=1e-9) for r, x in zip(rows, m))
-    assert set(summary["skipped"]) == {"positions", "heads"} and summary["fourier_applies"]  # those two are for sequence tasks
+    # sequence tasks, ReLU MLPs and scalar regressions only
+    assert set(summary["skipped"]) == {"positions", "heads", "local_complexity", "kernel"} and summary["fourier_applies"]
     assert len(summary["key_frequencies_by_layer"]) == 2 and not math.isnan(rows[-1]["grad_symmetricity"])
 
 

@@ -263,7 +263,7 @@ def test_options_are_flags_recorded_in_config_json_and_the_run_name(tmp_path):
 BAD = [
     (["--grad-filter", "lowpass"], "--grad-filter 'lowpass'"),
     (["--loss", "hinge"], "--loss 'hinge'"),
-    (["--optimizer", "sgd"], "--optimizer 'sgd'"),
+    (["--optimizer", "lion"], "--optimizer 'lion'"),
     (["--fixed-norm"], "--wd"),
     (["--fixed-norm", "--wd", "0.1"], "--fixed-norm True"),
     (["--init-scale", "0"], "--init-scale 0.0"),
