@@ -79,14 +79,14 @@ def check(cfg: "TrainConfig") -> tuple[str, str] | None:
         return "family", f"the two-layer network reads real-valued inputs; {cfg.task} has tokens"
     if not task.regression:
         return "family", f"the two-layer network is Kumar et al.'s regression model; {cfg.task} is a classification task"
-    if (cfg.n_layers, cfg.normalization, cfg.attn_only) != (1, "none", False):
-        return "n_layers" if cfg.n_layers != 1 else "normalization" if cfg.normalization != "none" else "attn_only", \
-            "is a transformer option"
+    for name, default in (("n_layers", 1), ("normalization", "none"), ("attn_only", False)):
+        if getattr(cfg, name) != default:
+            return name, "is a transformer option"
     for name, default in MLP_DEFAULTS.items():
         if name != "mlp_depth" and getattr(cfg, name) != default:
             return name, "is an option of the mlp family"
+    if cfg.act_fn != "relu":
+        return "act_fn", "the two-layer network's activation is phi(z) = z + eps z^2 / 2 (--quad-eps sets eps)"
     if cfg.engine == "fast":
         return "engine", "the twolayer family has no fast path; use auto or hooked"
-    if not (cfg.output_scale > 0 and cfg.output_scale == cfg.output_scale and cfg.output_scale != float("inf")):
-        return "output_scale", "must be a finite number > 0"
     return None

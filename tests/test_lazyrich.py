@@ -97,7 +97,8 @@ def test_a_bad_output_scale_is_one_line_exit_2_and_writes_nothing(argv, expect, 
 @pytest.mark.parametrize("kw, flag", [(dict(task="digits", output_scale=2.0), "--output-scale"),
                                       (dict(task="mod_add", p=13, family="twolayer"), "--family"),
                                       (dict(task="digits", family="twolayer"), "--family"),
-                                      (dict(task="poly", loss="stablemax"), "--loss")])
+                                      (dict(task="poly", loss="stablemax"), "--loss"), (dict(task="poly", act_fn="tanh"), "--act-fn"),
+                                      (dict(task="poly", n_layers=2), "--n-layers")])
 def test_the_family_and_its_options_are_refused_where_they_do_not_apply(kw, flag):
     with pytest.raises(ConfigError, match=flag):
         TrainConfig(**kw)
@@ -118,6 +119,8 @@ def test_the_experiment_runs_summarises_and_reports_tiny(tmp_path, monkeypatch):
     assert report_main([str(out), "--quiet"]) == 0
     page = html.unescape((out / "report.html").read_text())
     assert "Tangent-kernel alignment with the test targets" in page and lazyrich.caption(rows) in page
+    member = out / "alpha2" / "runs" / "seed1"
+    assert report_main([str(member), "--quiet"]) == 0 and (member / "report.html").is_file()  # one member's own report
 
 
 def test_bad_alphas_are_refused_in_one_line(tmp_path, capsys):
