@@ -128,3 +128,10 @@ def test_bad_alphas_are_refused_in_one_line(tmp_path, capsys):
     assert experiment_main(["lazyrich", "--quick", "--alphas", "1,-2", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--alphas 1,-2" in err[0] and not out.exists()
+
+
+def test_fractional_seeds_are_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "lr"
+    assert experiment_main(["lazyrich", "--quick", "--seeds", "1.5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds 1.5" in err[0] and not out.exists()

@@ -109,3 +109,22 @@ def censored_median(xs: Iterable[float | None]) -> float | None:
         return None
     m = statistics.median(xs)
     return m if math.isfinite(m) else None
+
+
+def seed_list(text: str | None, default: list[int]) -> list[int]:
+    """``--seeds``: comma-separated integers (``None``: ``default``).
+
+    Raises:
+        SweepError: not integers, or none.
+    """
+    from interp.sweep import SweepError
+
+    if text is None:
+        return list(default)
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SweepError(f"--seeds {text}: must be comma-separated integers") from None
+    if not seeds:
+        raise SweepError(f"--seeds {text}: give at least one seed")
+    return seeds

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from interp import runs
 from interp.config import GROK_ACC, PRESETS
-from interp.experiments.common import censored_median, first_step, is_sweep, read_summary, results, run_stages
+from interp.experiments.common import censored_median, first_step, is_sweep, read_summary, results, run_stages, seed_list
 from interp.sweep import Spec, SweepError, load_sweep
 from interp.tables import fmt
 
@@ -63,16 +63,7 @@ def _tasks(args: argparse.Namespace) -> list[str]:
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
-    text = getattr(args, "seeds", None)
-    if text is None:
-        return [1, 2] if args.quick else [1, 2, 3]
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise SweepError(f"--seeds {text}: must be comma-separated integers") from None
-    if not seeds:
-        raise SweepError(f"--seeds {text}: give at least one seed")
-    return seeds
+    return seed_list(getattr(args, "seeds", None), [1, 2] if args.quick else [1, 2, 3])
 
 
 def specs(args: argparse.Namespace) -> dict[str, Spec]:
