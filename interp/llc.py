@@ -36,7 +36,8 @@ n beta, draws, burn-in and batch fixed) passes at a checkpoint when all four hol
      chains have settled): the loss, not only the prior, must hold the chains. A model with many
      exactly flat directions fails it even where the estimate is stable (the flat directions are held
      by the prior alone): the rule is conservative there.
-The calibration samples a grid (``CALIBRATE_EPSILONS`` x ``CALIBRATE_GAMMAS``) on one checkpoint; a
+The calibration samples a grid (``CALIBRATE_EPSILONS`` x ``CALIBRATE_GAMMAS``, or ``--llc-epsilons`` x
+``--llc-gammas``) on one checkpoint; a
 grid point is a candidate when its 10x-gamma and half-epsilon neighbours are in the grid. The chosen
 point is the passing candidate with the smallest gamma (the weakest prior, the closest to the
 LLC's definition, where the localisation tends to 0), then the largest epsilon (the fewest draws).
@@ -351,7 +352,8 @@ def judge(base: dict, stiffer: dict, finer: dict) -> dict:
     return {"gamma_change": g, "epsilon_change": e, "drift": drift, "distance_ratio": ratio, "passed": not why, "why": why}
 
 
-def calibrate_grid(sample_at, cfg: LLCConfig, epsilons=CALIBRATE_EPSILONS, gammas=CALIBRATE_GAMMAS) -> tuple[list[dict], dict | None]:
+def calibrate_grid(sample_at, cfg: LLCConfig, epsilons=CALIBRATE_EPSILONS, gammas=CALIBRATE_GAMMAS,
+                   progress: bool = False) -> tuple[list[dict], dict | None]:
     """Sample every (epsilon, gamma) of the grid, judge every candidate, choose a point.
 
     Args:
@@ -359,15 +361,18 @@ def calibrate_grid(sample_at, cfg: LLCConfig, epsilons=CALIBRATE_EPSILONS, gamma
         cfg: the other settings (n beta, chains, draws, burn-in, batch, seed).
         epsilons, gammas: the grid; a point is a candidate when ``epsilon * EPSILON_FACTOR`` and
             ``gamma * GAMMA_FACTOR`` are in it too.
+        progress: a progress bar over the grid's estimates.
     Returns:
         ``(rows, chosen)``: a row per grid point (``epsilon, gamma`` and ``sample``'s values but the traces,
         with ``traces`` kept under ``_traces``; candidates also carry ``judge``'s values, others
         ``passed`` ``None``) and the chosen row (``None`` when no candidate passed).
     """
+    from tqdm.auto import tqdm
+
     est = {}
-    for eps in epsilons:
-        for gam in gammas:
-            est[eps, gam] = sample_at(dataclasses.replace(cfg, epsilon=eps, gamma=gam))
+    for eps, gam in tqdm([(e, g) for e in epsilons for g in gammas], desc="LLC calibration", unit="estimate",
+                         disable=not progress, dynamic_ncols=True):
+        est[eps, gam] = sample_at(dataclasses.replace(cfg, epsilon=eps, gamma=gam))
     rows = []
     for (eps, gam), e in est.items():
         row = {"epsilon": eps, "gamma": gam, **{k: v for k, v in e.items() if k != "traces"}, "_traces": e["traces"],
@@ -544,7 +549,7 @@ CALIBRATION_COLUMNS = ["epsilon", "gamma", "n_beta", "llc_mean", "llc_std", "llc
 
 
 def calibrate(run_dir: str | Path, cfg: LLCConfig, step: int | None = None, epsilons=CALIBRATE_EPSILONS,
-              gammas=CALIBRATE_GAMMAS, write: bool = True) -> tuple[list[dict], dict | None, object]:
+              gammas=CALIBRATE_GAMMAS, write: bool = True, progress: bool = False) -> tuple[list[dict], dict | None, object]:
     """The calibration (``calibrate_grid``) on one checkpoint of a run.
 
     Args:
@@ -553,6 +558,7 @@ def calibrate(run_dir: str | Path, cfg: LLCConfig, step: int | None = None, epsi
         step: the checkpoint (``None``: the last).
         epsilons, gammas: the grid.
         write: write ``llc_calibration.csv``, ``.json`` and ``.html`` into ``analysis/``.
+        progress: a progress bar over the grid's estimates.
     Returns:
         ``(rows, chosen row or None, plotly figure)``.
     """
@@ -569,7 +575,7 @@ def calibrate(run_dir: str | Path, cfg: LLCConfig, step: int | None = None, epsi
     model = run.load_model(step)
     dataset = training_dataset(run)
     cfg = resolve(cfg, len(dataset))
-    rows, chosen = calibrate_grid(lambda c: estimate(model, run, c, dataset, metrics=True), cfg, epsilons, gammas)
+    rows, chosen = calibrate_grid(lambda c: estimate(model, run, c, dataset, metrics=True), cfg, epsilons, gammas, progress)
     traces = {f"ε {r['epsilon']:g}, γ {r['gamma']:g}: LLC {r['llc_mean']:.3g}": r["_traces"] for r in rows}
     fig = plots.llc_traces(traces, f"SGLD loss traces at step {step} of {run_dir.name} (nβ {cfg.n_beta:.4g}, "
                            f"{cfg.chains} chains; shaded: burn-in)", burn_in=cfg.burnin)
@@ -638,6 +644,12 @@ def add_arguments(p) -> None:
                    f"({len(CALIBRATE_EPSILONS)} x {len(CALIBRATE_GAMMAS)} estimates) judged by the stability rule "
                    "(analysis/llc_calibration.*)")
     g.add_argument("--llc-step", type=int, default=None, metavar="STEP", help="with --llc-calibrate: the checkpoint (default: the last)")
+    g.add_argument("--llc-epsilons", default=None, metavar="E1,E2,...", help="with --llc-calibrate: the grid's step sizes "
+                   f"(default {','.join(f'{e:g}' for e in CALIBRATE_EPSILONS)}; a point is judged when epsilon x{EPSILON_FACTOR:g} "
+                   "is in the grid too)")
+    g.add_argument("--llc-gammas", default=None, metavar="G1,G2,...", help="with --llc-calibrate: the grid's localisation "
+                   f"strengths (default {','.join(f'{x:g}' for x in CALIBRATE_GAMMAS)}; a point is judged when gamma "
+                   f"x{GAMMA_FACTOR:g} is in the grid too)")
     g.add_argument("--llc-force", action="store_true", help="with --llc: estimate at settings the calibration did not pass (rows say 'forced')")
     g.add_argument("--llc-epsilon", type=float, default=None, help=f"SGLD step size (default: the calibration's choice; forced: {d.epsilon:g})")
     g.add_argument("--llc-gamma", type=float, default=None, help=f"localisation strength (default: the calibration's choice; forced: {d.gamma:g})")
@@ -667,6 +679,11 @@ def config_from_args(args) -> LLCConfig | None:
         raise LLCError("--llc-force: needs --llc")
     if args.llc_step is not None and not args.llc_calibrate:
         raise LLCError(f"--llc-step {args.llc_step}: needs --llc-calibrate")
+    for flag in ("llc_epsilons", "llc_gammas"):
+        if getattr(args, flag, None) is not None and not args.llc_calibrate:
+            raise LLCError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: needs --llc-calibrate")
+    if args.llc_calibrate:
+        calibration_grid(args)  # bad grids fail here, before anything is sampled
     if not (args.llc or args.llc_calibrate):
         return None
     if args.llc_every is not None and args.llc_every < 1:
@@ -685,11 +702,38 @@ def config_from_args(args) -> LLCConfig | None:
     return cfg
 
 
+def calibration_grid(args) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The ``(epsilons, gammas)`` of ``--llc-epsilons`` / ``--llc-gammas`` (the defaults where not given).
+
+    Raises:
+        LLCError: a value that is not a positive number, or a grid with no candidate (no epsilon whose
+            half, or no gamma whose tenfold, is in the grid too); one line naming the flag.
+    """
+    grids = {}
+    for flag, default, factor in (("llc_epsilons", CALIBRATE_EPSILONS, EPSILON_FACTOR), ("llc_gammas", CALIBRATE_GAMMAS, GAMMA_FACTOR)):
+        text, name = getattr(args, flag, None), "--" + flag.replace("_", "-")
+        if text is None:
+            grids[flag] = tuple(default)
+            continue
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise LLCError(f"{name} {text}: not a comma-separated list of numbers") from None
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise LLCError(f"{name} {text}: every value must be a positive number")
+        if not any(any(math.isclose(v * factor, w, rel_tol=1e-9) for w in values) for v in values):
+            raise LLCError(f"{name} {text}: needs a value and that value x{factor:g} too, or no grid point can be judged")
+        grids[flag] = tuple(sorted(set(values), reverse=flag == "llc_epsilons"))
+    return grids["llc_epsilons"], grids["llc_gammas"]
+
+
 def main_part(args, cfg: LLCConfig) -> None:
     """What ``python -m interp.analyze RUN --llc / --llc-calibrate`` does after the analysis, and prints."""
     out = Path(args.run_dir) / runs.ANALYSIS_DIR
     if args.llc_calibrate:
-        rows, chosen, _ = calibrate(args.run_dir, cfg, step=args.llc_step)
+        epsilons, gammas = calibration_grid(args)
+        rows, chosen, _ = calibrate(args.run_dir, cfg, step=args.llc_step, epsilons=epsilons, gammas=gammas,
+                                    progress=not args.quiet)
         print(calibration_text(rows, chosen, cfg, step=load_calibration(args.run_dir)["step"]))
         print(f"-> {out / CALIBRATION_TABLE}, {out / CALIBRATION_FILE}, {out / CALIBRATION_FIGURE}")
         if args.llc:

@@ -214,13 +214,8 @@ def test_burn_in_by_hand():
 
 def test_calibration_writes_table_json_and_figure_and_prints_the_rule(tiny_copy, capsys):
     argv = [str(tiny_copy), "--quiet", "--llc-calibrate", "--llc-step", "20", "--llc-chains", "2", "--llc-draws", "12",
-            "--llc-burnin", "4", "--llc-batch-size", "32"]
-    small = {"CALIBRATE_EPSILONS": (1e-4, 5e-5), "CALIBRATE_GAMMAS": (100.0, 1000.0)}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in small.items():
-            mp.setattr(llc, k, v)
-        mp.setattr(llc.calibrate, "__defaults__", (None, small["CALIBRATE_EPSILONS"], small["CALIBRATE_GAMMAS"], True))
-        assert main(argv) == 0
+            "--llc-burnin", "4", "--llc-batch-size", "32", "--llc-epsilons", "5e-5,1e-4", "--llc-gammas", "1000,100"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     d = tiny_copy / runs.ANALYSIS_DIR
     cal = llc.load_calibration(tiny_copy)
@@ -282,6 +277,10 @@ def test_refused_settings_exit_2_naming_the_force_flag_and_forced_rows_are_flagg
     (["--llc", "--llc-force", "--llc-epsilon", "nan"], "--llc-epsilon nan"),
     (["--llc", "--llc-force", "--llc-nbeta", "-1"], "--llc-nbeta -1"),
     (["--llc", "--llc-force", "--llc-draws", "10", "--llc-burnin", "9"], "--llc-burnin 9"),
+    (["--llc", "--llc-force", "--llc-gammas", "1,10"], "--llc-gammas 1,10: needs --llc-calibrate"),
+    (["--llc-calibrate", "--llc-gammas", "10,20,50"], "--llc-gammas 10,20,50: needs a value and that value x10"),
+    (["--llc-calibrate", "--llc-epsilons", "1e-4,x"], "--llc-epsilons 1e-4,x: not a comma-separated list"),
+    (["--llc-calibrate", "--llc-epsilons", "1e-4,0"], "--llc-epsilons 1e-4,0: every value must be a positive"),
 ])
 def test_bad_llc_flags_exit_2_with_one_line_and_write_nothing(tiny_copy, capsys, argv, words):
     with pytest.raises(SystemExit) as e:
