@@ -2,7 +2,8 @@
 
 Writes ``DIR/run.json`` from a trained and analysed run directory: how it was made (the command, the
 commit, the machine, the torch threads, the wall time), its final accuracies and the first step at 99 %
-test accuracy, its key frequencies or irreps (clustering and embedding check), for group runs each key
+test accuracy (and its best test accuracy, with the parameter norm then, when it ended more than
+``BEST_DROP`` below it), its key frequencies or irreps (clustering and embedding check), for group runs each key
 irrep's share of the embedding, of the first operand's total embedding (Chughtai et al.'s
 ``percent_x_embed``) and of the unembedding at the final checkpoint, each hidden layer's final feature
 rank, and its local learning coefficient curve where ``--llc`` was run (first, peak, last).
@@ -42,6 +43,10 @@ def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
            "torch_threads": meta.get("machine", {}).get("torch_threads"), "wall_s": last.get("elapsed_s"),
            "task": cfg.task, "family": cfg.family, "p": None if cfg.task_spec.sequence else cfg.p, "steps": last["step"],
            "train_acc": last["train_acc"], "test_acc": last["test_acc"], "test_loss": last["test_loss"], "test_99_step": grok}
+    best = max(metrics, key=lambda m: m["test_acc"])
+    if best["test_acc"] - last["test_acc"] > BEST_DROP:  # a run that fell back: where it stood at its best
+        out["test_best"] = {"step": best["step"], "test_acc": best["test_acc"], "param_norm": best.get("param_norm"),
+                            "final_param_norm": last.get("param_norm")}
     if "key_irreps" in summary:
         names = summary["irreps"]
         out["key"] = [names[k] for k in summary["key_irreps"]]
@@ -94,6 +99,9 @@ def _num(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
 
 
+BEST_DROP = 0.01  # test accuracy: a best this far above the final one gets its own row
+
+
 def markdown(d: Path) -> str:
     """The Markdown table of ``d/run.json`` (see the module docstring)."""
     s = json.loads((Path(d) / RUN_FILE).read_text())
@@ -106,6 +114,10 @@ def markdown(d: Path) -> str:
              f"| final step: train / test accuracy, test loss | {fmt_step(s['steps'])}: {_num(s['train_acc'], 4)} / "
              f"{_num(s['test_acc'], 4)}, {_num(s['test_loss'])} |",
              f"| first step at 99 % test accuracy | {fmt_step(s['test_99_step']) if s['test_99_step'] is not None else 'not reached'} |"]
+    if "test_best" in s:
+        b = s["test_best"]
+        lines.append(f"| best test accuracy, above the final one (parameter norm then; final) | {_num(b['test_acc'], 4)} at step "
+                     f"{fmt_step(b['step'])} ({_num(b['param_norm'])}; {_num(b['final_param_norm'])}) |")
     if "key" in s:
         lines.append(f"| key frequencies or irreps (neuron clustering) | {', '.join(map(str, s['key'])) or 'none'} |")
         lines.append(f"| embedding check | {', '.join(map(str, s['key_embedding'])) or 'none'} |")

@@ -107,6 +107,20 @@ def test_run_snapshot_block_is_the_runs_numbers(tmp_path):
     assert "`python -m interp.train s4 --family mlp`" in text and "| task, family, p | s4, mlp, 24 |" in text
     page = f"x\n<!-- generated: python -m interp.snapshot --markdown {tmp_path / 'snap'} -->\nold\n<!-- /generated -->\n"
     assert docs.render_blocks(page, root=Path("/")) == page.replace("old\n", "\n" + text + "\n")
+    # a run that fell back from its best test accuracy gets a row saying where it stood; one that did not, none
+    assert "test_best" not in s or s["test_best"]["test_acc"] - s["test_acc"] > 0.01
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lines[1].update(test_acc=lines[-1]["test_acc"] + 0.5, param_norm=12.5)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert snapshot_main([str(run), str(tmp_path / "fell"), "--command", "x"]) == 0
+    best = json.loads((tmp_path / "fell" / "run.json").read_text())["test_best"]
+    assert best["step"] == lines[1]["step"] and best["param_norm"] == 12.5
+    assert f"at step {lines[1]['step']} (12.5; " in markdown(tmp_path / "fell")
+    lines[1].update(test_acc=lines[-1]["test_acc"] + 0.005)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert snapshot_main([str(run), str(tmp_path / "flat"), "--command", "x"]) == 0
+    assert "test_best" not in json.loads((tmp_path / "flat" / "run.json").read_text()) or max(
+        x["test_acc"] for x in lines) - lines[-1]["test_acc"] > 0.01
 
 
 @pytest.mark.parametrize("page", [p for p in docs.pages() if docs.RUN_BLOCK.search(p.read_text())])
