@@ -14,7 +14,8 @@ Two kinds of generated text, each with one source:
   (``interp.experiment.markdown``) from ``DIR/summary.csv`` and ``DIR/experiment.json``, the small
   files stored under ``docs/data/``.
 - A block between ``<!-- generated: python -m interp.snapshot --markdown DIR -->`` and ``<!-- /generated -->``
-  is the table of one measured run, from ``DIR/run.json`` (``interp.snapshot``).
+  is the table of one measured run, from ``DIR/run.json``, or of a preset over seeds, from ``DIR/seeds.json``
+  (``interp.snapshot``).
 
 ``tests/test_docs.py`` checks that the committed pages equal their sources.
 """
@@ -93,10 +94,10 @@ def render_blocks(text: str, root: Path = ROOT) -> str:
         return m.group(1) + "\n" + body + "\n" + m.group(5)
 
     def run(m):
-        from interp.snapshot import RUN_FILE, markdown as run_markdown
+        from interp.snapshot import RUN_FILE, SEEDS_FILE, markdown as run_markdown
 
         data = root / m.group(2)
-        body = (run_markdown(data) if (data / RUN_FILE).is_file()
+        body = (run_markdown(data) if (data / RUN_FILE).is_file() or (data / SEEDS_FILE).is_file()
                 else f"No stored run in `{m.group(2)}` yet: run `python -m interp.snapshot RUN_DIR {m.group(2)} --command ...`.\n")
         return m.group(1) + "\n" + body + "\n" + m.group(4)
 

@@ -11,11 +11,17 @@ rank, and its local learning coefficient curve where ``--llc`` was run (first, p
 ``markdown(DIR)`` (``python -m interp.snapshot --markdown DIR``) prints that as the Markdown table the
 docs embed between ``<!-- generated: python -m interp.snapshot --markdown DIR -->`` and
 ``<!-- /generated -->`` (``interp.docs`` regenerates the block; ``tests/test_docs.py`` checks it).
+
+A preset over seeds (``python -m interp.sweep TASK --preset NAME --grid seed=1,2,3 --stop-after-grok 100 --out
+SWEEP``, then ``python -m interp.snapshot SWEEP docs/data/presets/NAME --command "..."``) is kept as
+``DIR/seeds.json`` instead: per seed the first step at 99 % test accuracy, and the preset's budget against
+``BUDGET_MARGIN`` (1.5) times the slowest seed; ``tests/test_presets.py`` holds every stored preset to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
@@ -28,6 +34,7 @@ from interp.runs import RunError
 from interp.text import fmt_step
 
 RUN_FILE = "run.json"
+SEEDS_FILE = "seeds.json"  # a preset over seeds (seeds_snapshot)
 
 
 def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
@@ -102,8 +109,72 @@ def _num(x, digits: int = 3) -> str:
 BEST_DROP = 0.01  # test accuracy: a best this far above the final one gets its own row
 
 
+def seeds_snapshot(sweep_dir: Path, command: str, note: str | None = None) -> dict:
+    """A sweep over seeds of one preset (``python -m interp.sweep TASK --preset NAME --grid seed=...``) as a
+    JSON-able dict: how it was made, and per member its seed, status, first step at 99 % test accuracy, last
+    step and final test accuracy (from ``results.csv``)."""
+    sweep_dir = Path(sweep_dir)
+    spec = json.loads((sweep_dir / "sweep.json").read_text())
+    members = []
+    with open(sweep_dir / "results.csv") as f:
+        for r in csv.DictReader(f):
+            num = lambda k: None if r.get(k) in (None, "") else float(r[k])  # noqa: E731
+            members.append({"run": Path(r["run"]).name, "seed": int(float(r["seed"])), "status": r["status"],
+                            "test_99_step": None if num("test_99_step") is None else int(num("test_99_step")),
+                            "final_step": None if num("final_step") is None else int(num("final_step")),
+                            "final_test_acc": num("final_test_acc")})
+    if not members:
+        raise FileNotFoundError(f"{sweep_dir / 'results.csv'}: no finished member")
+    meta = json.loads((sweep_dir / "runs" / members[0]["run"] / runs.CONFIG_FILE).read_text())
+    return {"command": command, "note": note, "commit": meta.get("git_commit"), "cpu": meta.get("machine", {}).get("cpu"),
+            "torch_threads": meta.get("machine", {}).get("torch_threads"), "task": spec["spec"]["base"]["task"],
+            "steps": spec["spec"]["base"]["steps"], "members": sorted(members, key=lambda m: m["seed"])}
+
+
+def seeds_markdown(s: dict, preset: str) -> str:
+    """The Markdown table of a ``seeds_snapshot``, with the preset's budget (``interp.config.PRESETS``) against
+    ``BUDGET_MARGIN`` times its slowest seed."""
+    from interp.config import PRESETS
+
+    lines = [f"Made by `{s['command']}` at commit `{(s.get('commit') or 'unknown')[:10]}` on {s.get('cpu') or 'an unrecorded CPU'} "
+             f"(torch threads: {s.get('torch_threads')})." + (f" {s['note']}" if s.get("note") else ""), "",
+             "| seed | first step at 99 % test accuracy | last step | final test accuracy |", "|---|---|---|---|"]
+    for m in s["members"]:
+        lines.append(f"| {m['seed']} | {'not reached' if m['test_99_step'] is None else fmt_step(m['test_99_step'])} | "
+                     f"{'-' if m['final_step'] is None else fmt_step(m['final_step'])} | {_num(m['final_test_acc'], 4)} |")
+    steps = [m["test_99_step"] for m in s["members"]]
+    budget = PRESETS.get(preset, {}).get("steps")
+    lines.append("")
+    if None not in steps:
+        lines.append(f"Slowest seed: {fmt_step(max(steps))} steps; {BUDGET_MARGIN:g} times that is "
+                     f"{fmt_step(math.ceil(BUDGET_MARGIN * max(steps)))}; the `{preset}` preset's budget: "
+                     f"{'-' if budget is None else fmt_step(budget)} steps.")
+    problem = budget_problem(s, budget)
+    lines.append(f"**The budget does not cover these seeds:** {problem}." if problem else "The budget covers these seeds.")
+    return "\n".join(lines) + "\n"
+
+
+def budget_problem(s: dict, budget: int | None) -> str | None:
+    """Why a preset's ``budget`` (steps) does not cover the seeds of ``seeds_snapshot`` ``s``, or ``None``: every
+    seed must reach 99 % test accuracy, and the budget must be at least ``BUDGET_MARGIN`` times the slowest."""
+    steps = [m["test_99_step"] for m in s["members"]]
+    if budget is None:
+        return "no such preset"
+    if None in steps:
+        return f"{steps.count(None)} of {len(steps)} seeds did not reach 99 % test accuracy within {fmt_step(s['steps'])} steps"
+    if budget < BUDGET_MARGIN * max(steps):
+        return f"{fmt_step(budget)} steps is less than {BUDGET_MARGIN:g} times the slowest seed's {fmt_step(max(steps))}"
+    return None
+
+
+BUDGET_MARGIN = 1.5  # a preset's budget covers its slowest measured seed this many times over
+
+
 def markdown(d: Path) -> str:
-    """The Markdown table of ``d/run.json`` (see the module docstring)."""
+    """The Markdown table of ``d/run.json``, or of ``d/seeds.json`` (``seeds_markdown``, the preset named by
+    ``d``'s name) (see the module docstring)."""
+    if (Path(d) / SEEDS_FILE).is_file():
+        return seeds_markdown(json.loads((Path(d) / SEEDS_FILE).read_text()), Path(d).name)
     s = json.loads((Path(d) / RUN_FILE).read_text())
     wall = "-" if s.get("wall_s") is None else f"{s['wall_s'] / 60:.1f} min"
     lines = [f"Made by `{s['command']}` at commit `{(s.get('commit') or 'unknown')[:10]}` on {s.get('cpu') or 'an unrecorded CPU'} "
@@ -159,8 +230,10 @@ def markdown(d: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m interp.snapshot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a trained and analysed run directory")
-    p.add_argument("out", nargs="?", type=Path, metavar="DIR", help="where run.json goes (e.g. docs/data/models/NAME)")
+    p.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a trained and analysed run directory, or a "
+                   "sweep over seeds of one preset (a directory with sweep.json: seeds.json instead of run.json)")
+    p.add_argument("out", nargs="?", type=Path, metavar="DIR", help="where run.json goes (e.g. docs/data/models/NAME; for a "
+                   "sweep, docs/data/presets/PRESET)")
     p.add_argument("--command", default=None, help="the command that trained the run (recorded as it is)")
     p.add_argument("--note", default=None, help="a sentence printed after the provenance line (e.g. what else was run on it)")
     p.add_argument("--markdown", type=Path, default=None, metavar="DIR", help="instead: print DIR/run.json as the docs' table")
@@ -171,12 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.run_dir is None or args.out is None or not args.command:
             p.error("RUN_DIR, DIR and --command are needed (or --markdown DIR)")
-        s = snapshot(args.run_dir, args.command, args.note)
+        sweep = (args.run_dir / "sweep.json").is_file()
+        s = (seeds_snapshot if sweep else snapshot)(args.run_dir, args.command, args.note)
     except (RunError, FileNotFoundError) as e:
         print(f"python -m interp.snapshot: error: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    runs.write_text(args.out / RUN_FILE, json.dumps(s, indent=1) + "\n")
+    runs.write_text(args.out / (SEEDS_FILE if sweep else RUN_FILE), json.dumps(s, indent=1) + "\n")
     print(markdown(args.out), end="")
     return 0
 
