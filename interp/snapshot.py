@@ -48,7 +48,7 @@ def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
     cfg = run.config
     out = {"command": command, "note": note, "commit": meta.get("git_commit"), "cpu": meta.get("machine", {}).get("cpu"),
            "torch_threads": meta.get("machine", {}).get("torch_threads"), "wall_s": last.get("elapsed_s"),
-           "task": cfg.task, "family": cfg.family, "p": None if cfg.task_spec.sequence else cfg.p, "steps": last["step"],
+           "task": cfg.task, "family": cfg.family, "p": None if cfg.task_spec.sequence or cfg.task_spec.d_vocab(cfg) == 0 else cfg.p, "steps": last["step"],
            "train_acc": last["train_acc"], "test_acc": last["test_acc"], "test_loss": last["test_loss"], "test_99_step": grok}
     best = max(metrics, key=lambda m: m["test_acc"])
     if best["test_acc"] - last["test_acc"] > BEST_DROP:  # a run that fell back: where it stood at its best
@@ -64,8 +64,11 @@ def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
     elif "key_frequencies" in summary:
         out["key"] = summary["key_frequencies"]
         out["key_embedding"] = summary.get("key_frequencies_embedding", [])
-    layers = [r for r in load_table(run_dir, "layers.csv") if r["step"] == run.steps[-1]]
-    out["feature_rank"] = [f"{r['feature_rank']} of {r['width']}" for r in sorted(layers, key=lambda r: r["layer"])]
+    layers = load_table(run_dir, "layers.csv")
+    ranks = lambda step: [f"{r['feature_rank']} of {r['width']}" for r in sorted(layers, key=lambda r: r["layer"]) if r["step"] == step]  # noqa: E731
+    out["feature_rank"] = ranks(run.steps[-1])
+    if len({r["layer"] for r in layers}) > 1:  # a deep model: the ranks at the first checkpoint too, to compare
+        out["feature_rank_first"] = ranks(run.steps[0])
     if cfg.task_spec.sequence:  # the phase change: each answer position's fall, and the heads
         from analyses import phase
 
@@ -216,6 +219,8 @@ def markdown(d: Path) -> str:
         lines.append(f"| test accuracy: half of its rise reached at | "
                      f"{'-' if lc['test_half_rise'] is None else fmt_step(lc['test_half_rise'])} |")
     if s.get("feature_rank"):
+        if s.get("feature_rank_first"):
+            lines.append(f"| feature rank per hidden layer (first checkpoint) | {'; '.join(s['feature_rank_first'])} |")
         lines.append(f"| feature rank per hidden layer (final) | {'; '.join(s['feature_rank'])} |")
     if "llc" in s:
         l = s["llc"]
