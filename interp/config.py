@@ -44,7 +44,7 @@ PRESETS: dict[str, dict] = {
     # Group composition in S4 (python -m interp.train s4 --preset s4): 24 x 24 = 576 pairs, 80% for training,
     # the canonical widths (d_model 128, d_mlp 512), lr 3e-3, weight decay 1: of the settings measured over seeds
     # (docs/presets.md) the one where most seeds grok; not every seed does (the measurement is there).
-    "s4": dict(frac=0.8, lr=3e-3, wd=1.0, steps=17000, eval_every=50, save_every=250),
+    "s4": dict(frac=0.8, lr=3e-3, wd=1.0, steps=18000, eval_every=50, save_every=250),
     # Group composition in S5 (python -m interp.train s5 --preset s5, a background run): 14 400 pairs,
     # 40% for training; measured in docs/analyses/groups.md.
     "s5": dict(frac=0.5, d_model=128, d_mlp=512, lr=3e-3, wd=3.0, steps=5000, eval_every=100, save_every=100),

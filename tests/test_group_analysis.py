@@ -133,7 +133,8 @@ def test_s4_preset_train_analyze_report_shortened(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_s4_preset_groks_and_the_analysis_finds_key_irreps(tmp_path, capsys):
-    """The documented preset end to end (about a minute of training on a quiet core)."""
+    """The documented preset end to end with its own seed (a few minutes of training; not every seed groks:
+    docs/presets.md)."""
     rows, summary, printed, page = _end_to_end(tmp_path, capsys, [])
     assert summary["phases"]["grokked"] is not None
     assert summary["key_irreps"], summary
