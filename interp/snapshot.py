@@ -148,10 +148,11 @@ def seeds_markdown(s: dict, preset: str) -> str:
     steps = [m["test_99_step"] for m in s["members"]]
     budget = PRESETS.get(preset, {}).get("steps")
     lines.append("")
-    if None not in steps:
-        lines.append(f"Slowest seed: {fmt_step(max(steps))} steps; {BUDGET_MARGIN:g} times that is "
-                     f"{fmt_step(math.ceil(BUDGET_MARGIN * max(steps)))}; the `{preset}` preset's budget: "
-                     f"{'-' if budget is None else fmt_step(budget)} steps.")
+    done = [x for x in steps if x is not None]
+    if done:
+        lines.append(f"Slowest seed{'' if len(done) == len(steps) else ' of those that reached it'}: {fmt_step(max(done))} steps; "
+                     f"{BUDGET_MARGIN:g} times that is {fmt_step(math.ceil(BUDGET_MARGIN * max(done)))}; the `{preset}` "
+                     f"preset's budget: {'-' if budget is None else fmt_step(budget)} steps.")
     problem = budget_problem(s, budget)
     lines.append(f"**The budget does not cover these seeds:** {problem}." if problem else "The budget covers these seeds.")
     return "\n".join(lines) + "\n"
