@@ -35,6 +35,8 @@ from interp.text import fmt_step
 
 RUN_FILE = "run.json"
 SEEDS_FILE = "seeds.json"  # a preset over seeds (seeds_snapshot)
+BEST_DROP = 0.01  # test accuracy: a best this far above the final one gets its own row
+BUDGET_MARGIN = 1.5  # a preset's budget covers its slowest measured seed this many times over
 
 
 def snapshot(run_dir: Path, command: str, note: str | None = None) -> dict:
@@ -109,9 +111,6 @@ def _num(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
 
 
-BEST_DROP = 0.01  # test accuracy: a best this far above the final one gets its own row
-
-
 def seeds_snapshot(sweep_dir: Path, command: str, note: str | None = None) -> dict:
     """A sweep over seeds of one preset (``python -m interp.sweep TASK --preset NAME --grid seed=...``) as a
     JSON-able dict: how it was made, and per member its seed, status, first step at 99 % test accuracy, last
@@ -169,9 +168,6 @@ def budget_problem(s: dict, budget: int | None) -> str | None:
     if budget < BUDGET_MARGIN * max(steps):
         return f"{fmt_step(budget)} steps is less than {BUDGET_MARGIN:g} times the slowest seed's {fmt_step(max(steps))}"
     return None
-
-
-BUDGET_MARGIN = 1.5  # a preset's budget covers its slowest measured seed this many times over
 
 
 def markdown(d: Path) -> str:
