@@ -57,7 +57,7 @@ from pathlib import Path
 
 import torch
 
-from interp.cli import Parser
+from interp.cli import Parser, number_list
 from interp.config import ConfigError, TrainConfig
 from interp.device import name as machine_name
 from interp.device import resolve
@@ -357,10 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     if args.stacks is not None:
         try:
-            sizes = [int(k) for k in args.stacks.split(",")]
-            assert sizes and min(sizes) >= 1
-        except (ValueError, AssertionError):
-            ap.error(f"--stacks {args.stacks!r}: expected a comma-separated list of whole numbers >= 1")
+            sizes = number_list(args.stacks, "--stacks", int, positive=True)
+        except ValueError as e:
+            ap.error(str(e))
         tune_allocator()
         r = {"device": str(device), "machine": machine_name(device), **bench_stacks(sizes, device)}
         if args.to_grok:

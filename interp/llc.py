@@ -105,6 +105,7 @@ import torch
 import torch.nn.functional as F
 
 from interp import runs
+from interp.cli import number_list
 from interp.families import family_of
 
 LLC_TABLE = "llc.csv"
@@ -715,12 +716,7 @@ def calibration_grid(args) -> tuple[tuple[float, ...], tuple[float, ...]]:
         if text is None:
             grids[flag] = tuple(default)
             continue
-        try:
-            values = tuple(float(v) for v in text.split(","))
-        except ValueError:
-            raise LLCError(f"{name} {text}: not a comma-separated list of numbers") from None
-        if not all(math.isfinite(v) and v > 0 for v in values):
-            raise LLCError(f"{name} {text}: every value must be a positive number")
+        values = number_list(text, name, positive=True, error=LLCError)
         if not any(any(math.isclose(v * factor, w, rel_tol=1e-9) for w in values) for v in values):
             raise LLCError(f"{name} {text}: needs a value and that value x{factor:g} too, or no grid point can be judged")
         grids[flag] = tuple(sorted(set(values), reverse=flag == "llc_epsilons"))

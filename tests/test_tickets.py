@@ -180,7 +180,7 @@ def test_full_version_dense_cap_is_every_arms_budget_and_the_k_grids():
     assert tickets.dense_spec(_args(quick=True, cap=10_000)).base["steps"] == 10_000
     assert tickets.arm_base(quick, qd)["save_every"] == 100 and qd.base["save_every"] == tickets.QUICK_DENSE_SAVE == 50
     assert "stop_after_grok" not in tickets.arm_base(quick, qd)
-    assert tickets.sweep_rates(quick) == ((), ()) and tickets.sweep_rates(_args(quick=True, ks=(0.5, 0.3))) == ((0.3, 0.5), K0)
+    assert tickets.sweep_rates(quick) == ((), ()) and tickets.sweep_rates(_args(quick=True, ks="0.5,0.3")) == ((0.3, 0.5), K0)
 
 
 def test_norm_matched_controls_rescale_the_parameters_whose_norm_they_match():
@@ -217,8 +217,8 @@ def test_snip_masks_use_the_models_training_gradient():
 
 @pytest.mark.parametrize("argv, message", [
     (["--k", "1.0"], "--k 1.0"), (["--k", "0"], "--k 0.0"), (["--cap", "0"], "--cap 0"), (["--scope", "row"], "invalid choice"),
-    (["--ks", "0.5,1.5"], "--ks 1.5"), (["--ks-wd0", "0"], "--ks-wd0 0.0"), (["--ks", ","], "--ks: give at least one"),
-    (["--ks", "0.5,x"], "invalid comma-separated list of pruning rates value"), (["--p", "1"], "--p 1"),
+    (["--ks", "0.5,1.5"], "--ks 1.5"), (["--ks-wd0", "0"], "--ks-wd0 0.0"), (["--ks", ","], "--ks ,: give at least one"),
+    (["--ks", "0.5,x"], "--ks 0.5,x: not a comma-separated list of numbers"), (["--p", "1"], "--p 1"),
 ])
 def test_bad_input_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "x"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from analyses.timing import first_step  # noqa: F401  (the one definition; experiments import it from here)
 from interp import tables
+from interp.cli import number_list
 
 
 def run_stages(specs: dict, sweep) -> dict[str, dict]:
@@ -119,12 +120,4 @@ def seed_list(text: str | None, default: list[int]) -> list[int]:
     """
     from interp.sweep import SweepError
 
-    if text is None:
-        return list(default)
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise SweepError(f"--seeds {text}: must be comma-separated integers") from None
-    if not seeds:
-        raise SweepError(f"--seeds {text}: give at least one seed")
-    return seeds
+    return list(default) if text is None else number_list(text, "--seeds", int, error=SweepError)

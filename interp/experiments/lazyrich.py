@@ -27,6 +27,7 @@ import argparse
 from pathlib import Path
 
 from interp import runs
+from interp.cli import number_list
 from interp.experiments.common import censored_median, is_sweep, read_summary, results, run_stages, seed_list
 from interp.sweep import Spec, SweepError, load_sweep
 from interp.tables import fmt
@@ -44,18 +45,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated model seeds (default: 1 with --quick, 1,2,3 otherwise)")
 
 
-def _floats(text: str | None, flag: str, default: tuple) -> list:
-    if text is None:
-        return list(default)
-    try:
-        xs = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise SweepError(f"{flag} {text}: must be comma-separated numbers") from None
-    if not xs or any(not x > 0 for x in xs):
-        raise SweepError(f"{flag} {text}: give at least one, each > 0")
-    return xs
-
-
 def base_config(alpha: float, steps: int, width: int = WIDTH) -> dict:
     """Kumar et al.'s setting at output scale ``alpha`` (the module docstring): learning rate ``width / alpha^2``."""
     return dict(task="poly", family="twolayer", d_mlp=width, output_scale=alpha, quad_eps=0.02, optimizer="sgd", lr=width / alpha ** 2,
@@ -63,7 +52,8 @@ def base_config(alpha: float, steps: int, width: int = WIDTH) -> dict:
 
 
 def specs(args: argparse.Namespace) -> dict[str, Spec]:
-    alphas = _floats(getattr(args, "alphas", None), "--alphas", ALPHAS_QUICK if args.quick else ALPHAS)
+    text = getattr(args, "alphas", None)
+    alphas = list(ALPHAS_QUICK if args.quick else ALPHAS) if text is None else number_list(text, "--alphas", positive=True, error=SweepError)
     seeds = seed_list(getattr(args, "seeds", None), [1] if args.quick else [1, 2, 3])
     steps = 30_000 if args.quick else 100_000
     return {f"alpha{a:g}": Spec(base_config(a, steps), {"seed": seeds}) for a in alphas}

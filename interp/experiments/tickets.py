@@ -88,6 +88,7 @@ from torch.func import functional_call
 
 from analyses import fourier, progress_measures
 from interp import plots, prune, runs, stopping
+from interp.cli import number_list
 from interp.config import GROK_ACC, PRESETS, ConfigError, TrainConfig
 from interp.experiments import common
 from interp.experiments.common import censored_median, ok_rows, spread
@@ -126,13 +127,6 @@ SUMMARY_COLUMNS = ["method", "k", "seeds", "diverged", "budget", "memorised", "m
                    "median_from_step", "min_from_step", "max_from_step"]
 
 
-def _rates(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in text.split(",") if x.strip())
-
-
-_rates.__name__ = "comma-separated list of pruning rates"  # argparse names the expected type by __name__
-
-
 SETTINGS = ("transformer", "mlp")
 
 
@@ -151,9 +145,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"with --quick the dense run trains at least {QUICK_DENSE_STEPS} steps, so that its cleanup can end)")
     p.add_argument("--k-sweep", action=argparse.BooleanOptionalAction, default=None,
                    help="also train tickets over a grid of k, with and without weight decay (default: on; off with --quick unless --ks or --ks-wd0 is given)")
-    p.add_argument("--ks", type=_rates, default=None, metavar="K1,K2,...",
+    p.add_argument("--ks", default=None, metavar="K1,K2,...",
                    help=f"the k sweep with the dense run's weight decay (default: {','.join(f'{k:g}' for k in K_SWEEP)})")
-    p.add_argument("--ks-wd0", type=_rates, default=None, metavar="K1,K2,...",
+    p.add_argument("--ks-wd0", default=None, metavar="K1,K2,...",
                    help=f"the k sweep with weight decay 0 (default: {','.join(f'{k:g}' for k in K_SWEEP_WD0)})")
 
 
@@ -197,14 +191,13 @@ def sweep_rates(args: argparse.Namespace) -> tuple[tuple[float, ...], tuple[floa
     k sweep (``--no-k-sweep``, or ``--quick`` without ``--k-sweep``, ``--ks`` or ``--ks-wd0``).
 
     Raises:
-        ConfigError: a rate outside (0, 1), or an empty list (checked whether or not the sweep runs).
+        ConfigError: a rate that is not a number or lies outside (0, 1), or an empty list (checked whether or
+            not the sweep runs).
     """
     given = {"--ks": getattr(args, "ks", None), "--ks-wd0": getattr(args, "ks_wd0", None)}
     out = []
     for (flag, ks), default in zip(given.items(), (K_SWEEP, K_SWEEP_WD0)):
-        ks = default if ks is None else ks
-        if not ks:
-            raise ConfigError(f"{flag}: give at least one pruning rate")
+        ks = default if ks is None else number_list(ks, flag, error=ConfigError)
         for k in ks:
             if not 0.0 < k < 1.0:
                 raise ConfigError(f"{flag} {k!r}: a pruning rate (fraction of weights removed) must lie strictly between 0 and 1")
