@@ -42,10 +42,11 @@ PRESETS: dict[str, dict] = {
     "digits": dict(train_size=1000, d_mlp=200, init_scale=8.0, freeze_biases=False, loss="mse", lr=2e-3, wd=0.05,
                    steps=12000, eval_every=100, save_every=1000),
     # Group composition in S4 (python -m interp.train s4 --preset s4): 24 x 24 = 576 pairs, 80% for training,
-    # the canonical widths (d_model 128, d_mlp 512), lr 3e-3, weight decay 1, mini-batches of 128: of the 17 settings
-    # measured over seeds (docs/presets.md) the one where every seed measured groks; on the full batch some seeds stay
-    # at chance. The budget is 1.5x the slowest seed (docs/presets.md).
-    "s4": dict(frac=0.8, lr=3e-3, wd=1.0, batch_size=128, steps=36000, seed=3, eval_every=50, save_every=250),
+    # the canonical widths (d_model 128, d_mlp 512), lr 3e-3, weight decay 1, mini-batches of 128: of the settings
+    # measured over seeds (docs/presets.md) the one where every seed measured (0-9) reaches 99% test accuracy; on the
+    # full batch some seeds stay at chance. The budget is 1.5x the slowest seed (23 750 steps). Seed 5 stayed at >= 99%
+    # for 15 000 steps after it got there, where some seeds dip for a while.
+    "s4": dict(frac=0.8, lr=3e-3, wd=1.0, batch_size=128, steps=36000, seed=5, eval_every=50, save_every=250),
     # Group composition in S5 (python -m interp.train s5 --preset s5): 14 400 pairs, 50% for training; analysed in
     # docs/analyses/groups.md. The budget is 1.5x the slowest of seeds 1-3 (7 000 steps; docs/presets.md).
     "s5": dict(frac=0.5, d_model=128, d_mlp=512, lr=3e-3, wd=3.0, steps=10500, eval_every=100, save_every=250),
