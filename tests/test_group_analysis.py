@@ -133,8 +133,8 @@ def test_s4_preset_train_analyze_report_shortened(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_s4_preset_groks_and_the_analysis_finds_key_irreps(tmp_path, capsys):
-    """The documented preset end to end with its own seed, 3 (a few minutes of training; not every seed groks, and
-    whether one does can change with the float kernels: docs/presets.md)."""
+    """The documented preset end to end with its own seed, 5 (a few minutes of training; its seeds 0-9 all reach 99 %
+    test accuracy, and seed 5 stays there: docs/presets.md)."""
     rows, summary, printed, page = _end_to_end(tmp_path, capsys, [])
     assert summary["phases"]["grokked"] is not None
     assert summary["key_irreps"], summary

@@ -11,29 +11,17 @@ from interp.config import PRESETS
 from interp.snapshot import BUDGET_MARGIN, budget_problem, main as snapshot_main, markdown
 
 STORED = sorted((docs.DOCS / "data" / "presets").glob("*/seeds.json"))
-# Presets whose stored measurement shows a seed that does not grok (docs/presets.md): a strict expected failure,
-# so the test fails once a new measurement shows every seed grokking and this entry must go.
-KNOWN_SEED_FAILURES = {"s4": "no S4 transformer setting tried groks on every seed (docs/presets.md)"}
 
 
 def test_the_grokking_presets_are_measured_over_seeds():
     assert {p.parent.name for p in STORED} >= {"small", "s4", "s5"}
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=KNOWN_SEED_FAILURES[p.parent.name]))
-    if p.parent.name in KNOWN_SEED_FAILURES else p for p in STORED], ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", STORED, ids=lambda p: p.parent.name)
 def test_each_measured_preset_budget_covers_its_slowest_seed(path):
     s = json.loads(path.read_text())
     assert len(s["members"]) >= 3 and s["command"] and s["commit"] and s["cpu"]
     assert budget_problem(s, PRESETS[path.parent.name]["steps"]) is None, markdown(path.parent)
-
-
-@pytest.mark.parametrize("name", sorted(KNOWN_SEED_FAILURES))
-def test_a_known_failure_still_covers_the_seeds_that_grok(name):
-    s = json.loads((docs.DOCS / "data" / "presets" / name / "seeds.json").read_text())
-    grokked = [m for m in s["members"] if m["test_99_step"] is not None]
-    assert grokked and budget_problem({**s, "members": grokked}, PRESETS[name]["steps"]) is None, markdown(docs.DOCS / "data" / "presets" / name)
 
 
 def _fake_sweep(tmp_path, grok_steps, budget=9000):
