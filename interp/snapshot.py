@@ -14,8 +14,10 @@ docs embed between ``<!-- generated: python -m interp.snapshot --markdown DIR --
 
 A preset over seeds (``python -m interp.sweep TASK --preset NAME --grid seed=1,2,3 --stop-after-grok 100 --out
 SWEEP``, then ``python -m interp.snapshot SWEEP docs/data/presets/NAME --command "..."``) is kept as
-``DIR/seeds.json`` instead: per seed the first step at 99 % test accuracy, and the preset's budget against
-``BUDGET_MARGIN`` (1.5) times the slowest seed; ``tests/test_presets.py`` holds every stored preset to it.
+``DIR/seeds.json`` instead (``DIR``'s name is the preset's): per seed the step it grokked at by the preset's rule
+(``interp.config.PRESET_GROK_RULES``: the first step at 99 % test accuracy, or, for the digits MLP, half of its
+test accuracy's late rise), and the preset's budget against ``BUDGET_MARGIN`` (1.5) times the slowest seed;
+``tests/test_presets.py`` holds every stored preset to it.
 """
 
 from __future__ import annotations
@@ -111,26 +113,45 @@ def _num(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
 
 
-def seeds_snapshot(sweep_dir: Path, command: str, note: str | None = None) -> dict:
+# How a preset's measurement over seeds reads the step each seed grokked at (interp.config.PRESET_GROK_RULES names
+# the rule per preset): the member's key, what a seed that has none did not do, the table's column.
+GROK_RULES = {
+    "test_99": ("test_99_step", "reach 99 % test accuracy", "first step at 99 % test accuracy"),
+    "late_jump": ("jump_step", "show a late rise of test accuracy (at least 0.1 above its level at memorisation)",
+                  "half of the test accuracy's rise after memorisation"),
+}
+
+
+def seeds_snapshot(sweep_dir: Path, command: str, note: str | None = None, preset: str | None = None) -> dict:
     """A sweep over seeds of one preset (``python -m interp.sweep TASK --preset NAME --grid seed=...``) as a
-    JSON-able dict: how it was made, and per member its seed, status, first step at 99 % test accuracy, last
-    step and final test accuracy (from ``results.csv``)."""
+    JSON-able dict: how it was made, the preset's grok rule (``interp.config.PRESET_GROK_RULES``, by default
+    "test_99"), and per member its seed, status, first step at 99 % test accuracy, last step and final test
+    accuracy (from ``results.csv``); under the "late_jump" rule also its memorisation step, the step at half of
+    the test accuracy's later rise and its best test accuracy (``analyses.timing.late_jump`` of its metrics)."""
+    from analyses.timing import late_jump
+    from interp.config import PRESET_GROK_RULES
+
     sweep_dir = Path(sweep_dir)
+    rule = PRESET_GROK_RULES.get(preset, "test_99")
     spec = json.loads((sweep_dir / "sweep.json").read_text())
     members = []
     with open(sweep_dir / "results.csv") as f:
         for r in csv.DictReader(f):
             num = lambda k: None if r.get(k) in (None, "") else float(r[k])  # noqa: E731
-            members.append({"run": Path(r["run"]).name, "seed": int(float(r["seed"])), "status": r["status"],
-                            "test_99_step": None if num("test_99_step") is None else int(num("test_99_step")),
-                            "final_step": None if num("final_step") is None else int(num("final_step")),
-                            "final_test_acc": num("final_test_acc")})
+            m = {"run": Path(r["run"]).name, "seed": int(float(r["seed"])), "status": r["status"],
+                 "test_99_step": None if num("test_99_step") is None else int(num("test_99_step")),
+                 "final_step": None if num("final_step") is None else int(num("final_step")),
+                 "final_test_acc": num("final_test_acc")}
+            if rule == "late_jump":
+                lj = late_jump(runs.read_metrics(sweep_dir / "runs" / m["run"]))
+                m.update(mem_step=lj["mem_step"], jump_step=lj["jump_step"], top_test_acc=lj["top_test_acc"])
+            members.append(m)
     if not members:
         raise FileNotFoundError(f"{sweep_dir / 'results.csv'}: no finished member")
     meta = json.loads((sweep_dir / "runs" / members[0]["run"] / runs.CONFIG_FILE).read_text())
     return {"command": command, "note": note, "commit": meta.get("git_commit"), "cpu": meta.get("machine", {}).get("cpu"),
             "torch_threads": meta.get("machine", {}).get("torch_threads"), "task": spec["spec"]["base"]["task"],
-            "steps": spec["spec"]["base"]["steps"], "members": sorted(members, key=lambda m: m["seed"])}
+            "steps": spec["spec"]["base"]["steps"], "rule": rule, "members": sorted(members, key=lambda m: m["seed"])}
 
 
 def seeds_markdown(s: dict, preset: str) -> str:
@@ -138,13 +159,18 @@ def seeds_markdown(s: dict, preset: str) -> str:
     ``BUDGET_MARGIN`` times its slowest seed."""
     from interp.config import PRESETS
 
+    key, _, column = GROK_RULES[s.get("rule", "test_99")]
+    late = key == "jump_step"
+    head = (["seed", "memorised at", column, "best test accuracy"] if late else ["seed", column]) + ["last step", "final test accuracy"]
     lines = [f"Made by `{s['command']}` at commit `{(s.get('commit') or 'unknown')[:10]}` on {s.get('cpu') or 'an unrecorded CPU'} "
              f"(torch threads: {s.get('torch_threads')})." + (f" {s['note']}" if s.get("note") else ""), "",
-             "| seed | first step at 99 % test accuracy | last step | final test accuracy |", "|---|---|---|---|"]
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    step = lambda x: "not reached" if x is None else fmt_step(x)  # noqa: E731
     for m in s["members"]:
-        lines.append(f"| {m['seed']} | {'not reached' if m['test_99_step'] is None else fmt_step(m['test_99_step'])} | "
-                     f"{'-' if m['final_step'] is None else fmt_step(m['final_step'])} | {_num(m['final_test_acc'], 4)} |")
-    steps = [m["test_99_step"] for m in s["members"]]
+        cells = [str(m["seed"])] + ([step(m["mem_step"]), step(m[key]), _num(m["top_test_acc"], 4)] if late else [step(m[key])])
+        cells += ["-" if m["final_step"] is None else fmt_step(m["final_step"]), _num(m["final_test_acc"], 4)]
+        lines.append("| " + " | ".join(cells) + " |")
+    steps = [m[key] for m in s["members"]]
     budget = PRESETS.get(preset, {}).get("steps")
     lines.append("")
     done = [x for x in steps if x is not None]
@@ -159,12 +185,14 @@ def seeds_markdown(s: dict, preset: str) -> str:
 
 def budget_problem(s: dict, budget: int | None) -> str | None:
     """Why a preset's ``budget`` (steps) does not cover the seeds of ``seeds_snapshot`` ``s``, or ``None``: every
-    seed must reach 99 % test accuracy, and the budget must be at least ``BUDGET_MARGIN`` times the slowest."""
-    steps = [m["test_99_step"] for m in s["members"]]
+    seed must have grokked by the snapshot's rule (``GROK_RULES``: by default 99 % test accuracy), and the budget
+    must be at least ``BUDGET_MARGIN`` times the slowest."""
+    key, missing, _ = GROK_RULES[s.get("rule", "test_99")]
+    steps = [m[key] for m in s["members"]]
     if budget is None:
         return "no such preset"
     if None in steps:
-        return f"{steps.count(None)} of {len(steps)} seeds did not reach 99 % test accuracy within {fmt_step(s['steps'])} steps"
+        return f"{steps.count(None)} of {len(steps)} seeds did not {missing} within {fmt_step(s['steps'])} steps"
     if budget < BUDGET_MARGIN * max(steps):
         return f"{fmt_step(budget)} steps is less than {BUDGET_MARGIN:g} times the slowest seed's {fmt_step(max(steps))}"
     return None
@@ -247,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_dir is None or args.out is None or not args.command:
             p.error("RUN_DIR, DIR and --command are needed (or --markdown DIR)")
         sweep = (args.run_dir / "sweep.json").is_file()
-        s = (seeds_snapshot if sweep else snapshot)(args.run_dir, args.command, args.note)
+        s = seeds_snapshot(args.run_dir, args.command, args.note, args.out.name) if sweep else snapshot(args.run_dir, args.command, args.note)
     except (RunError, FileNotFoundError) as e:
         print(f"python -m interp.snapshot: error: {e}", file=sys.stderr)
         return 2
