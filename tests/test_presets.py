@@ -14,7 +14,7 @@ STORED = sorted((docs.DOCS / "data" / "presets").glob("*/seeds.json"))
 
 
 def test_the_grokking_presets_are_measured_over_seeds():
-    assert {p.parent.name for p in STORED} >= {"small", "s4", "s5"}
+    assert {p.parent.name for p in STORED} >= {"small", "s4", "s5", "digits"}
 
 
 @pytest.mark.parametrize("path", STORED, ids=lambda p: p.parent.name)
