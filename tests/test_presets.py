@@ -86,3 +86,10 @@ def test_the_late_jump_rule_reads_the_digits_preset_by_its_rise(tmp_path, jumps,
     assert snapshot_main([str(d), str(tmp_path / "small"), "--command", "python -m interp.sweep ..."]) == 0
     other = json.loads((tmp_path / "small" / "seeds.json").read_text())
     assert other["rule"] == "test_99" and "3 of 3 seeds did not reach 99 % test accuracy" in budget_problem(other, budget)
+
+
+def test_every_preset_grok_rule_names_a_preset_and_a_known_rule():
+    from interp.config import PRESET_GROK_RULES
+    from interp.snapshot import GROK_RULES
+
+    assert set(PRESET_GROK_RULES) <= set(PRESETS) and set(PRESET_GROK_RULES.values()) <= set(GROK_RULES)
